@@ -1,0 +1,36 @@
+# medsynth: the two commands are `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.medsynth-installed
+
+.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes; otherwise this is a no-op.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages the tests use (PostgreSQL for the MLflow server test, Chromium for the browser
+# test); installed once, skipped when present.
+system-deps:
+	@bash infra/scripts/system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/medsynth demo
+
+test: $(STAMP) system-deps
+	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q -m "not slow and not server and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf artifacts .medsynth test-artifacts

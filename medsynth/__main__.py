@@ -1,0 +1,5 @@
+import sys
+
+from medsynth.cli import main
+
+sys.exit(main())
