@@ -1,0 +1,41 @@
+"""Config: typed loading, overrides checked against types, unknown keys rejected."""
+
+import pytest
+
+from medsynth.components.ingest import IngestConfig
+from medsynth.config import load_stage, parse_overrides
+from medsynth.errors import ConfigError
+from medsynth.readers import Modality, SourceFormat
+
+
+def test_params_yaml_loads_into_typed_config(params):
+    cfg = load_stage(IngestConfig, "ingest", params)
+    assert cfg.dataset == "ct"
+    src = cfg.sources[0]
+    assert src.format is SourceFormat.NPZ and src.modality is Modality.CT
+    assert src.classes == ["AbdomenCT", "ChestCT", "HeadCT"]
+
+
+def test_override_is_type_checked(params):
+    cfg = load_stage(IngestConfig, "ingest", params, parse_overrides(["ingest.limit_per_class=5"]))
+    assert cfg.limit_per_class == 5
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_stage(IngestConfig, "ingest", params, parse_overrides(["ingest.limit_per_class=abc"]))
+
+
+def test_unknown_key_lists_valid_keys(params):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) bogus; valid: dataset, datasets, limit_per_class"):
+        load_stage(IngestConfig, "ingest", params, parse_overrides(["ingest.bogus=1"]))
+
+
+def test_unknown_dataset_and_enum_values_name_the_valid_ones(params):
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        load_stage(IngestConfig, "ingest", params, {"ingest.dataset": "nope"})
+    bad = {**params, "ingest": {**params["ingest"], "datasets": {"x": [{"path": "a", "modality": "PET"}]}, "dataset": "x"}}
+    with pytest.raises(ConfigError, match="valid: XR, CT, MR"):
+        load_stage(IngestConfig, "ingest", bad)
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_overrides(["train.epochs"])
