@@ -1,0 +1,114 @@
+"""The medsynth training pipeline (KFP v2): ingest -> validate -> preprocess.
+
+One pipeline, defined here and compiled to ``training_pipeline.yaml`` next to this file (kept in
+git; ``tests/unit/test_pipeline_compile.py`` fails when a fresh compile differs).
+
+Parameters: one JSON string per params.yaml section (see ``runtime.py`` for why JSON), resolved
+from params.yaml + ``--set`` overrides by :func:`pipeline_arguments` on the machine that runs or
+submits the pipeline. The compiled YAML has no defaults for them, so it never goes stale when
+params.yaml changes; ``medsynth pipeline compile --bake-params`` writes a copy with today's values as
+defaults for uploading through the KFP UI.
+
+Resources: each task requests CPU/memory here (never inside the component code); the train task
+also requests one NVIDIA GPU and runs on the CUDA image.
+"""
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl
+
+from medsynth.pipelines import ops
+
+PIPELINE_NAME = "medsynth-training"
+PIPELINE_YAML = Path(__file__).with_name("training_pipeline.yaml")
+
+# Pipeline parameter -> the typed config that checks it (module, class).
+SECTIONS: dict[str, tuple[str, str]] = {
+    "project": ("medsynth.project", "ProjectConfig"),
+    "ingest": ("medsynth.components.ingest", "IngestConfig"),
+    "validate": ("medsynth.components.validate", "ValidateConfig"),
+    "preprocess": ("medsynth.components.preprocess", "PreprocessConfig"),
+}
+
+# Requests per task: (cpu, memory). Sized for the bundled data; raise them for full datasets.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "ingest": ("1", "2Gi"),
+    "validate": ("1", "2Gi"),
+    "preprocess": ("2", "4Gi"),
+}
+
+
+def _resources(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
+    cpu, mem = RESOURCES[step]
+    return task.set_display_name(step).set_cpu_request(cpu).set_memory_request(mem).set_memory_limit(mem)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Real medical images -> validated, preprocessed training data "
+              "(every step tracked in MLflow).")
+def training_pipeline(project: str, ingest: str, validate: str, preprocess: str) -> None:
+    """Each argument is one params.yaml section as JSON (see :func:`pipeline_arguments`)."""
+    run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    t_ingest = _resources(ops.ingest_op(project=project, ingest=ingest, kfp_run=run_name), "ingest")
+    t_validate = _resources(ops.validate_op(project=project, validate=validate, kfp_run=run_name,
+                                            dataset=t_ingest.outputs["dataset"]), "validate")
+    _resources(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run_name,
+                                 dataset=t_validate.outputs["validated"]), "preprocess")
+
+
+def pipeline_arguments(params: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Resolve the pipeline's arguments from params.yaml + overrides, checking every section now.
+
+    Each argument is the section as written in params.yaml with the overrides applied (values parsed
+    as YAML, as if written in the file), so a task builds its config exactly the way the CLI does.
+    Checking here means a typo fails on the laptop in a second, not in a pod ten minutes later.
+
+    Raises:
+        ConfigError: a section or override is invalid.
+    """
+    import yaml
+
+    from medsynth.config import build, check_overrides
+
+    classes = {name: getattr(importlib.import_module(mod), cls) for name, (mod, cls) in SECTIONS.items()}
+    check_overrides(overrides or {}, classes)
+    out: dict[str, str] = {}
+    for name, cls in classes.items():
+        raw = json.loads(json.dumps(params.get(name) or {}))  # deep copy, JSON-safe
+        for key, value in (overrides or {}).items():
+            head, _, rest = key.partition(".")
+            if head == name and rest:
+                _set_dotted(raw, rest.split("."), yaml.safe_load(value))
+        build(cls, raw, name)  # fail early, on this machine
+        out[name] = json.dumps(raw, sort_keys=True)
+    return out
+
+
+def _set_dotted(d: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[keys[-1]] = value
+
+
+def compile_pipeline(path: str | Path = PIPELINE_YAML, registry: str | None = None,
+                     arguments: dict[str, str] | None = None) -> Path:
+    """Compile the pipeline to ``path``.
+
+    Args:
+        registry: image registry prefix (``ghcr.io/acme``) put in front of the placeholder images.
+        arguments: pipeline arguments to bake in as parameter defaults (for UI uploads).
+    """
+    from kfp import compiler
+
+    path = Path(path)
+    compiler.Compiler().compile(training_pipeline, package_path=str(path), pipeline_parameters=arguments)
+    if registry:
+        text = path.read_text()
+        for image in (ops.CPU_IMAGE, ops.CUDA_IMAGE):
+            text = text.replace(f"image: {image}", f"image: {registry.rstrip('/')}/{image}")
+        path.write_text(text)
+    return path
