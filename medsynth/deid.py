@@ -27,7 +27,7 @@ from typing import Any
 
 # DICOM's own UIDs (SOP classes, transfer syntaxes, coding schemes) identify no one.
 STANDARD_UID_ROOT = "1.2.840.10008."
-METHOD = "medsynth PS3.15 basic profile: identifiers removed/blanked, UIDs replaced, private tags removed"
+METHOD = "medsynth: PS3.15 basic profile (E.1-1), UIDs hashed"
 
 # Type 2 attributes the IODs require to be present: blanked (PS3.15 action Z).
 BLANK = frozenset({
