@@ -1,0 +1,94 @@
+"""The KFP pipeline: the committed YAML is current, the graph is the designed one, arguments resolve."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medsynth.errors import ConfigError
+from medsynth.pipelines import ops
+from medsynth.pipelines.training_pipeline import (
+    PIPELINE_YAML,
+    RESOURCES,
+    SECTIONS,
+    compile_pipeline,
+    pipeline_arguments,
+)
+
+STEPS = ["ingest", "validate", "preprocess"]
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return yaml.safe_load(PIPELINE_YAML.read_text())
+
+
+def test_committed_yaml_matches_a_fresh_compile(tmp_path: Path) -> None:
+    # Risk guarded: someone edits the pipeline code and the YAML a cluster gets is stale.
+    fresh = compile_pipeline(tmp_path / "p.yaml").read_text()
+    assert fresh == PIPELINE_YAML.read_text(), "pipelines/training_pipeline.yaml is stale: run `medsynth pipeline compile`"
+
+
+def test_graph_has_the_steps_in_order(spec: dict) -> None:
+    tasks = spec["root"]["dag"]["tasks"]
+    assert [t for t in (f"{s}-op" for s in STEPS) if t in tasks] == [f"{s}-op" for s in STEPS]
+    # each step consumes the previous step's output artifact, so a failed step stops the rest
+    for prev, cur in zip(STEPS, STEPS[1:], strict=False):
+        task = tasks[f"{cur}-op"]
+        assert task["dependentTasks"] == [f"{prev}-op"]
+        (art,) = task["inputs"]["artifacts"].values()
+        assert art["taskOutputArtifact"]["producerTask"] == f"{prev}-op"
+
+
+def test_every_task_requests_cpu_and_memory(spec: dict) -> None:
+    executors = spec["deploymentSpec"]["executors"]
+    for step in STEPS:
+        res = executors[f"exec-{step}-op"]["container"]["resources"]
+        cpu, mem = RESOURCES[step]
+        assert res["resourceCpuRequest"] == cpu
+        assert res["resourceMemoryRequest"] == mem
+        assert executors[f"exec-{step}-op"]["container"]["image"] == ops.CPU_IMAGE
+
+
+def test_parameters_are_one_json_string_per_section_without_defaults(spec: dict) -> None:
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(SECTIONS)
+    assert all(p["parameterType"] == "STRING" and "defaultValue" not in p for p in params.values())
+
+
+def test_components_install_nothing_at_start(spec: dict) -> None:
+    # The images carry medsynth and kfp; a pip install at task start would need the internet.
+    for ex in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(ex["container"]["command"])
+
+
+def test_arguments_come_from_params_with_overrides(params: dict) -> None:
+    args = pipeline_arguments(params, {"ingest.limit_per_class": "5", "project.seed": "3"})
+    assert set(args) == set(SECTIONS)
+    ingest = json.loads(args["ingest"])
+    assert ingest["limit_per_class"] == 5 and ingest["dataset"] == params["ingest"]["dataset"]
+    assert json.loads(args["project"])["seed"] == 3
+    assert json.loads(args["preprocess"]) == params["preprocess"]
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"ingest.limit_per_class": "many"}, "limit_per_class"),
+    ({"nosuch.key": "1"}, "unknown section"),
+    ({"ingest.dataset": "nope"}, "unknown dataset"),
+])
+def test_bad_arguments_fail_before_anything_runs(params: dict, override: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        pipeline_arguments(params, override)
+
+
+def test_registry_prefix_and_baked_defaults(tmp_path: Path, params: dict) -> None:
+    args = pipeline_arguments(params)
+    out = compile_pipeline(tmp_path / "p.yaml", registry="ghcr.io/acme/", arguments=args)
+    spec = yaml.safe_load(out.read_text())
+    images = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert images and all(i.startswith("ghcr.io/acme/medsynth/components:") for i in images)
+    defaults = {k: v["defaultValue"] for k, v in spec["root"]["inputDefinitions"]["parameters"].items()}
+    assert defaults == args
