@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,26 @@ def params() -> dict:
     return read_params(REPO / "params.yaml")
 
 
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store, made once per session.
+
+    Creating a SQLite store runs MLflow's schema migrations (seconds); each test copies this file
+    instead, so every test still gets its own real store.
+    """
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_db_template: Path) -> Path:
     """A fresh project folder: artifacts and the SQLite MLflow store live under tmp_path."""
+    state = tmp_path / ".medsynth"
+    state.mkdir()
+    shutil.copyfile(mlflow_db_template, state / "mlflow.db")
     monkeypatch.setenv("MEDSYNTH_HOME", str(tmp_path))
     monkeypatch.setenv("MEDSYNTH_DATA_DIR", str(DATA))
     monkeypatch.setenv("MEDSYNTH_QUIET", "1")

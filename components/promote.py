@@ -1,0 +1,270 @@
+"""Promote: register a trained generator, gate it, and move the ``champion`` alias when it earns it.
+
+1. Register the model (MLflow registry) and point the ``challenger`` alias at the new version.
+2. Attach the evaluation metrics and a model card (lineage, config, metrics, privacy, intended use).
+3. Under a registry lock, read the current champion's metrics, apply the gate policy and, when it
+   passes (and no reviewer approval is required), move ``champion``; record why as version tags.
+   A failing gate leaves the champion untouched. Holding the lock across read-compare-set means two
+   promotions racing cannot leave ``champion`` on a version that did not beat the champion it saw.
+
+Review (``medsynth review``) and rollback use the same helpers, so every alias move is recorded the
+same way: ``champion.*`` tags on the version (who, when, why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate
+
+from medsynth.config import to_dict
+from medsynth.errors import ConfigError, RegistryError
+from medsynth.fileio import write_json, write_text
+from medsynth.project import ProjectConfig
+from medsynth.tracking import first_line, setup_mlflow, step_run
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_TAG = "metric."
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """``promote:`` in params.yaml."""
+
+    model_name: str = ""  # registered model name; "" = medsynth-<dataset>-<model kind>
+    require_approval: bool = False  # champion moves only after `medsynth review approve`
+    lock_timeout_s: float = 60.0
+    gate: GatePolicy = field(default_factory=GatePolicy)
+
+
+@dataclass
+class PromoteResult:
+    name: str
+    version: str
+    gate: GateResult
+    champion_version: str | None
+    promoted: bool
+    reason: str
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
+
+@contextlib.contextmanager
+def registry_lock(project: ProjectConfig, name: str, timeout_s: float) -> Iterator[None]:
+    """An exclusive lock per registered model for read-compare-set of the champion alias.
+
+    A file lock in the project's state folder: promotions run from one project folder (a laptop,
+    or one pipeline volume on a cluster) share it.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_dir = project.state_path() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_dir / f"registry-{name}.lock"))
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout:
+        raise RegistryError(f"registry lock for {name!r} busy for {timeout_s:.0f}s (another promotion running?)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def version_metrics(mv: Any) -> dict[str, Any]:
+    """Metrics recorded on a model version as ``metric.<name>`` tags."""
+    out: dict[str, Any] = {}
+    for k, v in (mv.tags or {}).items():
+        if k.startswith(METRIC_TAG):
+            try:
+                out[k[len(METRIC_TAG):]] = float(v)
+            except ValueError:
+                out[k[len(METRIC_TAG):]] = v
+    return out
+
+
+def get_alias(c: Any, name: str, alias: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def model_card(name: str, version: str, lineage: dict[str, Any], metrics: dict[str, Any],
+               gate: GateResult, train_config: dict[str, Any]) -> str:
+    """The model card stored with every registered version (markdown)."""
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
+    checks = "\n".join(f"- {'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in gate.checks)
+    cfg = json.dumps(train_config, indent=2, sort_keys=True)
+    return f"""# Model card: {name} v{version}
+
+**Outputs are synthetic images. They are not for diagnosis or any clinical decision.**
+Every exported image is marked synthetic (file name, PNG metadata, DICOM tags).
+
+## Intended use
+Research, education, software testing and data augmentation experiments on the modality and
+classes below. Not intended for clinical use, nor to stand in for real patient data in any
+evaluation of a medical device.
+
+## Data lineage
+| item | value |
+| --- | --- |
+| dataset | {lineage.get('dataset', 'unknown')} |
+| classes | {', '.join(lineage.get('classes', [])) or 'unconditional'} |
+| data hash (preprocessed, DVC-tracked) | {lineage.get('data_hash', 'unknown')} |
+| git commit | {lineage.get('git_commit', 'unknown')} |
+| training run | {lineage.get('run_id', 'unknown')} |
+| evaluation run | {lineage.get('eval_run_id', 'unknown')} |
+
+## Metrics (protocol: see the evaluation report; FID-domain/KID-domain use the project's own
+domain classifier as feature extractor, not ImageNet Inception, so they are not comparable with
+published FID values)
+| metric | value |
+| --- | --- |
+{rows}
+
+## Privacy
+Near-copy share (synthetic images closer to a training image than training images are to each
+other, see the evaluation protocol): {metrics.get('privacy_near_copy_share', 'n/a')}. A generator that
+memorises is not promoted.
+
+## Gate
+{'PASSED' if gate.passed else 'FAILED'}
+{checks}
+
+## Training configuration
+```json
+{cfg}
+```
+"""
+
+
+def _tag(c: Any, name: str, version: str, tags: dict[str, Any]) -> None:
+    for k, v in tags.items():
+        c.set_model_version_tag(name, version, k, str(v)[:5000])
+
+
+def move_champion(c: Any, name: str, version: str, reason: str, actor: str | None = None) -> None:
+    """Point ``champion`` at ``version`` and record who/when/why on the version."""
+    c.set_registered_model_alias(name, CHAMPION, version)
+    _tag(c, name, version, {
+        "champion.since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "champion.by": actor or _user(),
+        "champion.reason": reason,
+    })
+
+
+def _user() -> str:
+    try:
+        return os.environ.get("MEDSYNTH_USER") or getpass.getuser()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def try_promote(c: Any, project: ProjectConfig, cfg: PromoteConfig, name: str, version: str,
+                conditional: bool, actor: str | None = None) -> tuple[GateResult, bool, str]:
+    """Gate ``version`` against the current champion under the lock; move champion if it passes."""
+    with registry_lock(project, name, cfg.lock_timeout_s):
+        mv = c.get_model_version(name, version)
+        champ = get_alias(c, name, CHAMPION)
+        champ_metrics = version_metrics(champ) if champ is not None and champ.version != version else None
+        gate = evaluate_gate(cfg.gate, version_metrics(mv), champ_metrics, conditional)
+        _tag(c, name, version, {
+            "gate.passed": str(gate.passed).lower(),
+            "gate.summary": gate.summary(),
+            "gate.checks": json.dumps(gate.as_dict()["checks"]),
+            "gate.champion_compared": champ.version if champ is not None else "none",
+        })
+        if not gate.passed:
+            return gate, False, gate.summary()
+        if cfg.require_approval and (mv.tags or {}).get("review.decision") != "approved":
+            return gate, False, "gate passed; waiting for reviewer approval (promote.require_approval)"
+        reason = gate.summary() + (f" (vs champion v{champ.version})" if champ is not None else " (first champion)")
+        move_champion(c, name, version, reason, actor)
+        return gate, True, reason
+
+
+def register(
+    project: ProjectConfig,
+    cfg: PromoteConfig,
+    model_uri: str,
+    name: str,
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+    train_config: dict[str, Any],
+    out_dir: Path,
+) -> PromoteResult:
+    """Register ``model_uri`` as a new version of ``name`` and try to promote it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(project)
+    c = client()
+    conditional = len(lineage.get("classes", [])) > 1 and bool(lineage.get("conditional", True))
+    try:
+        with step_run(project, "promote", {"promote": to_dict(cfg), "model_uri": model_uri, "model_name": name},
+                      lineage.get("data_hash")):
+            mv = mlflow.register_model(model_uri, name)
+            version = str(mv.version)
+            _tag(c, name, version, {f"{METRIC_TAG}{k}": v for k, v in metrics.items() if isinstance(v, (int, float, bool))})
+            _tag(c, name, version, {
+                "lineage.dataset": lineage.get("dataset", "unknown"),
+                "lineage.data_hash": lineage.get("data_hash", "unknown"),
+                "lineage.git_commit": lineage.get("git_commit", "unknown"),
+                "lineage.classes": json.dumps(lineage.get("classes", [])),
+                "synthetic": "true",
+            })
+            c.set_registered_model_alias(name, CHALLENGER, version)
+            gate, promoted, reason = try_promote(c, project, cfg, name, version, conditional)
+            card = model_card(name, version, lineage, metrics, gate, train_config)
+            c.update_model_version(name, version, description=card[:60000])
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text(out_dir / "model_card.md", card)
+            champ = get_alias(c, name, CHAMPION)
+            result = {"name": name, "version": version, "promoted": promoted, "reason": reason,
+                      "gate": gate.as_dict(), "champion_version": str(champ.version) if champ else None}
+            write_json(out_dir / "promotion.json", result)
+            mlflow.log_artifact(str(out_dir / "model_card.md"))
+            mlflow.log_artifact(str(out_dir / "promotion.json"))
+            mlflow.log_metrics({"gate_passed": float(gate.passed), "promoted": float(promoted)})
+    except MlflowException as exc:
+        raise RegistryError(f"registry: {first_line(exc)}") from None
+    return PromoteResult(name, version, gate, str(champ.version) if champ else None, promoted, reason)
+
+
+def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
+        eval_dir: str | os.PathLike, out_dir: str | os.PathLike) -> PromoteResult:
+    """The promote step: read train and evaluate outputs, register, gate, promote."""
+    train_dir, eval_dir = Path(train_dir), Path(eval_dir)
+    info_file, metrics_file = train_dir / "model.json", eval_dir / "metrics.json"
+    for f in (info_file, metrics_file):
+        if not f.is_file():
+            raise ConfigError(f"{f}: missing (run `medsynth train` and `medsynth evaluate` first)")
+    info = json.loads(info_file.read_text())
+    metrics = json.loads(metrics_file.read_text())
+    name = cfg.model_name or f"medsynth-{info.get('dataset', 'data')}-{info.get('model', 'gan')}"
+    lineage = {
+        "dataset": info.get("dataset"),
+        "classes": info.get("classes", []),
+        "conditional": info.get("conditional", len(info.get("classes", [])) > 1),
+        "data_hash": info.get("data_hash"),
+        "git_commit": info.get("git_commit"),
+        "run_id": info.get("run_id"),
+        "eval_run_id": metrics.get("run_id"),
+    }
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool)) and not isinstance(v, str)}
+    return register(project, cfg, info["model_uri"], name, flat, lineage, info.get("config", {}), Path(out_dir))

@@ -1,0 +1,131 @@
+"""Registry: register, gate, move champion only when earned, review, rollback, races, dead server."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+from medsynth.components.promote import CHALLENGER, CHAMPION, PromoteConfig, client, run
+from medsynth.components.review import decide, list_versions, rollback
+
+from medsynth.config import build
+from medsynth.errors import ConfigError, RegistryError
+
+GOOD = {"fid_domain": 20.0, "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9,
+        "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85}
+
+
+def _log_model() -> str:
+    """Log a tiny pyfunc model (a real MLflow model) and return its URI."""
+    import mlflow
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    with mlflow.start_run(run_name="train"):
+        info = mlflow.pyfunc.log_model(name="generator", python_model=Echo(), pip_requirements=["mlflow"])
+    return info.model_uri
+
+
+def _candidate(project, tmp: Path, metrics: dict, tag: str) -> tuple[Path, Path]:
+    from medsynth.tracking import setup_mlflow
+
+    setup_mlflow(project)
+    train, ev = tmp / f"train-{tag}", tmp / f"eval-{tag}"
+    train.mkdir()
+    ev.mkdir()
+    (train / "model.json").write_text(json.dumps({
+        "model_uri": _log_model(), "dataset": "ct", "model": "cgan",
+        "classes": ["AbdomenCT", "ChestCT", "HeadCT"], "conditional": True,
+        "data_hash": "abc", "git_commit": "deadbeef", "run_id": "r1", "config": {"model": "cgan"},
+    }))
+    (ev / "metrics.json").write_text(json.dumps(metrics))
+    return train, ev
+
+
+def test_promotion_gate_review_and_rollback(project, tmp_path):
+    cfg = PromoteConfig(model_name="m")
+    t1, e1 = _candidate(project, tmp_path, GOOD, "1")
+    r1 = run(cfg, project, t1, e1, tmp_path / "p1")
+    assert r1.promoted and r1.champion_version == "1"
+    card = (tmp_path / "p1" / "model_card.md").read_text()
+    assert "not for diagnosis" in card and "abc" in card and "deadbeef" in card
+
+    # worse FID than champion x 1.1: stays challenger, champion untouched, reasons recorded
+    t2, e2 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 30.0}, "2")
+    r2 = run(cfg, project, t2, e2, tmp_path / "p2")
+    assert not r2.promoted and "fid_vs_champion" in r2.reason
+    c = client()
+    assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "1"
+    assert str(c.get_model_version_by_alias("m", CHALLENGER).version) == "2"
+    tags = c.get_model_version("m", "2").tags
+    assert tags["gate.passed"] == "false" and "fid_vs_champion" in tags["gate.checks"]
+
+    # a better model with approval required waits for the reviewer
+    appr = build(PromoteConfig, {"model_name": "m", "require_approval": True}, "promote")
+    t3, e3 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 15.0}, "3")
+    r3 = run(appr, project, t3, e3, tmp_path / "p3")
+    assert not r3.promoted and "approval" in r3.reason
+    pending = [v.version for v in list_versions(project, "m", only_pending=True)]
+    assert "3" in pending and "1" not in pending
+    with pytest.raises(ConfigError, match="reason"):
+        decide(project, appr, "m", "3", True, "  ")
+    msg = decide(project, appr, "m", "3", True, "looked at samples", reviewer="dr-who")
+    assert "now champion" in msg
+    tags = c.get_model_version("m", "3").tags
+    assert tags["review.by"] == "dr-who" and tags["champion.by"] == "dr-who"
+    assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "3"
+
+    # rejecting a failed version, rolling back to v1, refusing rollback to an ungated one
+    assert "rejected" in decide(project, appr, "m", "2", False, "blurry")
+    assert "to v1" in rollback(project, cfg, "m", "1", "incident 42")
+    assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "1"
+    with pytest.raises(ConfigError, match="gate did not pass"):
+        rollback(project, cfg, "m", "2", "nope")
+
+
+def _race(home: str, train: str, ev: str, out: str, q) -> None:
+    import os
+
+    os.environ["MEDSYNTH_HOME"] = home
+    from medsynth.config import read_params
+    from medsynth.project import load_project
+
+    project = load_project(read_params(Path(__file__).resolve().parents[2] / "params.yaml"))
+    res = run(PromoteConfig(model_name="race"), project, train, ev, out)
+    q.put((res.version, res.promoted))
+
+
+@pytest.mark.slow
+def test_racing_promotions_leave_champion_on_a_version_that_beat_the_champion_it_saw(project, project_home, tmp_path):
+    t0, e0 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 30.0}, "0")
+    run(PromoteConfig(model_name="race"), project, t0, e0, tmp_path / "p0")
+    ta, ea = _candidate(project, tmp_path, {**GOOD, "fid_domain": 10.0}, "a")  # clearly best
+    tb, eb = _candidate(project, tmp_path, {**GOOD, "fid_domain": 20.0}, "b")  # beats v1, not A
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_race, args=(str(project_home), str(t), str(e), str(tmp_path / f"o{i}"), q))
+             for i, (t, e) in enumerate([(ta, ea), (tb, eb)])]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    results = dict(q.get(timeout=5) for _ in procs)
+    c = client()
+    champ = c.get_model_version_by_alias("race", CHAMPION)
+    assert c.get_model_version(champ.name, champ.version).tags["metric.fid_domain"] == "10.0"
+    assert champ.tags["gate.passed"] == "true"
+    assert sum(results.values()) >= 1
+
+
+def test_unreachable_registry_is_one_clear_error(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(RegistryError, match="cannot be reached"):
+        list_versions(project, "m")
