@@ -109,7 +109,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
             if args and len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
         inner = args[0] if args else Any
         return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:

@@ -39,3 +39,19 @@ def test_unknown_dataset_and_enum_values_name_the_valid_ones(params):
 def test_malformed_override():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_overrides(["train.epochs"])
+
+
+def test_fixed_tuple_fields_are_checked_per_position():
+    from dataclasses import dataclass
+
+    from medsynth.config import build
+
+    @dataclass(frozen=True)
+    class W:
+        window: tuple[float, float] = (40.0, 400.0)
+
+    assert build(W, {"window": [50, 350]}, "w").window == (50.0, 350.0)
+    with pytest.raises(ConfigError, match="expected 2 values"):
+        build(W, {"window": [1, 2, 3]}, "w")
+    with pytest.raises(ConfigError, match=r"w.window\[1\]: expected a number"):
+        build(W, {"window": [1, "x"]}, "w")
