@@ -1,0 +1,168 @@
+"""The retraining-trigger policy: pure logic over the monitor's history and the feedback counts.
+
+Three rules, each configurable in ``monitor.policy`` (params.yaml) and each reported with its
+reason whether it fired or not:
+
+1. **Drift confirmed**: the latest ``consecutive_drift`` distinct batches (by content hash) checked
+   against the current reference all drifted. One odd batch is not enough; a run of them is.
+2. **Feedback**: at least ``feedback_min_ratings`` ratings of the champion since the last trigger,
+   with a share of "unrealistic" above ``feedback_max_unrealistic``.
+3. **New data**: at least ``new_data_min_images`` validated images in batches not yet used by a
+   retraining.
+
+Batches that went into a trigger are *consumed*: they never count again, so the same batch never
+triggers twice (checking it again only re-reports it). The decision lists the batches a retraining
+would add to the training data (every unconsumed batch), and what to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from medsynth.errors import ConfigError
+from medsynth.monitoring.feedback import FeedbackSummary
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``monitor.policy`` in params.yaml. A rule whose threshold is null is off."""
+
+    consecutive_drift: int | None = 2
+    feedback_min_ratings: int = 20
+    feedback_max_unrealistic: float | None = 0.4
+    new_data_min_images: int | None = 1000
+
+    def check(self) -> None:
+        if self.consecutive_drift is not None and self.consecutive_drift < 1:
+            raise ConfigError("monitor.policy.consecutive_drift: must be >= 1 or null")
+        if self.feedback_min_ratings < 1:
+            raise ConfigError("monitor.policy.feedback_min_ratings: must be >= 1")
+        if self.feedback_max_unrealistic is not None and not 0.0 <= self.feedback_max_unrealistic < 1.0:
+            raise ConfigError("monitor.policy.feedback_max_unrealistic: must be in [0, 1) or null")
+        if self.new_data_min_images is not None and self.new_data_min_images < 1:
+            raise ConfigError("monitor.policy.new_data_min_images: must be >= 1 or null")
+
+
+@dataclass
+class BatchState:
+    """The latest check of one distinct batch."""
+
+    batch_hash: str
+    batch: str
+    drifted: bool
+    n_valid: int
+    time: str
+
+
+@dataclass
+class Decision:
+    """What the policy decided, why, and what a retraining would run on."""
+
+    trigger: bool
+    action: str  # "retrain" | "none"
+    reasons: list[str]  # the rules that fired
+    notes: list[str]  # every rule's state, fired or not (the "why not")
+    batches: list[str] = field(default_factory=list)  # hashes a retraining consumes
+    batch_paths: list[str] = field(default_factory=list)  # where those batches are
+    new_images: int = 0
+    model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        if self.trigger:
+            return f"TRIGGER retraining: {'; '.join(self.reasons)}"
+        return f"no trigger: {'; '.join(self.notes)}"
+
+
+def batch_states(checks: list[dict[str, Any]], consumed: set[str],
+                 reference_hash: str | None = None) -> list[BatchState]:
+    """Distinct unconsumed batches in order of their first check, each with its latest result.
+
+    Checks against another reference (a previous champion's training data) are ignored: their
+    verdict says nothing about the current model.
+    """
+    order: list[str] = []
+    latest: dict[str, BatchState] = {}
+    for ev in checks:
+        h = ev.get("batch_hash")
+        if not h or h in consumed or ev.get("kind", "check") != "check":
+            continue
+        if reference_hash and ev.get("reference_hash") not in (None, reference_hash):
+            continue
+        if h not in latest:
+            order.append(h)
+        latest[h] = BatchState(h, str(ev.get("batch", "")), bool(ev.get("drifted")),
+                               int(ev.get("n_valid") or 0), str(ev.get("time", "")))
+    return [latest[h] for h in order]
+
+
+def decide(
+    checks: list[dict[str, Any]],
+    consumed: set[str],
+    feedback: FeedbackSummary | None,
+    cfg: PolicyConfig,
+    reference_hash: str | None = None,
+    model: str | None = None,
+) -> Decision:
+    """Apply the three rules.
+
+    Args:
+        checks: the history's ``check`` events, oldest first.
+        consumed: hashes of batches already used by a trigger.
+        feedback: ratings of the champion since the last trigger (None: no store or no champion).
+        cfg: ``monitor.policy``.
+        reference_hash: only checks against this reference count (the champion's training data).
+        model: the champion's name/version, recorded in the decision.
+    """
+    states = batch_states(checks, consumed, reference_hash)
+    reasons: list[str] = []
+    notes: list[str] = []
+
+    # 1. drift over consecutive distinct batches
+    n = cfg.consecutive_drift
+    if n is None:
+        notes.append("drift rule off")
+    else:
+        run = 0
+        for s in reversed(states):
+            if not s.drifted:
+                break
+            run += 1
+        msg = f"{run} consecutive drifted batch(es) of {n} needed"
+        (reasons if run >= n else notes).append(("drift confirmed: " if run >= n else "") + msg)
+
+    # 2. feedback on the champion
+    if cfg.feedback_max_unrealistic is None:
+        notes.append("feedback rule off")
+    elif feedback is None or feedback.n_total == 0:
+        notes.append("no feedback ratings for the champion")
+    else:
+        share = feedback.unrealistic_share
+        msg = (f"{feedback.n_unrealistic}/{feedback.n_total} ratings unrealistic ({share:.0%}; "
+               f"threshold {cfg.feedback_max_unrealistic:.0%} with >= {cfg.feedback_min_ratings} ratings)")
+        fired = feedback.n_total >= cfg.feedback_min_ratings and share > cfg.feedback_max_unrealistic
+        (reasons if fired else notes).append(("feedback: " if fired else "") + msg)
+
+    # 3. enough new validated data
+    new_images = sum(s.n_valid for s in states)
+    if cfg.new_data_min_images is None:
+        notes.append("new-data rule off")
+    else:
+        fired = new_images >= cfg.new_data_min_images
+        msg = f"{new_images} new validated images in {len(states)} unused batch(es) (threshold {cfg.new_data_min_images})"
+        (reasons if fired else notes).append(("new data: " if fired else "") + msg)
+
+    trigger = bool(reasons)
+    return Decision(
+        trigger=trigger,
+        action="retrain" if trigger else "none",
+        reasons=reasons,
+        notes=notes,
+        batches=[s.batch_hash for s in states] if trigger else [],
+        batch_paths=[s.batch for s in states] if trigger else [],
+        new_images=new_images,
+        model=model,
+    )
