@@ -18,6 +18,7 @@ read is an :class:`~medsynth.errors.InputError`.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,14 +69,17 @@ def _read(f: Path, stop_before_pixels: bool) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        return pydicom.dcmread(f, stop_before_pixels=stop_before_pixels)
-    except InvalidDicomError:
-        # Files written without the 128-byte preamble are still DICOM if they parse to an image.
-        ds = pydicom.dcmread(f, stop_before_pixels=stop_before_pixels, force=True)
-        if "Rows" not in ds or "Columns" not in ds:
-            raise BadDicom("not a DICOM file (no DICM header and no image attributes)") from None
-        return ds
+    with warnings.catch_warnings():
+        # pydicom warns about malformed values *quoting them* (names, UIDs): keep them off the console
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(f, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            # Files written without the 128-byte preamble are still DICOM if they parse to an image.
+            ds = pydicom.dcmread(f, stop_before_pixels=stop_before_pixels, force=True)
+            if "Rows" not in ds or "Columns" not in ds:
+                raise BadDicom("not a DICOM file (no DICM header and no image attributes)") from None
+            return ds
 
 
 def _position(ds: Any) -> float | None:
@@ -204,7 +208,9 @@ def read_dicom(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) ->
         for h in _sorted_volume(volumes[vol]):
             try:
                 ds = _read(h.file, stop_before_pixels=False)
-                images = list(frames_of(ds))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    images = list(frames_of(ds))
             except Exception as exc:  # noqa: BLE001 - decoding errors come in many types
                 why = str(exc) if isinstance(exc, BadDicom) else f"pixel data cannot be decoded ({_why(exc, h.file, h.source)})"
                 if single:

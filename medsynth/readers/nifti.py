@@ -19,7 +19,9 @@ unit; a broken header means the converter that wrote it needs fixing), also insi
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import logging
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,22 +81,35 @@ def check_header(path: Path) -> None:
         raise InputError(f"{path}: volume {shape[:3]} has more than {MAX_VOXELS} voxels")
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """nibabel logs each header fix-up it makes; the checks above already decided what matters."""
+    log = logging.getLogger("nibabel.global")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def load_volume(path: Path) -> tuple[np.ndarray, int]:
     """The first 3D volume of a NIfTI file in canonical (RAS) orientation, and its time points."""
     import nibabel as nib
 
     check_header(path)
-    try:
-        img: Any = nib.load(path)
-        n_t = img.shape[3] if len(img.shape) > 3 else 1
-        proxy = img.dataobj
-        data = np.asanyarray(proxy[..., 0] if len(img.shape) > 3 else proxy)
-        data = data.reshape(data.shape[:3] + (1,) * (3 - data.ndim)) if data.ndim < 3 else data
-        ornt = nib.orientations.io_orientation(img.affine)
-        data = nib.orientations.apply_orientation(data, ornt)
-    except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(f" from {path}", "")
-        raise InputError(f"{path}: cannot read the NIfTI data ({why})") from None
+    with _quiet():
+        try:
+            img: Any = nib.load(path)
+            n_t = img.shape[3] if len(img.shape) > 3 else 1
+            proxy = img.dataobj
+            data = np.asanyarray(proxy[..., 0] if len(img.shape) > 3 else proxy)
+            data = data.reshape(data.shape[:3] + (1,) * (3 - data.ndim)) if data.ndim < 3 else data
+            ornt = nib.orientations.io_orientation(img.affine)
+            data = nib.orientations.apply_orientation(data, ornt)
+        except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(f" from {path}", "")
+            raise InputError(f"{path}: cannot read the NIfTI data ({why})") from None
     return data, n_t
 
 
