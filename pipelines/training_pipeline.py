@@ -11,6 +11,11 @@ defaults for uploading through the KFP UI.
 
 Resources: each task requests CPU/memory here (never inside the component code); the train task
 also requests one NVIDIA GPU and runs on the CUDA image.
+
+Cluster wiring (ignored by kfp.local): every task takes its environment from the ConfigMap
+``medsynth-pipeline`` (``MLFLOW_TRACKING_URI``, ...) and, when they exist, the Secrets
+``medsynth-s3`` and ``medsynth-mlflow-auth`` in the run's namespace; infra/k8s/config.yaml defines
+them by name. No credential is in the pipeline or the repository.
 """
 
 import importlib
@@ -18,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from medsynth.pipelines import ops
 
@@ -41,9 +46,24 @@ RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-def _resources(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
+# Where tasks find MLflow and S3 on a cluster: a ConfigMap and Secrets, by name only.
+ENV_CONFIG_MAP = "medsynth-pipeline"
+ENV_FROM_CONFIG = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT")
+ENV_SECRETS: dict[str, tuple[str, ...]] = {
+    "medsynth-s3": ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
+    "medsynth-mlflow-auth": ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"),
+}
+
+
+def _task(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
+    """Name, resources and cluster environment of one task."""
     cpu, mem = RESOURCES[step]
-    return task.set_display_name(step).set_cpu_request(cpu).set_memory_request(mem).set_memory_limit(mem)
+    task.set_display_name(step).set_cpu_request(cpu).set_memory_request(mem).set_memory_limit(mem)
+    kubernetes.use_config_map_as_env(task, ENV_CONFIG_MAP, {k: k for k in ENV_FROM_CONFIG})
+    for secret, keys in ENV_SECRETS.items():
+        kubernetes.use_secret_as_env(task, secret, {k: k for k in keys}, optional=True)
+    return task
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Real medical images -> validated, preprocessed training data "
@@ -51,10 +71,10 @@ def _resources(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
 def training_pipeline(project: str, ingest: str, validate: str, preprocess: str) -> None:
     """Each argument is one params.yaml section as JSON (see :func:`pipeline_arguments`)."""
     run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    t_ingest = _resources(ops.ingest_op(project=project, ingest=ingest, kfp_run=run_name), "ingest")
-    t_validate = _resources(ops.validate_op(project=project, validate=validate, kfp_run=run_name,
+    t_ingest = _task(ops.ingest_op(project=project, ingest=ingest, kfp_run=run_name), "ingest")
+    t_validate = _task(ops.validate_op(project=project, validate=validate, kfp_run=run_name,
                                             dataset=t_ingest.outputs["dataset"]), "validate")
-    _resources(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run_name,
+    _task(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run_name,
                                  dataset=t_validate.outputs["validated"]), "preprocess")
 
 
