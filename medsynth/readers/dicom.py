@@ -90,8 +90,10 @@ def _position(ds: Any) -> float | None:
     return float(np.dot(normal, np.asarray(ipp, float)))
 
 
-def _header(f: Path, root: Path, src: SourceConfig, rel_root: Path) -> _Header | None:
-    """Header facts of one file; None for a DICOMDIR. Raises BadDicom for a file it cannot use."""
+def _header(f: Path, root: Path, src: SourceConfig, rel_root: Path, idents: set[str]) -> _Header | None:
+    """Header facts of one file; None for a DICOMDIR. Raises BadDicom for a file it cannot use.
+
+    Adds the patient's identifying strings to ``idents`` (to scrub the paths of rejected files)."""
     source = scrub_path(rel(f, rel_root))
     try:
         ds = _read(f, stop_before_pixels=True)
@@ -102,22 +104,29 @@ def _header(f: Path, root: Path, src: SourceConfig, rel_root: Path) -> _Header |
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_CLASS:
         return None
-    source = scrub_path(rel(f, rel_root), identity_strings(ds))
-    if "Rows" not in ds or "Columns" not in ds:
-        raise BadDicom("no image in this DICOM object (no Rows/Columns, e.g. a report or presentation state)")
-    rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-    if not (0 < rows <= MAX_SIDE and 0 < cols <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
-        raise BadDicom(f"image size {frames}x{rows}x{cols} outside 1..{MAX_FRAMES} frames, 1..{MAX_SIDE} px")
-    declared = MODALITY_MAP.get(str(ds.get("Modality", "")).upper())
-    if declared is not None and declared != src.modality.value:
-        raise BadDicom(f"Modality {ds.Modality} does not match the source's modality {src.modality.value}")
-    series = str(ds.get("SeriesInstanceUID", "") or "")
-    volume = pseudonym(series, "series") if series else pseudonym(source, "file")
-    inst = ds.get("InstanceNumber")
+    try:
+        idents.update(identity_strings(ds))
+        source = scrub_path(rel(f, rel_root), identity_strings(ds))
+        if "Rows" not in ds or "Columns" not in ds:
+            raise BadDicom("no image in this DICOM object (no Rows/Columns, e.g. a report or presentation state)")
+        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+        if not (0 < rows <= MAX_SIDE and 0 < cols <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
+            raise BadDicom(f"image size {frames}x{rows}x{cols} outside 1..{MAX_FRAMES} frames, 1..{MAX_SIDE} px")
+        declared = MODALITY_MAP.get(str(ds.get("Modality", "")).upper())
+        if declared is not None and declared != src.modality.value:
+            raise BadDicom(f"Modality {ds.Modality} does not match the source's modality {src.modality.value}")
+        series = str(ds.get("SeriesInstanceUID", "") or "")
+        volume = pseudonym(series, "series") if series else pseudonym(source, "file")
+        inst = ds.get("InstanceNumber")
+        instance = int(inst) if inst not in (None, "") else None
+        position, burned_in = _position(ds), burned_in_annotation(ds)
+    except BadDicom:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily; malformed ones raise here
+        raise BadDicom(f"malformed DICOM header ({type(exc).__name__})") from None
     dirs = list(f.relative_to(root).parts[:-1]) if f != root else []
     split, class_name = split_and_class(dirs, src, source)
-    return _Header(f, source, volume, _position(ds), int(inst) if inst not in (None, "") else None,
-                   frames, split, class_name, burned_in_annotation(ds))
+    return _Header(f, source, volume, position, instance, frames, split, class_name, burned_in)
 
 
 def _sorted_volume(headers: list[_Header]) -> list[_Header]:
@@ -190,17 +199,21 @@ def read_dicom(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) ->
     single = path.is_file()
     root = path.parent if single else path
     volumes: dict[str, list[_Header]] = defaultdict(list)
+    idents: set[str] = set()
+    bad: list[tuple[Path, str]] = []
     for f in source_files(path):
         try:
-            h = _header(f, root, src, rel_root)
+            h = _header(f, root, src, rel_root, idents)
         except BadDicom as exc:
             if single:
                 raise InputError(f"{path}: {exc}") from None
-            source = scrub_path(rel(f, rel_root))
-            reject(source, f"{source}: {exc}")
+            bad.append((f, str(exc)))
             continue
         if h is not None:
             volumes[h.volume].append(h)
+    for f, why in bad:  # scrubbed with every patient's identity seen in the folder (names in paths)
+        source = scrub_path(rel(f, rel_root), idents)
+        reject(source, f"{source}: {why}")
     if not volumes:
         raise InputError(f"{path}: no DICOM images found")
     for vol in sorted(volumes, key=lambda v: min(h.source for h in volumes[v])):

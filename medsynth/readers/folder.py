@@ -103,7 +103,7 @@ def read_image_folder(src: SourceConfig, path: Path, reject: Reject, rel_root: P
     if not images:
         raise InputError(f"{path}: no PNG/JPEG images found")
     root = path if path.is_dir() else path.parent
-    key = path.name
+    key = rel(path, rel_root)  # the source folder as the manifest names it: ids stay unique across sources
     for f in files:
         source = rel(f, rel_root)
         if f.suffix.lower() not in IMAGE_EXTS:

@@ -141,7 +141,8 @@ def read_nifti(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) ->
         in_plane = [s for a, s in enumerate(data.shape) if a != src.nifti_axis]
         if data.shape[src.nifti_axis] > MAX_SLICES or max(in_plane) > MAX_SIDE:
             raise InputError(f"{f}: volume {data.shape} too large along/across axis {src.nifti_axis}")
-        hu = src.modality.value == "CT" and data.size and float(np.nanmin(data)) < -100
+        finite = data[np.isfinite(data)] if not np.issubdtype(data.dtype, np.integer) else data
+        hu = src.modality.value == "CT" and finite.size > 0 and float(finite.min()) < -100
         if hu or not np.issubdtype(data.dtype, np.integer):
             data = data.astype(np.float32, copy=False)
         data = data.astype(data.dtype.newbyteorder("="), copy=False)  # shards hold native byte order

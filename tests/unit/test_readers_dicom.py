@@ -252,9 +252,11 @@ def test_no_identifier_reaches_any_ingest_output(tmp_path: Path):
     for i, img in enumerate(imgs):
         write_dicom(series_dir / f"{SERIES_UID}.{i + 1}.dcm", img, instance=i + 1, z=float(i))
     (series_dir / "broken.dcm").write_bytes(b"DICM" * 10)
+    (tmp_path / "in" / "Jane Doe").mkdir()
+    (tmp_path / "in" / "Jane Doe" / "readme.txt").write_text("exported by PACS")  # not DICOM, named folder
     out = tmp_path / "out"
     res = ingest_sources([src_of(Path("in"))], tmp_path, out)
-    assert res.n_images == 3 and res.n_quarantined == 1
+    assert res.n_images == 3 and res.n_quarantined == 2
     secrets = [*IDENTIFIERS.values(), SERIES_UID, PRIVATE_VALUE, "Doe", "Jane", "Elsewhere", "Gregory"]
     import pandas as pd
 
@@ -265,7 +267,7 @@ def test_no_identifier_reaches_any_ingest_output(tmp_path: Path):
         assert s not in texts, s
         assert not any(s.encode() in b for b in blobs), s
     quarantined = [json.loads(line) for line in (out / "quarantine" / "records.jsonl").read_text().splitlines()]
-    assert len(quarantined) == 1 and quarantined[0]["record"].endswith("broken.dcm")
+    assert sorted(Path(q["record"]).name for q in quarantined) == ["broken.dcm", "readme.txt"]
 
 
 def test_scrub_path_hides_uids_dates_and_names():
