@@ -1,0 +1,135 @@
+"""``train:`` in params.yaml as one typed, frozen dataclass.
+
+A profile (``demo``, ``smoke``, ``full``) sets the length and size of a run; any key written
+explicitly (in params.yaml or with ``--set train.key=value``) wins over the profile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from medsynth.training.augment import check_policy
+from medsynth.training.losses import LossKind
+
+from medsynth.errors import ConfigError
+
+
+class Profile(enum.StrEnum):
+    CUSTOM = "custom"  # nothing preset: every value from params.yaml / defaults
+    SMOKE = "smoke"  # ~20 s on 2 CPU cores: tests and CI
+    DEMO = "demo"  # ~2-3 min on 2 CPU cores: `medsynth demo`
+    FULL = "full"  # the pytorch/examples DCGAN settings, many epochs
+
+
+class Precision(enum.StrEnum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast to bfloat16 (CPU or CUDA), fp32 master weights and losses
+    FP16 = "fp16"  # CUDA only: autocast float16 with a GradScaler
+
+
+class Device(enum.StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+# What each profile presets (keys not set explicitly in params.yaml / overrides).
+PROFILES: dict[Profile, dict[str, Any]] = {
+    Profile.CUSTOM: {},
+    Profile.SMOKE: {"epochs": 1, "max_steps": 25, "ngf": 16, "ndf": 16, "batch_size": 32,
+                    "max_train_images": 800, "sample_count": 16},
+    Profile.DEMO: {"epochs": 4, "max_steps": None, "ngf": 32, "ndf": 32, "batch_size": 64,
+                   "max_train_images": 3000, "sample_count": 36},
+    Profile.FULL: {"epochs": 25, "max_steps": None, "ngf": 64, "ndf": 64, "batch_size": 64,
+                   "max_train_images": None, "sample_count": 64},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are pytorch/examples dcgan's (nz=100, 64 filters, Adam 2e-4/0.5)."""
+
+    profile: Profile = Profile.CUSTOM
+    model: str = "cgan"  # a name in medsynth.training.registry (dcgan, cgan)
+    epochs: int = 5
+    max_steps: int | None = None  # stop after this many optimiser steps in total (None: epochs)
+    batch_size: int = 64  # per process
+    max_train_images: int | None = None  # use a class-balanced subset of the train split
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    embed_dim: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: LossKind = LossKind.NS
+    spectral_norm: bool = False
+    diffaugment: list[str] = field(default_factory=list)  # e.g. [color, translation, cutout]
+    ema_decay: float = 0.999  # 0 turns the EMA generator off (the raw G is then served)
+    precision: Precision = Precision.FP32
+    channels_last: bool = False
+    device: Device = Device.AUTO
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    seed: int | None = None  # None: project.seed
+    checkpoint_every: int = 200  # steps between resume snapshots (also at every epoch end)
+    log_every: int = 10  # steps between metric logs
+    sample_count: int = 64  # images in the per-epoch sample grid (fixed z)
+    collapse_threshold: float = 0.25  # diversity ratio (fake/real) below this is flagged as collapse
+
+    def check(self) -> None:
+        from medsynth.training.registry import get_kind
+
+        get_kind(self.model)
+        check_policy(self.diffaugment)
+        for name in ("epochs", "batch_size", "nz", "ngf", "ndf", "embed_dim", "checkpoint_every", "log_every"):
+            v = getattr(self, name)
+            if v < 1:
+                raise ConfigError(f"train.{name}: must be >= 1, got {v}")
+        if self.batch_size > 4096 or self.ngf > 1024 or self.ndf > 1024 or self.nz > 4096:
+            raise ConfigError("train: batch_size <= 4096, ngf/ndf <= 1024 and nz <= 4096 are the bounds")
+        if not 0 < self.sample_count <= 256:
+            raise ConfigError(f"train.sample_count: must be in 1..256, got {self.sample_count}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("train.max_steps: must be >= 1 or null")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ConfigError("train.lr_g / train.lr_d: must be > 0")
+
+
+def resolve_profile(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill keys the user did not set from the chosen profile (explicit keys win)."""
+    name = raw.get("profile", Profile.CUSTOM.value)
+    try:
+        profile = Profile(name.value if isinstance(name, Profile) else name)
+    except ValueError:
+        raise ConfigError(
+            f"train.profile: unknown value {name!r}; valid: {', '.join(p.value for p in Profile)}"
+        ) from None
+    return {**PROFILES[profile], **raw}
+
+
+def load_train_config(params: dict[str, Any], overrides: dict[str, str] | None = None) -> TrainConfig:
+    """Read ``train:`` (with its profile applied) into a :class:`TrainConfig`."""
+    from medsynth.config import _set_dotted, build
+
+    raw = dict(params.get("train") or {})
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head == "train" and rest:
+            _set_dotted(raw, rest, value)
+    # profile keys first, so the profile's own values pass the same type checks
+    if isinstance(raw.get("profile"), str):
+        raw["profile"] = raw["profile"].strip()
+    profiled = resolve_profile(raw)
+    return build(TrainConfig, profiled, "train")
+
+
+def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    new = dataclasses.replace(cfg, **changes)
+    new.check()
+    return new

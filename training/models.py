@@ -1,0 +1,188 @@
+"""Networks: the DCGAN of Radford et al. (as in pytorch/examples ``dcgan/main.py``) and its
+class-conditional variant, for 1-channel images at 28, 32 and 64 px.
+
+Shapes. The 64 px networks are exactly the pytorch/examples ones (nz=100, ngf=ndf=64)::
+
+    G: z 100x1x1 -> 512x4x4 -> 256x8x8 -> 128x16x16 -> 64x32x32 -> 1x64x64 (tanh)
+    D: 1x64x64 -> 64x32x32 -> 128x16x16 -> 256x8x8 -> 512x4x4 -> 1 logit
+
+32 px drops one stride-2 block at each end. 28 px (MedMNIST) uses an **adapted first block**: the
+first transposed conv has a 7x7 kernel (z -> 7x7 instead of 4x4) and D's last conv a 7x7 kernel,
+so the network makes 28x28 natively -- no padded border pixels that D could use to tell real
+from fake, and no wasted compute on a 32 px canvas.
+
+Conditional GAN (``cgan``): the label enters G as a learned embedding concatenated to z, and D
+is a **projection discriminator** (Miyato & Koyama 2018): ``D(x, y) = psi(phi(x)) + <e(y), phi(x)>``.
+We chose projection over an auxiliary classifier (AC-GAN) because AC-GAN's extra classification
+loss pushes G towards easily classified, low-diversity images per class (a known collapse mode),
+while projection keeps one adversarial loss, works with both non-saturating and hinge losses and
+with spectral norm. For the multi-modality configuration each class also has a modality
+(CT/MR/XR): both networks add a modality embedding to the class embedding, so the condition is
+(modality, class) and classes of one modality share what they have in common.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from medsynth.errors import ConfigError
+
+RESOLUTIONS = (28, 32, 64)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a network (saved with checkpoints and served models)."""
+
+    kind: str = "dcgan"
+    resolution: int = 64
+    channels: int = 1
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    num_classes: int = 0  # 0: unconditional
+    embed_dim: int = 64  # label embedding size fed to G with z (cgan)
+    class_modality: list[int] = field(default_factory=list)  # per class: modality index (cgan)
+    spectral_norm: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        d = dict(d)
+        d["class_modality"] = list(d.get("class_modality") or [])
+        return cls(**d)
+
+
+def layout(resolution: int) -> tuple[int, int]:
+    """(first feature-map size, number of stride-2 upsamplings) for a resolution.
+
+    Raises:
+        ConfigError: the networks cannot make this resolution.
+    """
+    for base in (4, 7):
+        n, r = 0, resolution
+        while r > base and r % 2 == 0:
+            r //= 2
+            n += 1
+        if r == base and n >= 2 and resolution in RESOLUTIONS:
+            return base, n
+    raise ConfigError(
+        f"resolution {resolution}: the DCGAN networks cannot make it; valid: {', '.join(map(str, RESOLUTIONS))}"
+    )
+
+
+def init_weights(m: nn.Module) -> None:
+    """DCGAN init: conv weights N(0, 0.02), batch-norm scale N(1, 0.02) and bias 0."""
+    name = type(m).__name__
+    if "Conv" in name or isinstance(m, nn.Embedding):
+        w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+        nn.init.normal_(w, 0.0, 0.02)
+    elif "BatchNorm" in name:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class _Condition(nn.Module):
+    """Class embedding plus (optionally) a modality embedding: ``e(y) = E_c[y] + E_m[mod(y)]``."""
+
+    def __init__(self, num_classes: int, dim: int, class_modality: Sequence[int]):
+        super().__init__()
+        self.classes = nn.Embedding(num_classes, dim)
+        mods = list(class_modality)
+        self.modalities = nn.Embedding(max(mods) + 1, dim) if len(set(mods)) > 1 else None
+        self.register_buffer("class_modality", torch.tensor(mods or [0] * num_classes, dtype=torch.long),
+                             persistent=False)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        e = self.classes(y)
+        if self.modalities is not None:
+            e = e + self.modalities(self.class_modality[y])
+        return e
+
+
+class Generator(nn.Module):
+    """DCGAN generator; conditional when ``spec.num_classes > 0``. Output in [-1, 1]."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        base, n_up = layout(spec.resolution)
+        in_dim = spec.nz
+        self.cond = None
+        if spec.num_classes > 0:
+            self.cond = _Condition(spec.num_classes, spec.embed_dim, spec.class_modality)
+            in_dim += spec.embed_dim
+        ch = spec.ngf * 2 ** (n_up - 1)
+        # first block: (nz [+ embed]) x 1 x 1 -> ch x base x base (base = 4, or 7 at 28 px)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, ch, base, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)
+        ]
+        # each block doubles the size and halves the channels: ... -> ngf x R/2 x R/2
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        # last block: ngf x R/2 x R/2 -> channels x R x R
+        layers += [nn.ConvTranspose2d(ch, spec.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+        self.apply(init_weights)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.reshape(z.shape[0], -1, 1, 1)
+        if self.cond is not None:
+            if y is None:
+                raise ConfigError("conditional generator: labels are required")
+            z = torch.cat([z, self.cond(y).to(z.dtype)[:, :, None, None]], dim=1)
+        return self.main(z)
+
+
+class Discriminator(nn.Module):
+    """DCGAN discriminator returning logits [N]; a projection discriminator when conditional.
+
+    With spectral norm every conv/embedding is normalised and batch norm is left out (SNGAN).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        base, n_down = layout(spec.resolution)
+        sn = _sn if spec.spectral_norm else (lambda m: m)
+        ch = spec.ndf
+        # first block: channels x R x R -> ndf x R/2 x R/2 (no batch norm, as in DCGAN)
+        layers: list[nn.Module] = [sn(nn.Conv2d(spec.channels, ch, 4, 2, 1, bias=False)), nn.LeakyReLU(0.2, True)]
+        # each block halves the size and doubles the channels: ... -> ch x base x base
+        for _ in range(n_down - 1):
+            layers.append(sn(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False)))
+            if not spec.spectral_norm:
+                layers.append(nn.BatchNorm2d(ch * 2))
+            layers.append(nn.LeakyReLU(0.2, True))
+            ch *= 2
+        self.features = nn.Sequential(*layers)
+        # ch x base x base -> 1 logit (the unconditional term psi)
+        self.out = sn(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
+        self.cond = None
+        if spec.num_classes > 0:
+            self.cond = _Condition(spec.num_classes, ch, spec.class_modality)
+            if spec.spectral_norm:
+                self.cond.classes = _sn(self.cond.classes)
+        self.apply(init_weights)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(x)  # ch x base x base
+        logit = self.out(h).flatten()  # N
+        if self.cond is not None:
+            if y is None:
+                raise ConfigError("conditional discriminator: labels are required")
+            phi = h.sum(dim=(2, 3))  # N x ch: sum-pooled features
+            logit = logit + (self.cond(y).to(phi.dtype) * phi).sum(dim=1)  # projection term
+        return logit
+
+
+def count_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
