@@ -103,11 +103,12 @@ def history_table(events: list[dict[str, Any]], limit: int = 30) -> str:
                          "yes" if ev.get("drifted") else "no", f"{ev.get('share_drifted', 0):.2f}",
                          ", ".join(ev.get("drifted_columns") or [])[:40]))
         elif kind in ("decision", "trigger"):
-            flag = "TRIGGER" if ev.get("trigger", kind == "trigger") else "none"
-            rows.append((ev["time"][:19], kind, "", "", flag, "",
-                         ("; ".join(ev.get("reasons") or []))[:60]))
+            fired = bool(ev.get("trigger", kind == "trigger"))
+            flag = ("TRIGGER" if fired else "none") + (" (dry)" if ev.get("dry_run") else "")
+            why = ev.get("reasons") if fired else ev.get("notes")
+            rows.append((ev["time"][:19], kind, "", "", flag, "", ("; ".join(why or []))[:70]))
         else:
-            rows.append((ev["time"][:19], kind, "", "", "", "", str(ev.get("error", ""))[:60]))
+            rows.append((ev["time"][:19], kind, "", "", "", "", str(ev.get("error", ""))[:70]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -141,6 +142,9 @@ def plot_history(events: list[dict[str, Any]], path: str | Path) -> Path | None:
     thr = next((e.get("drift_share_threshold") for e in checks + outs if e.get("drift_share_threshold")), None)
     if thr is not None:
         ax.axhline(float(thr), color="grey", linestyle="--", linewidth=1, label="drift share threshold")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("check (in order)")
     ax.set_ylabel("share of drifted columns")
     ax.set_ylim(0, 1.05)

@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medsynth.errors import ConfigError
 from medsynth.monitoring.feedback import FeedbackSummary
+
+from medsynth.errors import ConfigError
 
 
 @dataclass(frozen=True)

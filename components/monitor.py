@@ -1,0 +1,425 @@
+"""Monitor: compare a new batch of real images with the champion's training data; decide on retraining.
+
+A check (:func:`run`):
+
+1. Load the reference: the prepared artifact the champion was trained on (its train split).
+2. Ingest the batch with the reference's classes (any format ingest reads); records that are bad
+   alone go to quarantine with their reason, the rest is checked.
+3. Validate it with the same Great Expectations suite (failing records quarantined; the share is
+   reported instead of failing the run: a monitor must look at what did arrive).
+4. Pass it through the preprocess transform chain with the reference's settings.
+5. Features per image (``medsynth.monitoring.features``) for reference (cached) and batch; Evidently
+   DataDriftPreset over them; the HTML report and a JSON summary saved under ``<out>``.
+6. Log both to MLflow (experiment ``monitor.experiment``) and append the check to the history.
+
+A failing check appends an ``error`` event and re-raises: the history only grows and the model
+registry is never touched here. :func:`decide` applies the trigger policy to the history and the
+feedback store and logs the decision; launching the retraining is the caller's (CLI) job, because
+components never import the pipeline package.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from medsynth.monitoring.drift import DriftConfig, DriftResult, detect_drift
+from medsynth.monitoring.features import PCA, Embedder, embed_in_batches, feature_frame
+from medsynth.monitoring.history import History
+from medsynth.monitoring.policy import Decision, PolicyConfig
+from medsynth.monitoring.policy import decide as policy_decide
+
+from medsynth.config import to_dict
+from medsynth.errors import ConfigError, InputError
+from medsynth.fileio import atomic_dir, atomic_path, write_json
+from medsynth.prepared import PreparedData, to_unit
+from medsynth.project import ProjectConfig
+
+FEATURE_VERSION = "1"  # bump when the feature definitions change (invalidates reference caches)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """``monitor:`` in params.yaml."""
+
+    reference: str = ""  # prepared artifact of the champion's training data ("" = <artifacts>/preprocess)
+    max_reference: int = 5000  # reference images sampled (seeded) for the tests
+    max_batch_images: int = 50000  # larger batches are refused (bounded input)
+    embedding_components: int = 4  # PCA components of the domain embeddings (0 = no embeddings)
+    output_images: int = 300  # generated images per champion-output check
+    feedback_url: str = ""  # SQLAlchemy URL ("" = sqlite:///<state>/feedback.db)
+    experiment: str = "monitoring"
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def check(self) -> None:
+        if not 100 <= self.max_reference <= 200_000:
+            raise ConfigError("monitor.max_reference: must be between 100 and 200000")
+        if not 1 <= self.max_batch_images <= 1_000_000:
+            raise ConfigError("monitor.max_batch_images: must be between 1 and 1000000")
+        if not 0 <= self.embedding_components <= 32:
+            raise ConfigError("monitor.embedding_components: must be between 0 and 32")
+        if not self.drift.min_batch <= self.output_images <= 20_000:
+            raise ConfigError("monitor.output_images: must be between drift.min_batch and 20000")
+
+
+@dataclass
+class CheckResult:
+    """One check: where its report is, what it found."""
+
+    out_dir: Path
+    batch_hash: str
+    drift: DriftResult
+    n_images: int
+    n_valid: int
+    n_quarantined: int
+    warnings: list[str]
+    seconds: float
+    run_id: str | None = None
+
+    @property
+    def report_html(self) -> Path:
+        return self.out_dir / "report.html"
+
+
+def history_of(project: ProjectConfig) -> History:
+    return History(project.state_path() / "monitoring" / "history.jsonl")
+
+
+def reference_path(cfg: MonitorConfig, project: ProjectConfig, override: str | Path | None = None) -> Path:
+    if override:
+        return Path(override)
+    if cfg.reference:
+        p = Path(cfg.reference)
+        return p if p.is_absolute() else project.root / p
+    return project.artifacts_path() / "preprocess"
+
+
+def load_reference(path: Path) -> PreparedData:
+    """The champion's prepared training data; a clear error when it is not there."""
+    if not (path / "meta.json").is_file():
+        raise InputError(f"{path}: monitoring reference not found (the champion's prepared training data; "
+                         "run `medsynth preprocess` or set monitor.reference)")
+    prep = PreparedData.load(path)
+    if prep.count("train") == 0:
+        raise InputError(f"{path}: the reference has no training images")
+    return prep
+
+
+def _transform_of(prep: PreparedData):
+    """The reference's own preprocess settings, so the batch sees the exact same chain."""
+    from medsynth.components.preprocess import PreprocessConfig
+
+    from medsynth.config import build
+
+    names = {f.name for f in dataclasses.fields(PreprocessConfig)}
+    conf = {k: v for k, v in (prep.meta.get("config") or {}).items() if k in names}
+    return build(PreprocessConfig, conf, f"{prep.root / 'meta.json'}: config").transform()
+
+
+def _reference_sizes(prep: PreparedData, ids: np.ndarray) -> np.ndarray | None:
+    """Source side lengths of reference images, from the dataset it was prepared from (if still there)."""
+    src = Path(str((prep.meta.get("source") or {}).get("path", "")))
+    mf = src / "manifest.parquet"
+    if not src.parts or not mf.is_file():
+        return None
+    import pandas as pd
+
+    df = pd.read_parquet(mf, columns=["id", "height", "width"]).set_index("id")
+    try:
+        hw = df.loc[list(ids)]
+    except KeyError:
+        return None
+    return np.sqrt(hw["height"].to_numpy(dtype=np.float64) * hw["width"].to_numpy(dtype=np.float64))
+
+
+def reference_features(prep: PreparedData, cfg: MonitorConfig, project: ProjectConfig,
+                       embedder: Embedder | None = None, extractor_id: str = ""):
+    """(features DataFrame, PCA or None) of the reference's train split, cached by content.
+
+    The PCA is fitted here, on the reference, and reused for every batch.
+    """
+    import pandas as pd
+
+    use_emb = embedder is not None and cfg.embedding_components > 0
+    key = hashlib.sha256(json.dumps([prep.data_hash, FEATURE_VERSION, cfg.max_reference, project.seed,
+                                     cfg.embedding_components if use_emb else 0, extractor_id if use_emb else ""]
+                                    ).encode()).hexdigest()[:20]
+    cache = project.state_path() / "monitoring" / "reference" / key
+    if (cache / "features.parquet").is_file():
+        pca = PCA.from_arrays(dict(np.load(cache / "pca.npz"))) if (cache / "pca.npz").is_file() else None
+        return pd.read_parquet(cache / "features.parquet"), pca
+    x_u8, _ = prep.split_uint8("train")
+    ids = prep.arrays["train_ids"]
+    if len(x_u8) > cfg.max_reference:  # seeded subsample bounds time and memory on big references
+        keep = np.sort(np.random.default_rng(project.seed).choice(len(x_u8), cfg.max_reference, replace=False))
+        x_u8, ids = x_u8[keep], ids[keep]
+    x = to_unit(x_u8)
+    pca, emb = None, None
+    if use_emb:
+        emb = embed_in_batches(embedder, x)
+        pca = PCA.fit(emb, cfg.embedding_components)
+    df = feature_frame(x, sizes=_reference_sizes(prep, ids), embeddings=emb, pca=pca)
+    with atomic_dir(cache) as tmp:
+        df.to_parquet(tmp / "features.parquet", index=False)
+        if pca is not None:
+            np.savez(tmp / "pca.npz", **pca.to_arrays())
+    return df, pca
+
+
+def _ingest_batch(batch: Path, prep: PreparedData, project: ProjectConfig, work: Path,
+                  params: dict[str, Any], modality: str | None):
+    """Ingest + validate the batch into ``work``; returns (validated dataset, counts, quarantine rows)."""
+    from medsynth.components.ingest import ingest_sources
+    from medsynth.components.validate import ValidateConfig, validate_dataset
+
+    from medsynth.config import build, load_stage
+    from medsynth.dataset import CanonicalDataset
+    from medsynth.readers import SourceConfig
+
+    classes = prep.classes
+    modalities = list(prep.meta.get("modalities") or ["XR"] * len(classes))
+    mod = modality or modalities[0]
+    src = build(SourceConfig, {"path": str(batch.resolve()), "format": "auto", "modality": mod,
+                               "classes": classes}, f"batch {batch}")
+    ing = ingest_sources([src], batch.parent, work / "ingest", classes=classes, modalities=modalities)
+    quarantine = [json.loads(line) for line in (work / "ingest" / "quarantine" / "records.jsonl").read_text().splitlines() if line]
+    # A monitor reports how much of a batch is bad instead of refusing it, and a batch's own
+    # split keys mean nothing (no train/test leak to guard).
+    vcfg = load_stage(ValidateConfig, "validate", params)
+    vcfg = dataclasses.replace(vcfg, max_failure_share=1.0, allow_train_test_overlap=True)
+    res, dest, _ = validate_dataset(vcfg, work / "ingest", work / "validated")
+    quarantine += [json.loads(line) for line in (dest / "quarantine" / "records.jsonl").read_text().splitlines() if line]
+    return CanonicalDataset(dest), ing.n_images, res.n_checked - res.n_failed, quarantine
+
+
+def batch_content_hash(ds) -> str:
+    """Content hash of a batch: its images' pixel hashes, order-free (file names/format don't matter)."""
+    return hashlib.sha256("\n".join(sorted(ds.manifest["sha256"].astype(str))).encode()).hexdigest()
+
+
+def _warnings(ds, prep: PreparedData, ref_sizes: np.ndarray | None) -> list[str]:
+    """Plain-language notes on a batch that differs in kind, not just in distribution."""
+    out = []
+    ref_mods = set(prep.meta.get("modalities") or [])
+    got = sorted(set(ds.manifest["modality"].astype(str)))
+    if ref_mods and not set(got) <= ref_mods:
+        out.append(f"batch modality {', '.join(got)} differs from the reference's {', '.join(sorted(ref_mods))}")
+    sizes = sorted({f"{h}x{w}" for h, w in zip(ds.manifest["height"], ds.manifest["width"], strict=True)})
+    if ref_sizes is not None and len(ref_sizes):
+        ref_side = float(np.median(ref_sizes))
+        side = float(np.median(np.sqrt(ds.manifest["height"] * ds.manifest["width"])))
+        if abs(side - ref_side) > 0.1 * ref_side:
+            out.append(f"batch images are {', '.join(sizes[:3])} px; the reference's are about {ref_side:.0f} px")
+    return out
+
+
+def run(cfg: MonitorConfig, project: ProjectConfig, batch: str | Path, params: dict[str, Any],
+        out_dir: str | Path | None = None, reference: str | Path | None = None, modality: str | None = None,
+        embedder: Embedder | None = None, extractor_id: str = "", model: str | None = None,
+        track: bool = True) -> CheckResult:
+    """Check one batch of real images against the reference (see the module docstring).
+
+    Raises:
+        InputError: missing reference, unreadable/empty batch, too few usable images, too many images.
+    """
+    history = history_of(project)
+    batch = Path(batch).expanduser().resolve()  # the history and a retraining need a stable path
+    try:
+        return _run(cfg, project, batch, params, out_dir, reference, modality, embedder, extractor_id,
+                    model, track, history)
+    except Exception as exc:
+        history.append("error", stage="check", batch=str(batch), error=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+
+
+def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, extractor_id, model, track,
+         history) -> CheckResult:
+    t0 = time.perf_counter()
+    prep = load_reference(reference_path(cfg, project, reference))  # 1.
+    if not batch.exists():
+        raise InputError(f"{batch}: no such batch file or folder")
+    checks_dir = project.artifacts_path() / "monitor"
+    work = checks_dir / f".work-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(str(batch).encode()).hexdigest()[:6]}"
+    try:
+        ds, n_images, n_valid, quarantine = _ingest_batch(batch, prep, project, work, params, modality)  # 2-3.
+        if n_valid > cfg.max_batch_images:
+            raise InputError(f"{batch}: {n_valid} images is more than monitor.max_batch_images "
+                             f"({cfg.max_batch_images}); split the batch")
+        batch_hash = batch_content_hash(ds)
+        from medsynth.components.preprocess import transform_all
+
+        x = to_unit(transform_all(ds, _transform_of(prep)))  # 4.
+        ref_df, pca = reference_features(prep, cfg, project, embedder, extractor_id)  # 5.
+        sizes = np.sqrt(ds.manifest["height"].to_numpy(np.float64) * ds.manifest["width"].to_numpy(np.float64))
+        emb = embed_in_batches(embedder, x) if pca is not None and embedder is not None else None
+        cur_df = feature_frame(x, sizes=sizes if "size" in ref_df.columns else None, embeddings=emb, pca=pca)
+        warnings = _warnings(ds, prep, ref_df["size"].to_numpy() if "size" in ref_df.columns else None)
+        check_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{batch_hash[:12]}"
+        out = Path(out_dir) if out_dir else checks_dir / check_id
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "report.html") as tmp_html:
+            result = detect_drift(ref_df, cur_df, cfg.drift, html_path=tmp_html)
+        with atomic_path(out / "features.parquet") as tmp_pq:
+            cur_df.to_parquet(tmp_pq, index=False)
+        with open(out / "quarantine.jsonl", "w") as f:
+            f.writelines(json.dumps(q) + "\n" for q in quarantine)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    summary = {
+        "batch": str(batch), "batch_hash": batch_hash, "reference": str(prep.root),
+        "reference_hash": prep.data_hash, "model": model, "n_images": n_images, "n_valid": n_valid,
+        "n_quarantined": len(quarantine), "warnings": warnings, "seconds": seconds,
+        "columns": list(cur_df.columns), "extractor": extractor_id or None,
+        "drift": result.to_dict(), "config": to_dict(cfg.drift),
+    }
+    write_json(out / "summary.json", summary)
+    res = CheckResult(out, batch_hash, result, n_images, n_valid, len(quarantine), warnings, seconds)
+    if track:  # 6.
+        res.run_id = _log_mlflow(cfg, project, "monitor", summary, result, out, batch_hash)
+    history.append("check", batch=str(batch), batch_hash=batch_hash, n_images=n_images, n_valid=n_valid,
+                   n_quarantined=len(quarantine), drifted=result.drifted, share_drifted=result.share_drifted,
+                   drifted_columns=result.drifted_columns, reasons=result.reasons, warnings=warnings,
+                   reference_hash=prep.data_hash, model=model, report=str(out / "report.html"),
+                   summary=str(out / "summary.json"), run_id=res.run_id,
+                   drift_share_threshold=cfg.drift.drift_share)
+    return res
+
+
+def _log_mlflow(cfg: MonitorConfig, project: ProjectConfig, step: str, summary: dict[str, Any],
+                result: DriftResult, out: Path, data_hash: str) -> str:
+    import mlflow
+
+    from medsynth.tracking import step_run
+
+    with step_run(project, step, to_dict(cfg), data_hash, experiment=cfg.experiment,
+                  tags={"medsynth.batch": str(summary.get("batch", ""))[:250],
+                        "medsynth.drifted": str(result.drifted).lower()}) as run:
+        metrics = {"drifted": float(result.drifted), "share_drifted": result.share_drifted,
+                   "n_drifted": result.n_drifted, "seconds": summary["seconds"]}
+        metrics |= {k: float(summary[k]) for k in ("n_images", "n_valid", "n_quarantined") if k in summary}
+        metrics |= {f"p_value.{c}": p for c, p in result.p_values.items()}
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifact(str(out / "summary.json"))
+        mlflow.log_artifact(str(out / "report.html"))
+        return run.info.run_id
+
+
+def run_outputs(cfg: MonitorConfig, project: ProjectConfig, generator: Any, model: str,
+                out_dir: str | Path | None = None, seed: int | None = None, track: bool = True) -> CheckResult:
+    """Check the champion's outputs against its own evaluation-time outputs.
+
+    The first check of ``model`` stores the features of its images at seed 0 as the reference
+    (call it right after evaluation/promotion); every later check generates a fresh batch (a new
+    seed each time) and compares. A silently broken model (bad weights, a changed transform, a
+    serving bug) moves its outputs away from that reference.
+    """
+    history = history_of(project)
+    try:
+        return _run_outputs(cfg, project, generator, model, out_dir, seed, track, history)
+    except Exception as exc:
+        history.append("error", stage="output_check", model=model, error=f"{type(exc).__name__}: {exc}"[:500])
+        raise
+
+
+def _run_outputs(cfg, project, generator, model, out_dir, seed, track, history) -> CheckResult:
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    key = hashlib.sha256(f"{model}:{FEATURE_VERSION}".encode()).hexdigest()[:16]
+    ref_file = project.state_path() / "monitoring" / "outputs" / key / "reference.parquet"
+    n = cfg.output_images
+    if not ref_file.is_file():
+        ref_df = feature_frame(_generate(generator, n, 0))
+        with atomic_path(ref_file) as tmp:
+            ref_df.to_parquet(tmp, index=False)
+    ref_df = pd.read_parquet(ref_file)
+    previous = [e for e in history.events("output_check") if e.get("model") == model]
+    s = seed if seed is not None else len(previous) + 1
+    cur_df = feature_frame(_generate(generator, n, s))
+    out = Path(out_dir) if out_dir else project.artifacts_path() / "monitor" / f"{time.strftime('%Y%m%d-%H%M%S')}-outputs-{key[:8]}"
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "report.html") as tmp_html:
+        result = detect_drift(ref_df, cur_df, cfg.drift, html_path=tmp_html)
+    summary = {"model": model, "seed": s, "n_images": n, "reference": str(ref_file), "seconds": time.perf_counter() - t0,
+               "drift": result.to_dict(), "config": to_dict(cfg.drift)}
+    write_json(out / "summary.json", summary)
+    res = CheckResult(out, f"{key}:{s}", result, n, n, 0, [], summary["seconds"])
+    if track:
+        res.run_id = _log_mlflow(cfg, project, "monitor-outputs", summary, result, out, key)
+    history.append("output_check", model=model, seed=s, n_valid=n, drifted=result.drifted,
+                   share_drifted=result.share_drifted, drifted_columns=result.drifted_columns,
+                   reasons=result.reasons, report=str(out / "report.html"), run_id=res.run_id,
+                   drift_share_threshold=cfg.drift.drift_share)
+    return res
+
+
+def _generate(generator: Any, n: int, seed: int) -> np.ndarray:
+    x = np.asarray(generator.generate(n, seed), dtype=np.float32)
+    if x.ndim != 4 or x.shape[0] != n or x.shape[1] != 1:
+        raise InputError(f"generator returned shape {x.shape}; expected [{n}, 1, R, R]")
+    if not np.isfinite(x).all():
+        raise InputError("generator returned non-finite values (NaN/inf): the model is broken")
+    return x
+
+
+def decide(cfg: MonitorConfig, project: ProjectConfig, model: str | None = None, version: str | None = None,
+           reference: str | Path | None = None, dry_run: bool = False) -> Decision:
+    """Apply the trigger policy to the history and the feedback store; log the decision."""
+    import datetime as dt
+
+    from medsynth.monitoring.feedback import FeedbackStore, default_url
+
+    history = history_of(project)
+    ref = reference_path(cfg, project, reference)
+    ref_hash = None
+    if (ref / "meta.json").is_file():
+        ref_hash = json.loads((ref / "meta.json").read_text()).get("data_hash")
+    feedback = None
+    if model:
+        last = history.last_trigger_time()
+        since = dt.datetime.strptime(last[:19], "%Y-%m-%dT%H:%M:%S") if last else None
+        store = FeedbackStore(cfg.feedback_url or default_url(project.state_path()))
+        try:
+            feedback = store.summary(model, version, since=since)
+        finally:
+            store.close()
+    label = f"{model}@{version}" if model and version else model
+    decision = policy_decide(history.events("check"), history.consumed_batches(), feedback, cfg.policy,
+                             reference_hash=ref_hash, model=label)
+    history.append("decision", dry_run=dry_run, reference_hash=ref_hash, **decision.to_dict())
+    return decision
+
+
+def record_trigger(project: ProjectConfig, decision: Decision, launched: dict[str, Any]) -> None:
+    """Mark the decision's batches consumed (after a launch started): they never trigger again."""
+    history_of(project).append("trigger", trigger=True, batches=decision.batches, reasons=decision.reasons,
+                               model=decision.model, launched=launched)
+
+
+def retrain_params(params: dict[str, Any], decision: Decision, reference: PreparedData) -> dict[str, Any]:
+    """params.yaml with the decision's batches added as sources of the configured dataset.
+
+    The retraining then runs the same pipeline on old + new data (each batch keeps the
+    reference's classes; its records without a split are split by preprocess).
+    """
+    new = copy.deepcopy(params)
+    ingest = new.setdefault("ingest", {})
+    name = ingest.get("dataset")
+    sources = (ingest.get("datasets") or {}).get(name)
+    if not name or sources is None:
+        raise ConfigError(f"ingest.dataset {name!r}: not in ingest.datasets; cannot add the new batches")
+    mods = list(reference.meta.get("modalities") or ["XR"])
+    for p in decision.batch_paths:
+        sources.append({"path": str(Path(p).resolve()), "format": "auto", "modality": mods[0],
+                        "classes": list(reference.classes)})
+    return new

@@ -1,0 +1,196 @@
+"""``medsynth monitor``: drift checks on new real batches, the trigger decision and its history.
+
+  medsynth monitor --batch PATH [--dry-run]   check a batch (any format ingest reads) against the
+                                              champion's training data, then apply the trigger
+                                              policy; --dry-run prints the decision without acting
+  medsynth monitor decide [--dry-run]         apply the trigger policy to the history + feedback now
+  medsynth monitor history [--plot PNG]       table of checks and decisions, and a plot
+  medsynth monitor rate --model M --version V --rating unrealistic   add one rating (as the app does)
+
+A trigger starts the retraining pipeline on the accumulated data: locally through kfp.local
+(--launch local, the default) or as a run on a KFP cluster (--launch kfp --host URL). Batches used
+by a retraining never trigger again.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from medsynth.cli import add_common
+
+    p = sub.add_parser("monitor", help="drift checks on new real data, retraining triggers, history",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p)
+    p.add_argument("--batch", default=None, help="new batch of real images: file or folder (npz, DICOM, NIfTI, PNG/JPEG)")
+    p.add_argument("--reference", default=None, help="prepared training data of the champion (default: monitor.reference)")
+    p.add_argument("--modality", default=None, help="modality of --batch when its files don't say (default: the reference's)")
+    p.add_argument("--out", default=None, help="report folder (default: <artifacts>/monitor/<time>-<hash>)")
+    _decision_args(p)
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=_check, monitor_cmd=None)
+    ms = p.add_subparsers(dest="monitor_cmd", metavar="SUBCOMMAND")
+
+    d = ms.add_parser("decide", help="apply the trigger policy to the history and the feedback now")
+    add_common(d)
+    d.add_argument("--reference", default=None, help="prepared training data of the champion")
+    _decision_args(d)
+    d.set_defaults(func=_decide)
+
+    h = ms.add_parser("history", help="print the checks and decisions as a table and save a plot")
+    add_common(h)
+    h.add_argument("--limit", type=int, default=30, help="rows to print (latest)")
+    h.add_argument("--plot", default=None, help="PNG path (default: <artifacts>/monitor/history.png)")
+    h.set_defaults(func=_history)
+
+    r = ms.add_parser("rate", help="store one rating of a generated image (what the app does)")
+    add_common(r)
+    r.add_argument("--model", required=True)
+    r.add_argument("--version", required=True)
+    r.add_argument("--rating", required=True, choices=["realistic", "unrealistic"])
+    r.add_argument("--image", default="", help="which image (e.g. seed=3:0)")
+    r.add_argument("--comment", default="")
+    r.set_defaults(func=_rate)
+
+
+def _decision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="print the decision without acting on it")
+    p.add_argument("--model", default=None, help="champion's registered name (feedback is read for it)")
+    p.add_argument("--version", default=None, help="champion's version (feedback of that version only)")
+    p.add_argument("--launch", choices=["local", "kfp", "none"], default="local",
+                   help="what a trigger starts: the pipeline via kfp.local (default), a KFP cluster run, or nothing")
+    p.add_argument("--host", default=None, help="KFP API URL for --launch kfp")
+    p.add_argument("--namespace", default=None, help="KFP namespace for --launch kfp")
+
+
+def _setup(args: argparse.Namespace):
+    from medsynth.components.monitor import MonitorConfig
+    from medsynth.config import load_stage, parse_overrides, read_params
+    from medsynth.project import load_project
+
+    overrides = parse_overrides(args.overrides)
+    params = read_params(args.params)
+    return params, overrides, load_project(params, overrides), load_stage(MonitorConfig, "monitor", params, overrides)
+
+
+def _check(args: argparse.Namespace) -> int:
+    if not args.batch:
+        from medsynth.errors import InputError
+
+        raise InputError("monitor: give --batch PATH, or a subcommand (decide, history, rate); see --help")
+    from medsynth.components.monitor import run
+
+    params, overrides, project, cfg = _setup(args)
+    res = run(cfg, project, args.batch, params, out_dir=args.out, reference=args.reference,
+              modality=args.modality, model=_label(args), track=not args.no_track)
+    print(f"{res.drift.summary_line()}")
+    for r in res.drift.reasons:
+        print(f"  because: {r}")
+    for w in res.warnings:
+        print(f"  warning: {w}")
+    print(f"  batch {res.batch_hash[:12]}: {res.n_valid} of {res.n_images} images checked, "
+          f"{res.n_quarantined} quarantined; {res.seconds:.1f}s")
+    print(f"  report: {res.report_html}  summary: {res.out_dir / 'summary.json'}")
+    return _act(args, params, overrides, project, cfg)
+
+
+def _decide(args: argparse.Namespace) -> int:
+    params, overrides, project, cfg = _setup(args)
+    return _act(args, params, overrides, project, cfg)
+
+
+def _label(args: argparse.Namespace) -> str | None:
+    if not args.model:
+        return None
+    return f"{args.model}@{args.version}" if args.version else args.model
+
+
+def _act(args, params, overrides, project, cfg) -> int:
+    """Decide, print, and (unless --dry-run / --launch none) start the retraining."""
+    from medsynth.components.monitor import (
+        decide,
+        history_of,
+        load_reference,
+        record_trigger,
+        reference_path,
+        retrain_params,
+    )
+
+    dry = args.dry_run or args.launch == "none"
+    decision = decide(cfg, project, model=args.model, version=args.version, reference=args.reference, dry_run=dry)
+    print(("[dry run] " if args.dry_run else "") + decision.summary_line())
+    if decision.trigger:
+        print(f"  would retrain on the current data + {len(decision.batches)} new batch(es) "
+              f"({decision.new_images} images)" if dry else
+              f"  retraining on the current data + {len(decision.batches)} new batch(es) ({decision.new_images} images)")
+    if not decision.trigger or dry:
+        return 0
+    ref = load_reference(reference_path(cfg, project, args.reference))
+    new_params = retrain_params(params, decision, ref)
+    try:
+        if args.launch == "kfp":
+            launched = _launch_kfp(args, new_params, overrides)
+        else:
+            launched = _launch_local(new_params, overrides)
+    except Exception as exc:
+        # the batches stay unconsumed: the next decision may try again
+        history_of(project).append("error", stage="launch", error=f"{type(exc).__name__}: {exc}"[:500],
+                                   batches=decision.batches)
+        raise
+    record_trigger(project, decision, launched)
+    print(f"  launched: {launched}")
+    return 0
+
+
+def _launch_local(params: dict, overrides: dict) -> dict:
+    from medsynth.pipelines.local import run_local
+
+    res = run_local(params, overrides)
+    return {"runner": "kfp.local", "parent_run_id": res.parent_run_id, "run_dir": str(res.run_dir),
+            "seconds": round(res.total_seconds, 1)}
+
+
+def _launch_kfp(args: argparse.Namespace, params: dict, overrides: dict) -> dict:
+    from medsynth.errors import ConfigError
+    from medsynth.pipelines.remote import Connection, submit
+    from medsynth.pipelines.training_pipeline import pipeline_arguments
+
+    if not args.host:
+        raise ConfigError("--launch kfp needs --host URL of the KFP API")
+    run_id = submit(Connection(host=args.host, namespace=args.namespace), pipeline_arguments(params, overrides),
+                    run_name="medsynth-retrain")
+    return {"runner": "kfp", "host": args.host, "run_id": run_id}
+
+
+def _history(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medsynth.components.monitor import history_of
+    from medsynth.monitoring.history import history_table, plot_history
+
+    _, _, project, _ = _setup(args)
+    history = history_of(project)
+    events = history.events()
+    if not events:
+        print(f"no monitoring history yet ({history.path}); run `medsynth monitor --batch PATH`")
+        return 0
+    print(history_table(events, limit=max(1, min(args.limit, 10_000))))
+    png = plot_history(events, Path(args.plot) if args.plot else project.artifacts_path() / "monitor" / "history.png")
+    if png:
+        print(f"plot: {png}")
+    return 0
+
+
+def _rate(args: argparse.Namespace) -> int:
+    from medsynth.monitoring.feedback import FeedbackStore, default_url
+
+    _, _, project, cfg = _setup(args)
+    store = FeedbackStore(cfg.feedback_url or default_url(project.state_path()))
+    try:
+        store.add(args.model, args.version, args.rating, image_ref=args.image, comment=args.comment)
+        s = store.summary(args.model, args.version)
+    finally:
+        store.close()
+    print(f"stored; {args.model} v{args.version}: {s.n_unrealistic}/{s.n_total} unrealistic ({s.unrealistic_share:.0%})")
+    return 0
