@@ -61,7 +61,7 @@ class ValidateConfig:
         "float32": [-1.0e6, 1.0e6],
         "float64": [-1.0e6, 1.0e6],
     })
-    hu_range: list[float] = field(default_factory=lambda: [-2048.0, 32767.0])
+    hu_range: list[float] = field(default_factory=lambda: [-8192.0, 32767.0])  # FOV padding reaches ~-4000
 
     def check(self) -> None:
         if not 0.0 <= self.max_failure_share <= 1.0:
