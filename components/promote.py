@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate
-
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, RegistryError
 from medsynth.fileio import write_json, write_text

@@ -23,7 +23,6 @@ from medsynth.components.promote import (
     move_champion,
     try_promote,
 )
-
 from medsynth.errors import ConfigError, RegistryError
 from medsynth.project import ProjectConfig
 from medsynth.tracking import first_line, setup_mlflow

@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.input:
         from medsynth.readers import SourceConfig
 
-        classes = [c for c in (args.classes or "").split(",") if c] or ["unlabelled"]
+        classes = [c for c in (args.classes or "").split(",") if c] or _folder_classes(Path(args.input)) or ["unlabelled"]
         src = build(SourceConfig, {"path": str(Path(args.input).resolve()), "format": args.format,
                                    "modality": args.modality, "classes": classes}, "--input")
         res = ingest_sources([src], Path.cwd(), out)
@@ -44,3 +44,18 @@ def _run(args: argparse.Namespace) -> int:
     print(f"ingested {res.n_images} images ({res.n_quarantined} quarantined) into {res.out_dir} "
           f"in {res.seconds:.1f}s; data hash {res.data_hash[:12]}")
     return 0
+
+
+def _folder_classes(root) -> list[str]:
+    """Class names of an image folder laid out as ``[split/]class/*.png`` (sorted), else []."""
+    if not root.is_dir():
+        return []
+    names = set()
+    for d in root.iterdir():
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        if d.name in ("train", "val", "test"):
+            names.update(x.name for x in d.iterdir() if x.is_dir() and not x.name.startswith("."))
+        else:
+            names.add(d.name)
+    return sorted(names)

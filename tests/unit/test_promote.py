@@ -7,9 +7,9 @@ import multiprocessing as mp
 from pathlib import Path
 
 import pytest
+
 from medsynth.components.promote import CHALLENGER, CHAMPION, PromoteConfig, client, run
 from medsynth.components.review import decide, list_versions, rollback
-
 from medsynth.config import build
 from medsynth.errors import ConfigError, RegistryError
 
