@@ -19,7 +19,7 @@ from medsynth.errors import ConfigError, InputError
 Reject = Callable[[str, str], None]  # (source file or record id, reason)
 
 
-class SourceFormat(str, enum.Enum):
+class SourceFormat(enum.StrEnum):
     AUTO = "auto"
     NPZ = "npz"
     IMAGE_FOLDER = "image_folder"
@@ -27,7 +27,7 @@ class SourceFormat(str, enum.Enum):
     NIFTI = "nifti"
 
 
-class Modality(str, enum.Enum):
+class Modality(enum.StrEnum):
     XR = "XR"
     CT = "CT"
     MR = "MR"
