@@ -302,3 +302,47 @@ def privacy(synth: np.ndarray, train: np.ndarray, near_copy_ratio: float = 0.2,
     synth_nn, idx = nearest_neighbours(synth, train)
     thr = near_copy_ratio * float(np.median(train_nn))
     return Privacy(synth_nn, idx, train_nn, thr, near_copy_ratio)
+
+
+class InceptionFeatures(nn.Module):
+    """Standard-FID features: torchmetrics' Inception-v3 (FID variant) from a *local* weights file.
+
+    Needs ``torch-fidelity`` (which needs torchvision); neither installs with torch 2.13 CPU here,
+    so on these machines this raises a clear error. Where they are installed, pass the
+    ``pt_inception-2015-12-05`` weights file; images [0, 1] grayscale become 3-channel uint8.
+    """
+
+    num_features = 2048
+
+    def __init__(self, weights: str) -> None:
+        super().__init__()
+        import os
+
+        from medsynth.errors import ConfigError, InputError
+
+        if not os.path.isfile(weights):
+            raise InputError(f"{weights}: Inception weights file not found (evaluate.inception_weights)")
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+
+            self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                          feature_extractor_weights_path=weights)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"{weights}: standard FID needs torch-fidelity (and torchvision), which are not installed "
+                f"({exc}); set evaluate.inception_weights to \"\" to report FID-domain only") from None
+        except Exception as exc:  # noqa: BLE001 - a wrong file fails inside torch-fidelity
+            raise InputError(f"{weights}: not usable Inception-v3 FID weights ({str(exc).splitlines()[0][:200]})") from None
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return self.net(x).reshape(len(x), -1)
+
+
+def standard_fid(weights: str, real: np.ndarray, fake: np.ndarray) -> float:
+    """ImageNet-Inception FID (comparable with papers) from a local weights file; see InceptionFeatures."""
+    module = InceptionFeatures(weights)
+    return fid_kid(extract(module, real, 64), extract(module, fake, 64), kid_subsets=1)["fid"]

@@ -180,9 +180,13 @@ def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int, l
         bn.reset_running_stats()
         bn.momentum = None
     model.train()
-    for i in range(0, min(len(x), limit), batch_size):
-        if len(x[i : i + batch_size]) >= 2:
-            model(x[i : i + batch_size])
+    # shuffled: BatchNorm averages per-batch variances, so class-sorted batches would miss the
+    # between-class part of the variance
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:limit]
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) >= 2:
+            model(x[idx])
     for bn in bns:
         bn.momentum = 0.1
 
