@@ -17,6 +17,7 @@ import io
 import os
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,9 @@ def run_local(
         log = _TimedLog(f, echo)
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
         try:
-            with contextlib.redirect_stdout(log):  # 3.
+            with contextlib.redirect_stdout(log), warnings.catch_warnings():  # 3.
+                # kfp.local warns that resources/images do not apply locally: known, by design.
+                warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
                 training_pipeline(**arguments)
         except RuntimeError as exc:  # 4. kfp raises RuntimeError("... Inner task failed: 'x'.")
             log.flush()

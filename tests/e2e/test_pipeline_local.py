@@ -1,0 +1,77 @@
+"""The whole KFP pipeline through kfp.local (SubprocessRunner, no Docker) on a smoke configuration.
+
+Tracked in the test's own MLflow store (``project_home``); checks the artifacts each step hands on,
+the MLflow runs nested under the pipeline's parent run, and that a failing step stops the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# Small real data: PneumoniaMNIST (28 px, 2 classes), a few images per class and split.
+SMOKE = {
+    "ingest.dataset": "pneumonia",
+    "ingest.limit_per_class": "16",
+    "preprocess.resolution": "28",
+}
+
+
+def _runs(project_home: Path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project_home / '.medsynth' / 'mlflow.db'}")
+    return mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+@pytest.mark.slow
+def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) -> None:
+    from medsynth.pipelines.local import run_local
+    from medsynth.prepared import PreparedData
+
+    res = run_local(params, SMOKE)
+
+    # every step ran, in order, and was timed
+    assert list(res.step_seconds) == ["ingest", "validate", "preprocess"]
+    assert all(s > 0 for s in res.step_seconds.values())
+    # artifacts handed from step to step
+    assert (res.output("ingest", "dataset") / "manifest.parquet").is_file()
+    assert (res.output("validate", "validated") / "manifest.parquet").is_file()
+    assert "validation report" in res.output("validate", "report").read_text().lower()
+    prepared = PreparedData.load(res.output("preprocess", "prepared"))
+    x, y = prepared.split("train")
+    assert x.shape[1:] == (1, 28, 28) and -1.0 <= x.min() and x.max() <= 1.0
+    assert set(y.tolist()) <= {0, 1}
+    # MLflow: one parent run, each step's run nested under it
+    runs = {r.info.run_id: r for r in _runs(project_home)}
+    parent = runs[res.parent_run_id]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["medsynth.runner"] == "kfp.local"
+    assert {"step_seconds_ingest", "pipeline_seconds"} <= set(parent.data.metrics)
+    children = {r.data.tags.get("medsynth.step") for r in runs.values()
+                if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id}
+    assert {"ingest", "validate", "preprocess"} <= children
+
+
+@pytest.mark.slow
+def test_failing_step_stops_the_pipeline_with_its_error(project_home: Path, repo: Path, monkeypatch, capsys) -> None:
+    from medsynth.cli import main
+
+    empty = project_home / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("MEDSYNTH_DATA_DIR", str(empty))  # ingest's sources are missing
+    args = ["pipeline", "run", "--local", "--params", str(repo / "params.yaml")]
+    for k, v in SMOKE.items():
+        args += ["--set", f"{k}={v}"]
+    rc = main(args)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 4
+    assert len(err) == 1 and "pipeline step 'ingest' failed: InputError:" in err[0]
+    assert "pneumoniamnist.npz: no such file" in err[0]
+    # nothing after the failed step ran
+    run_dirs = [d for d in (project_home / "artifacts" / "kfp").iterdir() if d.name != "logs"]
+    assert run_dirs and not any((d / "validate-op").exists() for d in run_dirs)
+    parent = [r for r in _runs(project_home) if r.data.tags.get("medsynth.runner") == "kfp.local"]
+    assert [r.info.status for r in parent] == ["FAILED"]
