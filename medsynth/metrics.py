@@ -19,6 +19,7 @@ feature arrays ``[N, D]``; none does I/O or tracking. Used by ``medsynth evaluat
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,8 +102,10 @@ def fid_kid(real_feats: np.ndarray, fake_feats: np.ndarray, kid_subset: int = 10
     ident = _Precomputed(d)
     fid = FrechetInceptionDistance(feature=ident, normalize=True)
     size = kid_subset_size(len(real_feats), len(fake_feats), kid_subset)
-    kid = KernelInceptionDistance(feature=ident, subset_size=size, subsets=kid_subsets, normalize=True)
     r, f = torch.from_numpy(real_feats).double(), torch.from_numpy(fake_feats).double()
+    with warnings.catch_warnings():  # KID warns that it buffers features: they are small here
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=ident, subset_size=size, subsets=kid_subsets, normalize=True)
     for m in (fid, kid):
         m.update(r, real=True)
         m.update(f, real=False)
@@ -120,7 +123,9 @@ def fid_kid_images(module: nn.Module, real: np.ndarray, fake: np.ndarray, kid_su
 
     size = kid_subset_size(len(real), len(fake), kid_subset)
     fid = FrechetInceptionDistance(feature=module, normalize=True)
-    kid = KernelInceptionDistance(feature=module, subset_size=size, subsets=kid_subsets, normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=module, subset_size=size, subsets=kid_subsets, normalize=True)
     for imgs, is_real in ((real, True), (fake, False)):
         for i in range(0, len(imgs), batch_size):
             x = (torch.from_numpy(np.ascontiguousarray(imgs[i : i + batch_size], dtype=np.float32)) + 1) / 2

@@ -1,0 +1,104 @@
+"""``medsynth evaluate``: score a generator against the real test split (FID-domain, KID-domain,
+PRDC, SSIM/PSNR to nearest neighbour, diversity, conditional accuracy, privacy, utility).
+
+The generator is one of: --model-uri (MLflow ``runs:/<id>/...`` or ``models:/<name>@<alias>``),
+--generator (a generator.pt written by training), or --reference SPLIT (held-out *real* images of
+that split: what real-vs-real scores look like). Writes metrics.json, report.md and figures to
+--out and logs everything to MLflow. The domain feature extractor is trained first when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from medsynth.cli import add_common
+
+    p = sub.add_parser("evaluate", help="score a generator: FID-/KID-domain, PRDC, privacy, utility",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-uri", default=None, help="MLflow model URI: runs:/<run_id>/<path> or models:/<name>@<alias>")
+    src.add_argument("--generator", default=None, help="a generator.pt file written by training")
+    src.add_argument("--reference", default=None, choices=["train", "val", "test"],
+                     help="real images of this split as the 'generator' (a reference point, not synthetic)")
+    p.add_argument("--data", default=None, help="preprocessed dataset (default: <artifacts>/preprocess)")
+    p.add_argument("--out", default=None, help="output folder (default: <artifacts>/evaluate)")
+    p.add_argument("--metrics", default=None, help="also copy metrics.json to this file (DVC metrics)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=_run)
+
+
+def load_generator(uri: str):
+    """An ImageGenerator from an MLflow model URI, through the training package's loader.
+
+    The loader lives in medsynth.training.sampler (``load_generator(uri)``); imported lazily so
+    ``medsynth --help`` stays instant.
+
+    Raises:
+        InputError: the URI cannot be loaded (or the loader is not available in this build).
+    """
+    from medsynth.errors import InputError, MedsynthError
+    from medsynth.training import sampler
+
+    loader = getattr(sampler, "load_generator", None)
+    if loader is None:
+        raise InputError(f"{uri}: this build cannot load generators from MLflow URIs yet "
+                         "(medsynth.training.sampler.load_generator is missing); pass --generator generator.pt")
+    try:
+        return loader(uri)
+    except MedsynthError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"{uri}: cannot load the model ({first})") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from medsynth.components import features
+    from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, run
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.config import load_stage, parse_overrides, read_params
+    from medsynth.prepared import PreparedData
+    from medsynth.project import load_project
+    from medsynth.tracking import setup_mlflow
+
+    overrides = parse_overrides(args.overrides)
+    params = read_params(args.params)
+    project = load_project(params, overrides)
+    cfg = load_stage(EvaluateConfig, "evaluate", params, overrides)
+    fcfg = load_stage(features.FeaturesConfig, "features", params, overrides)
+    data_dir = Path(args.data) if args.data else project.artifacts_path() / "preprocess"
+    out = Path(args.out) if args.out else project.artifacts_path() / "evaluate"
+    data = PreparedData.load(data_dir)  # fail on a bad dataset before any training or loading
+    track = not args.no_track
+    if args.reference:
+        gen, uri = HeldOutReal(data, args.reference), f"reference:{args.reference}"
+    elif args.generator:
+        from medsynth.training.sampler import load_sampler
+
+        gen, uri = load_sampler(args.generator), str(Path(args.generator).resolve())
+    else:
+        setup_mlflow(project)  # the registry/tracking store the URI refers to
+        gen, uri = load_generator(args.model_uri), args.model_uri
+    ingest = load_stage(IngestConfig, "ingest", params, overrides)
+    ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track)
+    res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri)
+    if args.metrics:
+        Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "metrics.json", args.metrics)
+    m = res.metrics
+    flag = "  [UNSTABLE: too few samples, see report]" if m["unstable"] else ""
+    print(f"FID-domain {m['fid_domain']:.3f} (real floor {m['fid_domain_floor']:.3f}), "
+          f"KID-domain {m['kid_domain_mean']:.4f}, precision {m.get('prdc_precision', float('nan')):.3f}, "
+          f"recall {m.get('prdc_recall', float('nan')):.3f}, near-copies {m['privacy_near_copy_share']:.3%}"
+          + (f", conditional accuracy {m['cond_accuracy']:.3f}" if "cond_accuracy" in m else "")
+          + (f", utility ACC real {m['utility_acc_real']:.3f} / +synthetic {m['utility_acc_real_plus_synth']:.3f}"
+             if "utility_acc_real" in m else "") + flag)
+    print(f"backbone {m['protocol']['backbone']}, {m['n_generated']} generated vs {m['n_real_test']} real test images; "
+          f"report {out / 'report.md'} ({res.seconds:.0f}s)")
+    return 0
