@@ -91,7 +91,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  warning: {w}")
     print(f"  batch {res.batch_hash[:12]}: {res.n_valid} of {res.n_images} images checked, "
           f"{res.n_quarantined} quarantined; {res.seconds:.1f}s")
-    print(f"  report: {res.report_html}  summary: {res.out_dir / 'summary.json'}")
+    report = f"report: {res.report_html}  " if res.report_html.is_file() else ""
+    print(f"  {report}summary: {res.out_dir / 'summary.json'}")
     return _act(args, params, overrides, project, cfg)
 
 
