@@ -199,6 +199,8 @@ def preprocess_dataset(cfg: PreprocessConfig, validated_dir: str | os.PathLike, 
         "config": config,
         "data_hash": data_hash,
         "source": {"path": str(validated_dir), "data_hash": input_hash,
+                   # False when preprocess was pointed at an ingest output that skipped validate
+                   "validated": (validated_dir / "validate_report.json").is_file(),
                    "modalities_present": sorted(df["modality"].astype(str).unique().tolist()),
                    "units_present": sorted(df["units"].astype(str).unique().tolist())},
     }

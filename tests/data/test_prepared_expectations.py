@@ -53,6 +53,7 @@ def test_shapes_and_dtypes(chain: dict) -> None:
         assert y.shape == (x.shape[0],) and y.dtype == np.int64
         assert p.arrays[f"{s}_ids"].shape == (x.shape[0],)
     assert p.meta["resolution"] == 64 and p.classes == ["AbdomenCT", "ChestCT", "HeadCT"]
+    assert p.meta["source"]["validated"] is True
 
 
 def test_values_in_unit_range_and_not_degenerate(chain: dict) -> None:
