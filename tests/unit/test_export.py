@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pydicom
 import pytest
+
 from medsynth.app import export
 
 

@@ -1,0 +1,204 @@
+"""What the app knows about the registry: models, versions, aliases, model cards, metrics, gate.
+
+Reads the MLflow registry that ``medsynth promote`` writes (``metric.*``, ``gate.*``,
+``lineage.*``, ``review.*`` version tags; the model card is the version description) and loads a
+version's generator by its model URI (``models:/<name>@champion`` or ``models:/<name>/<version>``).
+Every failure becomes a :class:`~medsynth.errors.MedsynthError` with a message a person can act on,
+so the app can show it as one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsynth.errors import MedsynthError, RegistryError
+from medsynth.generator import ImageGenerator
+from medsynth.project import ProjectConfig
+from medsynth.tracking import first_line, redact, setup_mlflow, tracking_uri
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+GENERATOR_FILE = "generator.pt"  # what training writes (medsynth.training.sampler.generator_payload)
+
+HOW_TO_MAKE_ONE = (
+    "Make one with `make demo` (ingest -> ... -> train -> evaluate -> promote on the bundled data), "
+    "or step by step: `medsynth train`, `medsynth evaluate`, `medsynth promote`."
+)
+
+
+class NoModelError(MedsynthError):
+    """The registry is reachable but holds nothing the app can serve."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered generator version as the app shows it."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    metrics: dict[str, float | str]
+    gate_passed: bool | None  # None: never gated
+    gate_summary: str
+    gate_checks: list[dict[str, Any]]
+    card: str
+    classes: list[str]
+    dataset: str
+    data_hash: str
+    created: str
+    review: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """The immutable model URI of this version (``models:/name/version``)."""
+        return f"models:/{self.name}/{self.version}"
+
+    @property
+    def label(self) -> str:
+        alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
+        return f"v{self.version}{alias}"
+
+    @property
+    def modality(self) -> str:
+        """CT / MR / XR from class names like ``CT/HeadCT`` (multi-modality models) or the dataset."""
+        mods = sorted({c.split("/")[0] for c in self.classes if "/" in c})
+        return ", ".join(mods) if mods else self.dataset
+
+
+def connect(project: ProjectConfig) -> Any:
+    """An MlflowClient on the project's store.
+
+    Raises:
+        RegistryError: the tracking server or database cannot be reached.
+    """
+    from mlflow.tracking import MlflowClient
+
+    setup_mlflow(project)
+    return MlflowClient()
+
+
+def list_models(project: ProjectConfig) -> list[str]:
+    """Names of registered models, champions' models first.
+
+    Raises:
+        RegistryError: the registry cannot be reached.
+        NoModelError: it is empty (the message says how to make one).
+    """
+    c = connect(project)
+    try:
+        names = sorted(m.name for m in c.search_registered_models(max_results=200))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a dead store
+        raise RegistryError(f"MLflow registry at {redact(tracking_uri(project))}: cannot be read "
+                            f"({first_line(exc)})") from None
+    if not names:
+        raise NoModelError(f"No generator is registered yet in {redact(tracking_uri(project))}. {HOW_TO_MAKE_ONE}")
+    with_champion = [n for n in names if _alias(c, n, CHAMPION) is not None]
+    return with_champion + [n for n in names if n not in with_champion]
+
+
+def list_versions(project: ProjectConfig, name: str) -> list[ModelVersion]:
+    """Every version of ``name``, newest first, with aliases, metrics, gate result and model card.
+
+    Raises:
+        RegistryError: the registry cannot be reached or the model does not exist.
+        NoModelError: the model has no versions.
+    """
+    c = connect(project)
+    try:
+        found = c.search_model_versions(f"name='{_quote(name)}'", max_results=200)
+    except Exception as exc:  # noqa: BLE001
+        raise RegistryError(f"registry: model {name!r}: {first_line(exc)}") from None
+    if not found:
+        raise NoModelError(f"Model {name!r} has no versions. {HOW_TO_MAKE_ONE}")
+    alias_of: dict[str, list[str]] = {}
+    for alias in (CHAMPION, CHALLENGER):
+        mv = _alias(c, name, alias)
+        if mv is not None:
+            alias_of.setdefault(str(mv.version), []).append(alias)
+    out = [_version(mv, alias_of.get(str(mv.version), [])) for mv in found]
+    return sorted(out, key=lambda v: int(v.version), reverse=True)
+
+
+def default_version(versions: list[ModelVersion]) -> ModelVersion:
+    """The champion; without one, the newest version whose gate passed; else the newest."""
+    for pick in (lambda v: CHAMPION in v.aliases, lambda v: v.gate_passed is True, lambda v: True):
+        for v in versions:
+            if pick(v):
+                return v
+    raise NoModelError(f"no versions to choose from. {HOW_TO_MAKE_ONE}")
+
+
+def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> ImageGenerator:
+    """The generator behind a model URI (``models:/name@champion``, ``models:/name/3``, ``runs:/...``).
+
+    Uses the training package's URI loader; the artifacts are downloaded to a local cache first
+    (MLflow's own cache on the embedded store, a temp folder from a server).
+
+    Raises:
+        RegistryError: the URI cannot be resolved or downloaded.
+        MedsynthError: the files are not a readable generator (from the training package).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(project)
+    sampler = _training_sampler()
+    if hasattr(sampler, "load_from_uri"):
+        return sampler.load_from_uri(uri, bf16=bf16)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MlflowException as exc:
+        raise RegistryError(f"{uri}: cannot be downloaded ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - network/storage errors of every kind
+        raise RegistryError(f"{uri}: cannot be downloaded ({first_line(exc)})") from None
+    path = local if local.is_file() else next(iter(sorted(local.rglob(GENERATOR_FILE))), None)
+    if path is None:
+        raise RegistryError(f"{uri}: no {GENERATOR_FILE} in the model's files (was it logged by `medsynth train`?)")
+    return sampler.load_sampler(path, bf16=bf16)
+
+
+def _training_sampler() -> Any:
+    from medsynth.training import sampler
+
+    return sampler
+
+
+def _version(mv: Any, aliases: list[str]) -> ModelVersion:
+    from medsynth.components.promote import version_metrics
+
+    tags = dict(mv.tags or {})
+    gate = tags.get("gate.passed")
+    try:
+        checks = json.loads(tags.get("gate.checks", "[]"))
+    except json.JSONDecodeError:
+        checks = []
+    try:
+        classes = list(json.loads(tags.get("lineage.classes", "[]")))
+    except json.JSONDecodeError:
+        classes = []
+    return ModelVersion(
+        name=mv.name, version=str(mv.version), aliases=sorted(aliases), metrics=version_metrics(mv),
+        gate_passed=None if gate is None else gate == "true",
+        gate_summary=tags.get("gate.summary", "not gated"), gate_checks=checks,
+        card=mv.description or "", classes=classes, dataset=tags.get("lineage.dataset", ""),
+        data_hash=tags.get("lineage.data_hash", ""),
+        created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((mv.creation_timestamp or 0) / 1000)),
+        review=tags.get("review.decision", "pending"), tags=tags,
+    )
+
+
+def _alias(c: Any, name: str, alias: str) -> Any | None:
+    try:
+        return c.get_model_version_by_alias(name, alias)
+    except Exception:  # noqa: BLE001 - "no such alias" is an MlflowException; anything else: no alias
+        return None
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")
