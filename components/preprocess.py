@@ -19,7 +19,7 @@ import json
 import os
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +49,12 @@ class PreprocessConfig:
     """``preprocess:`` in params.yaml."""
 
     resolution: int = 64
-    # lists, not tuples: medsynth.config's fixed-length tuple coercion is broken (reported)
-    ct_window: list[float] = field(default_factory=lambda: [40.0, 400.0])  # centre, width in HU
+    ct_window: tuple[float, float] = (40.0, 400.0)  # centre, width in HU
     square_mode: SquareMode = SquareMode.PAD
     upscale: bool = True
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train, val, test
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
 
     def check(self) -> None:
-        if len(self.ct_window) != 2 or len(self.split_fractions) != 3:
-            raise ConfigError("preprocess: ct_window needs [centre, width], split_fractions [train, val, test]")
         if self.resolution not in RESOLUTIONS:
             raise ConfigError(f"preprocess.resolution: {self.resolution} not supported; valid: {', '.join(map(str, RESOLUTIONS))}")
         if self.ct_window[1] <= 0:
@@ -66,7 +63,7 @@ class PreprocessConfig:
             raise ConfigError(f"preprocess.split_fractions: need three shares >= 0 summing to 1, got {list(self.split_fractions)}")
 
     def transform(self) -> ImageTransform:
-        return ImageTransform(resolution=self.resolution, window=tuple(self.ct_window),
+        return ImageTransform(resolution=self.resolution, window=self.ct_window,
                               square_mode=self.square_mode.value, upscale=self.upscale)
 
 
@@ -79,7 +76,7 @@ class PreprocessResult:
     seconds: float
 
 
-def hash_split(key: str, seed: int, fractions: list[float]) -> str:
+def hash_split(key: str, seed: int, fractions: tuple[float, ...]) -> str:
     """Deterministic split of one volume/record: a uniform number from sha256(seed:key)."""
     u = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2.0**64
     edge = 0.0
@@ -90,7 +87,7 @@ def hash_split(key: str, seed: int, fractions: list[float]) -> str:
     return SPLITS[-1]
 
 
-def assign_splits(df: Any, seed: int, fractions: list[float]) -> list[str]:
+def assign_splits(df: Any, seed: int, fractions: tuple[float, ...]) -> list[str]:
     """Every record's split: its own, else its volume's (when the volume has exactly one), else by hash."""
     key = [v if v else i for v, i in zip(df["volume_id"].astype(str), df["id"].astype(str), strict=True)]
     known: dict[str, set[str]] = {}

@@ -53,15 +53,14 @@ class ValidateConfig:
     min_side: int = 8
     max_side: int = 4096
     # allowed dtypes and the value range each may hold; images in HU are checked against hu_range
-    # lists, not tuples: medsynth.config's fixed-length tuple coercion is broken (reported)
-    dtype_ranges: dict[str, list[float]] = field(default_factory=lambda: {
-        "uint8": [0.0, 255.0],
-        "uint16": [0.0, 65535.0],
-        "int16": [-32768.0, 32767.0],
-        "float32": [-1.0e6, 1.0e6],
-        "float64": [-1.0e6, 1.0e6],
+    dtype_ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: {
+        "uint8": (0.0, 255.0),
+        "uint16": (0.0, 65535.0),
+        "int16": (-32768.0, 32767.0),
+        "float32": (-1.0e6, 1.0e6),
+        "float64": (-1.0e6, 1.0e6),
     })
-    hu_range: list[float] = field(default_factory=lambda: [-8192.0, 32767.0])  # FOV padding reaches ~-4000
+    hu_range: tuple[float, float] = (-8192.0, 32767.0)  # padding outside the field of view reaches ~-4000
 
     def check(self) -> None:
         if not 0.0 <= self.max_failure_share <= 1.0:
@@ -70,9 +69,9 @@ class ValidateConfig:
             raise ConfigError("validate.min_std: must be >= 0")
         if not 1 <= self.min_side <= self.max_side <= 65536:
             raise ConfigError("validate.min_side/max_side: need 1 <= min_side <= max_side <= 65536")
-        for name, rng in {**self.dtype_ranges, "hu_range": self.hu_range}.items():
-            if len(rng) != 2 or not rng[0] < rng[1]:
-                raise ConfigError(f"validate: value range of {name} must be [low, high] with low < high, got {rng}")
+        for name, (lo, hi) in {**self.dtype_ranges, "hu_range": self.hu_range}.items():
+            if not lo < hi:
+                raise ConfigError(f"validate: value range of {name} must be [low, high] with low < high, got [{lo}, {hi}]")
 
 
 @dataclass

@@ -70,7 +70,8 @@ def test_uint8_at_native_size_is_lossless(small_ct: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("bad", ["preprocess.resolution=48", "preprocess.split_fractions=[0.5, 0.2, 0.2]",
-                                 "preprocess.ct_window=[40, 0]", "preprocess.square_mode=stretch"])
+                                 "preprocess.ct_window=[40, 0]", "preprocess.square_mode=stretch",
+                                 "preprocess.ct_window=[40]"])
 def test_bad_config_is_rejected(params: dict, bad: str) -> None:
     key, value = bad.split("=", 1)
     with pytest.raises(ConfigError, match=key.split(".")[1]):
@@ -79,11 +80,11 @@ def test_bad_config_is_rejected(params: dict, bad: str) -> None:
 
 def test_hash_split_is_deterministic_and_follows_fractions() -> None:
     keys = [f"vol{i}" for i in range(5000)]
-    a = [hash_split(k, 0, [0.8, 0.1, 0.1]) for k in keys]
-    assert a == [hash_split(k, 0, [0.8, 0.1, 0.1]) for k in keys]
+    a = [hash_split(k, 0, (0.8, 0.1, 0.1)) for k in keys]
+    assert a == [hash_split(k, 0, (0.8, 0.1, 0.1)) for k in keys]
     share = {s: a.count(s) / len(a) for s in ("train", "val", "test")}
     assert abs(share["train"] - 0.8) < 0.03 and abs(share["val"] - 0.1) < 0.02
-    assert a != [hash_split(k, 1, [0.8, 0.1, 0.1]) for k in keys]  # the seed reshuffles
+    assert a != [hash_split(k, 1, (0.8, 0.1, 0.1)) for k in keys]  # the seed reshuffles
 
 
 def test_volume_slices_never_straddle_splits() -> None:
@@ -93,14 +94,14 @@ def test_volume_slices_never_straddle_splits() -> None:
         "split": [""] * 1000 + ["", ""],
     })
     df.loc[3, "split"] = "test"  # one slice of volume v0 has a split: the volume follows it
-    splits = pd.Series(assign_splits(df, 0, [0.8, 0.1, 0.1]))
+    splits = pd.Series(assign_splits(df, 0, (0.8, 0.1, 0.1)))
     per_volume = splits[:1000].groupby(df["volume_id"][:1000]).nunique()
     assert (per_volume == 1).all() and set(splits[:5]) == {"test"}
     assert len(set(splits[:1000])) == 3
 
 
 def test_ct_in_hu_is_windowed_by_the_shared_chain(dicom_ct: Path, tmp_path: Path) -> None:
-    cfg = PreprocessConfig(resolution=32, ct_window=[40.0, 400.0])
+    cfg = PreprocessConfig(resolution=32, ct_window=(40.0, 400.0))
     preprocess_dataset(cfg, dicom_ct, tmp_path / "p")
     p = PreparedData.load(tmp_path / "p")
     ds = CanonicalDataset(dicom_ct)

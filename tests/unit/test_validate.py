@@ -157,7 +157,7 @@ def test_run_is_tracked_in_mlflow(small_ct: Path, tmp_path: Path, project, monke
 
 def test_config_is_checked(params: dict) -> None:
     cfg = load_stage(ValidateConfig, "validate", params)
-    assert cfg.dtype_ranges["uint8"] == [0.0, 255.0]
+    assert cfg.dtype_ranges["uint8"] == (0.0, 255.0) and cfg.hu_range == (-8192.0, 32767.0)
     with pytest.raises(ConfigError, match="max_failure_share"):
         load_stage(ValidateConfig, "validate", params, {"validate.max_failure_share": "1.5"})
     with pytest.raises(ConfigError, match="hu_range"):
