@@ -24,7 +24,6 @@ def class_balance(df: Any, classes: list[str], max_ratio: float) -> dict[str, An
     return out
 
 
-
 def report_md(summary: dict[str, Any], expectations: list[dict[str, Any]], failed: list[dict[str, Any]]) -> str:
     """The human-readable report (markdown)."""
     lines = [
