@@ -24,11 +24,11 @@ class Shift(enum.StrEnum):
 
 # Settings of increasing strength (the parameter each change takes).
 LADDERS: dict[Shift, list[float]] = {
-    Shift.GAMMA: [1.05, 1.1, 1.25, 1.5],  # exponent of the tone curve
-    Shift.CONTRAST: [0.95, 0.9, 0.8, 0.6],  # factor on the distance from the image mean
-    Shift.NOISE: [0.005, 0.01, 0.02, 0.04],  # Gaussian sigma in [0, 1] intensity units
-    Shift.BLUR: [0.3, 0.5, 0.75, 1.0],  # Gaussian sigma in pixels
-    Shift.RESOLUTION: [0.9, 0.75, 0.6, 0.5],  # detector resolution as a share of the matrix
+    Shift.GAMMA: [1.02, 1.05, 1.1, 1.25, 1.5],  # exponent of the tone curve
+    Shift.CONTRAST: [0.99, 0.97, 0.95, 0.9, 0.8],  # factor on the distance from the image mean
+    Shift.NOISE: [0.001, 0.002, 0.005, 0.01, 0.04],  # Gaussian sigma in [0, 1] intensity units
+    Shift.BLUR: [0.3, 0.4, 0.5, 0.75, 1.0],  # Gaussian sigma in pixels
+    Shift.RESOLUTION: [0.97, 0.9, 0.75, 0.6, 0.5],  # detector resolution as a share of the matrix
 }
 
 

@@ -5,6 +5,8 @@
                                               policy; --dry-run prints the decision without acting
   medsynth monitor decide [--dry-run]         apply the trigger policy to the history + feedback now
   medsynth monitor history [--plot PNG]       table of checks and decisions, and a plot
+  medsynth monitor outputs --generator URI    the champion's generated images against its first
+                                              (evaluation-time) batch: catches a silently broken model
   medsynth monitor rate --model M --version V --rating unrealistic   add one rating (as the app does)
 
 A trigger starts the retraining pipeline on the accumulated data: locally through kfp.local
@@ -43,6 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--limit", type=int, default=30, help="rows to print (latest)")
     h.add_argument("--plot", default=None, help="PNG path (default: <artifacts>/monitor/history.png)")
     h.set_defaults(func=_history)
+
+    o = ms.add_parser("outputs", help="check the champion's generated images against its evaluation-time batch")
+    add_common(o)
+    o.add_argument("--generator", required=True,
+                   help="generator: models:/NAME@champion, models:/NAME/VERSION, runs:/ID/generator, or a generator.pt file")
+    o.add_argument("--model", default=None, help="label the history keeps per model (default: the --generator value)")
+    o.add_argument("--seed", type=int, default=None, help="seed of this batch (default: one more than the last check)")
+    o.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    o.set_defaults(func=_outputs)
 
     r = ms.add_parser("rate", help="store one rating of a generated image (what the app does)")
     add_common(r)
@@ -180,6 +191,30 @@ def _history(args: argparse.Namespace) -> int:
     png = plot_history(events, Path(args.plot) if args.plot else project.artifacts_path() / "monitor" / "history.png")
     if png:
         print(f"plot: {png}")
+    return 0
+
+
+def _outputs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from medsynth.components.monitor import run_outputs
+
+    _, _, project, cfg = _setup(args)
+    if Path(args.generator).is_file():
+        from medsynth.training.sampler import load_sampler
+
+        gen = load_sampler(args.generator)
+    else:
+        from medsynth.components.train import load_generator
+        from medsynth.tracking import setup_mlflow
+
+        setup_mlflow(project)
+        gen = load_generator(args.generator)
+    res = run_outputs(cfg, project, gen, args.model or args.generator, seed=args.seed, track=not args.no_track)
+    print(f"champion outputs: {res.drift.summary_line()}")
+    for r in res.drift.reasons:
+        print(f"  because: {r}")
+    print(f"  summary: {res.out_dir / 'summary.json'}")
     return 0
 
 
