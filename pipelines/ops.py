@@ -12,7 +12,7 @@ Resources and accelerators are set on the tasks in ``training_pipeline.py``, not
 """
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from medsynth import __version__
 
@@ -63,5 +63,85 @@ def preprocess_op(project: str, preprocess: str, kfp_run: str, dataset: Input[Da
                               "counts": meta.get("counts")})
 
 
-__all__ = ["CPU_IMAGE", "CUDA_IMAGE", "Dataset", "Markdown", "Metrics", "Model", "ingest_op",
-           "preprocess_op", "validate_op"]
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def features_op(project: str, features: str, ingest: str, kfp_run: str, extractor: Output[Model]):
+    """Train the domain feature extractor (FID-/KID-domain, PRDC) on the real training splits."""
+    from medsynth.components.features import FeaturesConfig, run
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.pipelines.runtime import enter_step, read_json, stage
+
+    proj = enter_step(project, kfp_run)
+    datasets = stage(IngestConfig, "ingest", ingest).datasets
+    run(stage(FeaturesConfig, "features", features), proj, datasets, extractor.path)
+    meta = read_json(f"{extractor.path}/meta.json")
+    extractor.metadata.update({"sha256": meta.get("sha256"), "classes": meta.get("classes")})
+
+
+@dsl.component(base_image=CUDA_IMAGE, install_kfp_package=False)
+def train_op(project: str, train: str, kfp_run: str, prepared: Input[Dataset], model: Output[Model]):
+    """Train the GAN on the prepared data; the EMA generator is logged to MLflow as a model."""
+    from medsynth.components.train import run
+    from medsynth.pipelines.runtime import enter_step, stage
+    from medsynth.training.config import TrainConfig
+
+    proj = enter_step(project, kfp_run)
+    out = run(stage(TrainConfig, "train", train), proj, prepared.path, model.path)
+    model.metadata.update({"model_uri": out.model_uri or "", "run_id": out.run_id or "",
+                           "global_step": out.global_step, "epochs": out.epochs})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Dataset], model: Input[Model],
+                extractor: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
+                report: Output[Markdown]):
+    """Score the generator against the real test split (quality, diversity, privacy, utility)."""
+    import shutil
+
+    from medsynth.components.evaluate import EvaluateConfig, run
+    from medsynth.components.features import load_extractor
+    from medsynth.pipelines.runtime import enter_step, scalars, stage, train_info
+    from medsynth.training.sampler import load_sampler
+    from medsynth.training.trainer import GENERATOR_FILE
+
+    proj = enter_step(project, kfp_run)
+    res = run(stage(EvaluateConfig, "evaluate", evaluate), proj, load_sampler(f"{model.path}/{GENERATOR_FILE}"),
+              prepared.path, evaluation.path, extractor=load_extractor(extractor.path),
+              model_uri=train_info(model.path).get("model_uri") or "")
+    for key, value in scalars(res.metrics).items():
+        metrics.log_metric(key, value)
+    shutil.copyfile(f"{evaluation.path}/report.md", report.path)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def gate_op(project: str, promote: str, kfp_run: str, model: Input[Model], evaluation: Input[Artifact],
+            decision: Output[Markdown]) -> bool:
+    """The promotion policy (params ``promote.gate``) against the current champion: pass or not."""
+    from medsynth.components.promote import PromoteConfig
+    from medsynth.pipelines.runtime import enter_step, gate_check, gate_markdown, stage
+
+    proj = enter_step(project, kfp_run)
+    result = gate_check(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path)
+    with open(decision.path, "w") as f:
+        f.write(gate_markdown(result))
+    print(result.summary())
+    return bool(result.passed)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def promote_op(project: str, promote: str, kfp_run: str, model: Input[Model], evaluation: Input[Artifact],
+               promotion: Output[Artifact], card: Output[Markdown]):
+    """Register the generator and move the ``champion`` alias (re-checked under the registry lock)."""
+    import shutil
+
+    from medsynth.components.promote import PromoteConfig, run
+    from medsynth.pipelines.runtime import enter_step, stage
+
+    proj = enter_step(project, kfp_run)
+    res = run(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, promotion.path)
+    shutil.copyfile(f"{promotion.path}/model_card.md", card.path)
+    card.metadata.update({"model_name": res.name, "version": res.version, "promoted": res.promoted,
+                          "reason": res.reason})
+
+
+__all__ = ["CPU_IMAGE", "CUDA_IMAGE", "evaluate_op", "features_op", "gate_op", "ingest_op", "preprocess_op",
+           "promote_op", "train_op", "validate_op"]

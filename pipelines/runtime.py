@@ -90,3 +90,44 @@ def scalars(d: dict[str, Any]) -> dict[str, float]:
         elif isinstance(v, (int, float)):
             out[k] = float(v)
     return out
+
+
+def train_info(train_dir: str | os.PathLike) -> dict[str, Any]:
+    """What train wrote about the model: ``model.json`` when present, else ``train_summary.json``."""
+    d = Path(train_dir)
+    return read_json(d / "model.json") or read_json(d / "train_summary.json")
+
+
+def gate_check(cfg: Any, project: ProjectConfig, train_dir: str | os.PathLike,
+               eval_dir: str | os.PathLike) -> Any:
+    """The promotion gate for the pipeline's ``dsl.If``: the challenger's evaluation vs the champion now.
+
+    Uses the policy and registry helpers of ``components.promote`` (which checks again under its
+    registry lock when it promotes, so a champion that changed in between is still respected).
+
+    Returns:
+        ``components.gate.GateResult``.
+    """
+    from medsynth.components.gate import evaluate_gate
+    from medsynth.components.promote import CHAMPION, client, get_alias, version_metrics
+    from medsynth.errors import ConfigError
+    from medsynth.tracking import setup_mlflow
+
+    metrics_file = Path(eval_dir) / "metrics.json"
+    if not metrics_file.is_file():
+        raise ConfigError(f"{metrics_file}: missing (the evaluate step did not write it)")
+    metrics = read_json(metrics_file)
+    info = train_info(train_dir)
+    name = cfg.model_name or f"medsynth-{info.get('dataset', 'data')}-{info.get('model', 'gan')}"
+    conditional = len(info.get("classes", [])) > 1 and bool(info.get("conditional", True))
+    setup_mlflow(project)
+    champ = get_alias(client(), name, CHAMPION)
+    return evaluate_gate(cfg.gate, metrics, version_metrics(champ) if champ is not None else None, conditional)
+
+
+def gate_markdown(result: Any) -> str:
+    """The gate's decision as a short Markdown report (shown in the KFP UI)."""
+    lines = [f"# Promotion gate: {'PASSED' if result.passed else 'FAILED'}", "", "| check | passed | detail |",
+             "| --- | --- | --- |"]
+    lines += [f"| {c.name} | {'yes' if c.passed else 'no'} | {c.detail} |" for c in result.checks]
+    return "\n".join(lines) + "\n"

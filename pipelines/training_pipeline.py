@@ -1,4 +1,8 @@
-"""The medsynth training pipeline (KFP v2): ingest -> validate -> preprocess.
+"""The medsynth training pipeline (KFP v2).
+
+    ingest -> validate -> preprocess -> train -> evaluate -> gate -> [dsl.If passed] promote
+    features (domain extractor, from the raw sources) ------^
+
 
 One pipeline, defined here and compiled to ``training_pipeline.yaml`` next to this file (kept in
 git; ``tests/unit/test_pipeline_compile.py`` fails when a fresh compile differs).
@@ -36,6 +40,10 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "ingest": ("medsynth.components.ingest", "IngestConfig"),
     "validate": ("medsynth.components.validate", "ValidateConfig"),
     "preprocess": ("medsynth.components.preprocess", "PreprocessConfig"),
+    "features": ("medsynth.components.features", "FeaturesConfig"),
+    "train": ("medsynth.training.config", "TrainConfig"),
+    "evaluate": ("medsynth.components.evaluate", "EvaluateConfig"),
+    "promote": ("medsynth.components.promote", "PromoteConfig"),
 }
 
 # Requests per task: (cpu, memory). Sized for the bundled data; raise them for full datasets.
@@ -43,7 +51,14 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ingest": ("1", "2Gi"),
     "validate": ("1", "2Gi"),
     "preprocess": ("2", "4Gi"),
+    "features": ("2", "4Gi"),
+    "train": ("4", "16Gi"),
+    "evaluate": ("2", "8Gi"),
+    "gate": ("500m", "1Gi"),
+    "promote": ("500m", "2Gi"),
 }
+# The train task's accelerator (set on the task, never in component code).
+TRAIN_ACCELERATOR = ("nvidia.com/gpu", 1)
 
 
 # Where tasks find MLflow and S3 on a cluster: a ConfigMap and Secrets, by name only.
@@ -66,16 +81,34 @@ def _task(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
     return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Real medical images -> validated, preprocessed training data "
-              "(every step tracked in MLflow).")
-def training_pipeline(project: str, ingest: str, validate: str, preprocess: str) -> None:
+@dsl.pipeline(name=PIPELINE_NAME, description="Real medical images -> validated, preprocessed data -> GAN "
+              "generator -> evaluation -> gated promotion in the MLflow registry (every step tracked).")
+def training_pipeline(project: str, ingest: str, validate: str, preprocess: str, features: str, train: str,
+                      evaluate: str, promote: str) -> None:
     """Each argument is one params.yaml section as JSON (see :func:`pipeline_arguments`)."""
-    run_name = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-    t_ingest = _task(ops.ingest_op(project=project, ingest=ingest, kfp_run=run_name), "ingest")
-    t_validate = _task(ops.validate_op(project=project, validate=validate, kfp_run=run_name,
-                                            dataset=t_ingest.outputs["dataset"]), "validate")
-    _task(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run_name,
-                                 dataset=t_validate.outputs["validated"]), "preprocess")
+    run = dsl.PIPELINE_JOB_NAME_PLACEHOLDER
+    t_ingest = _task(ops.ingest_op(project=project, ingest=ingest, kfp_run=run), "ingest")
+    t_validate = _task(ops.validate_op(project=project, validate=validate, kfp_run=run,
+                                       dataset=t_ingest.outputs["dataset"]), "validate")
+    t_pre = _task(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run,
+                                    dataset=t_validate.outputs["validated"]), "preprocess")
+    # independent of the data chain: runs beside it
+    t_feat = _task(ops.features_op(project=project, features=features, ingest=ingest, kfp_run=run), "features")
+    t_train = _task(ops.train_op(project=project, train=train, kfp_run=run,
+                                 prepared=t_pre.outputs["prepared"]), "train")
+    t_train.set_accelerator_type(TRAIN_ACCELERATOR[0]).set_accelerator_limit(TRAIN_ACCELERATOR[1])
+    t_eval = _task(ops.evaluate_op(project=project, evaluate=evaluate, kfp_run=run,
+                                   prepared=t_pre.outputs["prepared"], model=t_train.outputs["model"],
+                                   extractor=t_feat.outputs["extractor"]), "evaluate")
+    t_gate = _task(ops.gate_op(project=project, promote=promote, kfp_run=run, model=t_train.outputs["model"],
+                               evaluation=t_eval.outputs["evaluation"]), "gate")
+    # the registry is touched on every run (gate reads the champion): never served from cache
+    t_gate.set_caching_options(False)
+    with dsl.If(t_gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - KFP condition syntax
+        t_promote = _task(ops.promote_op(project=project, promote=promote, kfp_run=run,
+                                         model=t_train.outputs["model"], evaluation=t_eval.outputs["evaluation"]),
+                          "promote")
+        t_promote.set_caching_options(False)
 
 
 def pipeline_arguments(params: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:

@@ -10,11 +10,23 @@ from pathlib import Path
 
 import pytest
 
-# Small real data: PneumoniaMNIST (28 px, 2 classes), a few images per class and split.
+# Small real data: PneumoniaMNIST (28 px, 2 classes), 40 images per class and split; the train
+# profile "smoke" and small evaluation/extractor settings keep the whole chain to a few minutes.
 SMOKE = {
     "ingest.dataset": "pneumonia",
-    "ingest.limit_per_class": "16",
+    "ingest.limit_per_class": "40",
     "preprocess.resolution": "28",
+    "features.resolution": "28",
+    "features.per_class_train": "20",
+    "features.epochs": "1",
+    "train.profile": "smoke",
+    "evaluate.n_generated": "64",
+    "evaluate.utility": "false",
+    "evaluate.kid_subset_size": "16",
+    "evaluate.kid_subsets": "5",
+    "evaluate.diversity_pairs": "32",
+    "evaluate.privacy_max_train_queries": "64",
+    "evaluate.grid_images": "16",
 }
 
 
@@ -32,8 +44,11 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
 
     res = run_local(params, SMOKE)
 
-    # every step ran, in order, and was timed
-    assert list(res.step_seconds) == ["ingest", "validate", "preprocess"]
+    # every step up to the gate ran and was timed; the data chain ran in order
+    steps = list(res.step_seconds)
+    assert set(steps) == {"features", "ingest", "validate", "preprocess", "train", "evaluate", "gate"}
+    assert [s for s in steps if s in ("ingest", "validate", "preprocess", "train", "evaluate", "gate")] == [
+        "ingest", "validate", "preprocess", "train", "evaluate", "gate"]
     assert all(s > 0 for s in res.step_seconds.values())
     # artifacts handed from step to step
     assert (res.output("ingest", "dataset") / "manifest.parquet").is_file()
@@ -43,6 +58,13 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     x, y = prepared.split("train")
     assert x.shape[1:] == (1, 28, 28) and -1.0 <= x.min() and x.max() <= 1.0
     assert set(y.tolist()) <= {0, 1}
+    assert (res.output("train", "model") / "generator.pt").is_file()
+    assert (res.output("features", "extractor") / "meta.json").is_file()
+    assert (res.output("evaluate", "evaluation") / "metrics.json").is_file()
+    # 64 generated images are too few for stable metrics: the gate says no and promote never runs
+    decision = res.output("gate", "decision").read_text()
+    assert "FAILED" in decision and "stable_metrics" in decision
+    assert not (res.run_dir / "promote-op").exists()
     # MLflow: one parent run, each step's run nested under it
     runs = {r.info.run_id: r for r in _runs(project_home)}
     parent = runs[res.parent_run_id]
@@ -51,7 +73,7 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     assert {"step_seconds_ingest", "pipeline_seconds"} <= set(parent.data.metrics)
     children = {r.data.tags.get("medsynth.step") for r in runs.values()
                 if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id}
-    assert {"ingest", "validate", "preprocess"} <= children
+    assert {"ingest", "validate", "preprocess", "features", "train", "evaluate"} <= children
 
 
 @pytest.mark.slow

@@ -18,7 +18,8 @@ from medsynth.pipelines.training_pipeline import (
     pipeline_arguments,
 )
 
-STEPS = ["ingest", "validate", "preprocess"]
+STEPS = ["ingest", "validate", "preprocess", "features", "train", "evaluate", "gate", "promote"]
+CHAIN = ["ingest", "validate", "preprocess", "train"]  # each consumes the previous step's output
 
 
 def load(path: Path) -> dict:
@@ -40,15 +41,52 @@ def test_committed_yaml_matches_a_fresh_compile(tmp_path: Path) -> None:
     assert fresh == PIPELINE_YAML.read_text(), "pipelines/training_pipeline.yaml is stale: run `medsynth pipeline compile`"
 
 
-def test_graph_has_the_steps_in_order(spec: dict) -> None:
-    tasks = spec["root"]["dag"]["tasks"]
-    assert [t for t in (f"{s}-op" for s in STEPS) if t in tasks] == [f"{s}-op" for s in STEPS]
+def _tasks(spec: dict) -> dict:
+    """Every task of the graph, including those inside the dsl.If sub-DAG, by name."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_graph_has_every_step(spec: dict) -> None:
+    assert {f"{s}-op" for s in STEPS} <= set(_tasks(spec))
+
+
+def test_data_chain_passes_artifacts_step_to_step(spec: dict) -> None:
     # each step consumes the previous step's output artifact, so a failed step stops the rest
-    for prev, cur in zip(STEPS, STEPS[1:], strict=False):
+    tasks = _tasks(spec)
+    for prev, cur in zip(CHAIN, CHAIN[1:], strict=False):
         task = tasks[f"{cur}-op"]
         assert task["dependentTasks"] == [f"{prev}-op"]
-        (art,) = task["inputs"]["artifacts"].values()
-        assert art["taskOutputArtifact"]["producerTask"] == f"{prev}-op"
+        producers = {a["taskOutputArtifact"]["producerTask"] for a in task["inputs"]["artifacts"].values()}
+        assert producers == {f"{prev}-op"}
+    evaluate = tasks["evaluate-op"]
+    assert set(evaluate["dependentTasks"]) == {"preprocess-op", "train-op", "features-op"}
+
+
+def test_promotion_is_a_dsl_if_branch_on_the_gate(spec: dict) -> None:
+    root = spec["root"]["dag"]["tasks"]
+    assert "promote-op" not in root  # only inside the condition
+    (cond_name,) = [n for n, t in root.items() if "triggerPolicy" in t]
+    cond = root[cond_name]
+    assert "gate-op" in cond["dependentTasks"]
+    assert "gate-op" in str(cond["inputs"]["parameters"])
+    assert cond["triggerPolicy"]["condition"].endswith("== true")
+    inner = spec["components"][cond["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["promote-op"]
+    # gate and promote read the live registry: never answered from the KFP cache
+    assert root["gate-op"]["cachingOptions"] == {} and inner["promote-op"]["cachingOptions"] == {}
+
+
+def test_train_requests_a_gpu_on_the_cuda_image(spec: dict) -> None:
+    ex = spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]
+    assert ex["image"] == ops.CUDA_IMAGE
+    acc = ex["resources"]["accelerator"]
+    assert acc["resourceType"] == "nvidia.com/gpu" and acc["resourceCount"] == "1"
+    others = [k for k in spec["deploymentSpec"]["executors"] if k != "exec-train-op"]
+    assert all("accelerator" not in spec["deploymentSpec"]["executors"][k]["container"].get("resources", {})
+               for k in others)
 
 
 def test_every_task_requests_cpu_and_memory(spec: dict) -> None:
@@ -58,7 +96,8 @@ def test_every_task_requests_cpu_and_memory(spec: dict) -> None:
         cpu, mem = RESOURCES[step]
         assert res["resourceCpuRequest"] == cpu
         assert res["resourceMemoryRequest"] == mem
-        assert executors[f"exec-{step}-op"]["container"]["image"] == ops.CPU_IMAGE
+        if step != "train":
+            assert executors[f"exec-{step}-op"]["container"]["image"] == ops.CPU_IMAGE
 
 
 def test_parameters_are_one_json_string_per_section_without_defaults(spec: dict) -> None:
