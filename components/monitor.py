@@ -452,18 +452,24 @@ def record_trigger(project: ProjectConfig, decision: Decision, launched: dict[st
                                model=decision.model, launched=launched)
 
 
-def retrain_params(params: dict[str, Any], decision: Decision, reference: PreparedData) -> dict[str, Any]:
+def retrain_params(params: dict[str, Any], decision: Decision, reference: PreparedData,
+                   overrides: dict[str, str] | None = None) -> dict[str, Any]:
     """params.yaml with the decision's batches added as sources of the configured dataset.
 
     The retraining then runs the same pipeline on old + new data (each batch keeps the
     reference's classes; its records without a split are split by preprocess).
     """
+    from medsynth.components.ingest import IngestConfig, class_list
+    from medsynth.config import load_stage
+
     new = copy.deepcopy(params)
-    ingest = new.setdefault("ingest", {})
-    name = ingest.get("dataset")
-    sources = (ingest.get("datasets") or {}).get(name)
-    if not name or sources is None:
-        raise ConfigError(f"ingest.dataset {name!r}: not in ingest.datasets; cannot add the new batches")
+    ingest_cfg = load_stage(IngestConfig, "ingest", new, overrides)  # checks the dataset name
+    name = ingest_cfg.dataset
+    sources = new["ingest"]["datasets"][name]
+    declared, _ = class_list(ingest_cfg.sources)
+    if not set(reference.classes) <= set(declared):
+        raise ConfigError(f"ingest.dataset {name!r} declares classes {declared}, the champion was trained on "
+                          f"{reference.classes}: set ingest.dataset to the champion's dataset before retraining")
     mods = list(reference.meta.get("modalities") or ["XR"])
     for p in decision.batch_paths:
         sources.append({"path": str(Path(p).resolve()), "format": "auto", "modality": mods[0],

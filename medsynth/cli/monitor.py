@@ -138,9 +138,9 @@ def _act(args, params, overrides, project, cfg) -> int:
               f"  retraining on the current data + {len(decision.batches)} new batch(es) ({decision.new_images} images)")
     if not decision.trigger or dry:
         return 0
-    ref = load_reference(reference_path(cfg, project, args.reference))
-    new_params = retrain_params(params, decision, ref)
     try:
+        ref = load_reference(reference_path(cfg, project, args.reference))
+        new_params = retrain_params(params, decision, ref, overrides)
         if args.launch == "kfp":
             launched = _launch_kfp(args, new_params, overrides)
         else:
@@ -155,10 +155,17 @@ def _act(args, params, overrides, project, cfg) -> int:
     return 0
 
 
+def _pipeline_overrides(overrides: dict) -> dict:
+    """The --set overrides the pipeline takes (monitor.* and the like are this command's own)."""
+    from medsynth.pipelines.training_pipeline import SECTIONS
+
+    return {k: v for k, v in overrides.items() if k.split(".", 1)[0] in SECTIONS}
+
+
 def _launch_local(params: dict, overrides: dict) -> dict:
     from medsynth.pipelines.local import run_local
 
-    res = run_local(params, overrides)
+    res = run_local(params, _pipeline_overrides(overrides))
     return {"runner": "kfp.local", "parent_run_id": res.parent_run_id, "run_dir": str(res.run_dir),
             "seconds": round(res.total_seconds, 1)}
 
@@ -170,7 +177,8 @@ def _launch_kfp(args: argparse.Namespace, params: dict, overrides: dict) -> dict
 
     if not args.host:
         raise ConfigError("--launch kfp needs --host URL of the KFP API")
-    run_id = submit(Connection(host=args.host, namespace=args.namespace), pipeline_arguments(params, overrides),
+    run_id = submit(Connection(host=args.host, namespace=args.namespace),
+                    pipeline_arguments(params, _pipeline_overrides(overrides)),
                     run_name="medsynth-retrain")
     return {"runner": "kfp", "host": args.host, "run_id": run_id}
 
