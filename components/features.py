@@ -165,7 +165,12 @@ def train_extractor(cfg: FeaturesConfig, datasets: dict[str, list[SourceConfig]]
     """Train, test and save the extractor into ``out_dir`` (atomically). Returns its meta."""
     import torch
 
-    from medsynth.training.classifier import TrainSettings, accuracy_auc, predict_proba, train_classifier
+    from medsynth.training.classifier import (
+        TrainSettings,
+        accuracy_auc,
+        predict_proba,
+        train_classifier,
+    )
 
     if cfg.dataset not in datasets:
         raise ConfigError(f"features.dataset: unknown dataset {cfg.dataset!r}; valid: {', '.join(sorted(datasets))}")
