@@ -222,7 +222,15 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
     from medsynth.progress import progress
 
     steps = iter(progress(range(9), desc="evaluate", unit="step"))
-    tick = lambda: next(steps, None)  # noqa: E731 - a progress tick per stage
+    timing: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def tick(stage: str) -> None:  # a progress tick and the stage's wall time
+        now = time.perf_counter()
+        timing[stage] = round(now - clock[0], 3)
+        clock[0] = now
+        next(steps, None)
+
     x_tr, y_tr = data.split("train")
     x_te, y_te = data.split("test")
     k, n = data.num_classes, cfg.n_generated
@@ -230,13 +238,13 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
         raise InputError(f"{data.root}: the train and test splits need at least two images each")
     labels = proportional_labels(y_tr, k, n, seed) if conditional else None
     x_g = generate_checked(gen, n, seed, labels, cfg.truncation, data.resolution)
-    tick()
+    tick("generate")
     rng = np.random.default_rng(seed + 1)
     floor_idx = np.sort(rng.choice(len(x_tr), size=min(n, len(x_tr)), replace=False))
     x_fl = x_tr[floor_idx]
     module = extractor.feature_module()
     f_g, f_te, f_fl = (M.extract(module, a) for a in (x_g, x_te, x_fl))
-    tick()
+    tick("features")
     policy = M.resize_policy(int(extractor.meta["resolution"]))
     m: dict[str, Any] = {"conditional": conditional, "n_generated": n, "n_real_test": len(x_te),
                          "n_real_train": len(x_tr), "n_floor": len(x_fl)}
@@ -252,7 +260,7 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
             for name, v in M.prdc(f_te, feats, cfg.prdc_k).items():
                 m[f"prdc_{name}{suffix}"] = v
     m["fid_domain_ratio_to_floor"] = m["fid_domain"] / max(m["fid_domain_floor"], 1e-9)
-    tick()
+    tick("distribution")
     nn_d, nn_i = M.nearest_neighbours(x_g, x_te)
     ssim, psnr = M.ssim_psnr(x_g, x_te[nn_i])
     fl_d, fl_i = M.nearest_neighbours(x_fl, x_te)
@@ -263,29 +271,29 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
     dr = M.pair_similarity(x_te, cfg.diversity_pairs, seed)
     m.update(diversity_ms_ssim_generated=dg["ms_ssim"], diversity_ms_ssim_real=dr["ms_ssim"],
              diversity_ssim_generated=dg["ssim"], diversity_ssim_real=dr["ssim"])
-    tick()
+    tick("pixel_and_diversity")
     per_class_unstable: list[str] = []
     if conditional:
         _conditional(m, extractor, data, x_g, labels, f_g, f_te, y_te, cfg, kid, per_class_unstable)
-    tick()
+    tick("conditional")
     priv = M.privacy(x_g, x_tr, cfg.near_copy_ratio, cfg.privacy_max_train_queries, seed)
     m.update({f"privacy_{key}": v for key, v in priv.summary().items()})
-    tick()
+    tick("privacy")
     ref = medmnist_reference(data.classes)
     notes: list[str] = []
     if cfg.utility and k >= 2 and conditional:
         _utility(m, cfg, x_tr, y_tr, x_g, labels, x_te, y_te, k, seed)
     elif cfg.utility and k >= 2:
         notes.append("utility skipped: an unconditional generator's images carry no labels")
-    tick()
+    tick("utility")
     if cfg.inception_weights:
         from medsynth.metrics import standard_fid
 
         m["fid_standard"] = standard_fid(cfg.inception_weights, x_te, x_g)
         m["fid_standard_floor"] = standard_fid(cfg.inception_weights, x_te, x_fl)
-    tick()
+    tick("standard_fid")
     m.update(unstable=bool(reasons), unstable_reasons=reasons, per_class_unstable=per_class_unstable,
-             utility_reference=ref, notes=notes)
+             utility_reference=ref, notes=notes, timing_s=timing)
     m["protocol"] = {
         "metric_names": "FID-domain / KID-domain: Frechet / kernel distance in the domain classifier's "
                         "feature space; NOT comparable with ImageNet-Inception FID",

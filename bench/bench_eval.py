@@ -1,0 +1,172 @@
+"""Evaluation wall time: how long ``medsynth evaluate`` takes for N generated images, and its growth.
+
+    .venv/bin/python bench/bench_eval.py [--counts 250,500,1000,2000] [--write docs/BENCHMARKS.md]
+
+1. The bundled real CT set (64 px, 3 classes, 6000 train / 750 test) as a prepared artifact and
+   the domain extractor (trained once into bench/out/, its time reported separately).
+2. For each count N: ``components.evaluate.run`` (generation, features, FID/KID-domain + floor,
+   PRDC, NN SSIM/PSNR, diversity, conditional accuracy, privacy, utility, report + figures; no
+   MLflow) with held-out real validation images as the "generator" (drawn with replacement past
+   750), so the time is the evaluation's, not a GAN's. Wall and process CPU time, per stage.
+3. Results go to bench/out/bench_eval.json and, with ``--write``, into the "Evaluation" section of
+   docs/BENCHMARKS.md (between its markers; the rest of the file is left alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+START, END = "<!-- bench_eval:start -->", "<!-- bench_eval:end -->"
+SECTION = "## Evaluation"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, torch threads {_threads()}"
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def prepared_ct(root: Path) -> Path:
+    """The bundled CT npz (already 64 px uint8) in the prepared layout of medsynth/prepared.py."""
+    import numpy as np
+
+    z = np.load(REPO / "data" / "mednist_ct_small.npz")
+    arrays = {}
+    for s in ("train", "val", "test"):
+        y = z[f"{s}_labels"].reshape(-1).astype(np.int64)
+        arrays.update({f"{s}_x": z[f"{s}_images"][:, None], f"{s}_y": y,
+                       f"{s}_ids": np.array([f"{s}-{i}" for i in range(len(y))])})
+    root.mkdir(parents=True, exist_ok=True)
+    np.savez(root / "data.npz", **arrays)
+    (root / "meta.json").write_text(json.dumps({"resolution": 64, "classes": ["AbdomenCT", "ChestCT", "HeadCT"],
+                                                "data_hash": "bench-ct"}))
+    return root
+
+
+def extractor():
+    from medsynth.components import features
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.config import load_stage, read_params
+
+    params = read_params(REPO / "params.yaml")
+    cfg = load_stage(features.FeaturesConfig, "features", params)
+    root = OUT / "features" / cfg.name
+    t0, c0 = time.perf_counter(), time.process_time()
+    if not (root / "meta.json").is_file():
+        features.train_extractor(cfg, load_stage(IngestConfig, "ingest", params).datasets, REPO / "data", root)
+    ext = features.load_extractor(root)
+    return ext, time.perf_counter() - t0, time.process_time() - c0, params
+
+
+def bench(counts: list[int]) -> dict:
+    from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, run
+    from medsynth.config import load_stage
+    from medsynth.prepared import PreparedData
+    from medsynth.project import ProjectConfig
+
+    load = os.getloadavg()
+    ext, ext_wall, ext_cpu, params = extractor()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = PreparedData.load(prepared_ct(Path(tmp) / "prep"))
+        gen = HeldOutReal(data, "val")
+        for n in counts:
+            cfg = load_stage(EvaluateConfig, "evaluate", params, {"evaluate.n_generated": str(n)})
+            w0, c0 = time.perf_counter(), time.process_time()
+            res = run(cfg, ProjectConfig(), gen, data.root, Path(tmp) / f"eval{n}", extractor=ext, track=False)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            rows.append({"n": n, "wall_s": wall, "cpu_s": cpu, "stages": res.metrics["timing_s"],
+                         "fid_domain": res.metrics["fid_domain"], "fid_domain_floor": res.metrics["fid_domain_floor"],
+                         "unstable": res.metrics["unstable"]})
+            print(f"n={n}: {wall:.1f} s wall, {cpu:.1f} s CPU", file=sys.stderr)
+    return {"machine": machine(), "load": load, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "extractor": {"backbone": ext.backbone, "test_accuracy": ext.meta["test_accuracy"],
+                          "wall_s": ext_wall, "cpu_s": ext_cpu, "train_seconds": ext.meta["train_seconds"]},
+            "rows": rows, "utility_max_train": load_stage(EvaluateConfig, "evaluate", params).utility_max_train}
+
+
+def markdown(res: dict) -> str:
+    e = res["extractor"]
+    stages = list(res["rows"][0]["stages"])
+    lines = [SECTION, "", START,
+             "`components.evaluate.run` on the bundled real CT set (64 px, 3 classes; 6,000 train / 750 test "
+             "images) with params.yaml's `evaluate:` settings (utility on, 3 epochs, at most "
+             f"{res['utility_max_train']} real + {res['utility_max_train']} synthetic images per utility "
+             "classifier), no MLflow. The \"generator\" returns held-out real validation images, so the time "
+             "is the evaluation's own (a GAN's sampling time comes on top; it is small next to these).", "",
+             "- command: `python bench/bench_eval.py --write docs/BENCHMARKS.md`",
+             f"- machine: {res['machine']}; load average at start {' / '.join(f'{x:.1f}' for x in res['load'])}",
+             f"- measured: {res['when']}",
+             f"- domain extractor `{e['backbone']}` (test accuracy {e['test_accuracy']:.3f}): trained once in "
+             f"{e['train_seconds']:.0f} s (7 classes x 400 images, 3 epochs, 64 px), then reused", "",
+             "| generated images | wall s | CPU s | " + " | ".join(stages) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in stages) + " |"]
+    for r in res["rows"]:
+        lines.append(f"| {r['n']:,} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                     + " | ".join(f"{r['stages'].get(s, 0):.1f}" for s in stages) + " |")
+    first, last = res["rows"][0], res["rows"][-1]
+    growth = (last["wall_s"] - first["wall_s"]) / max(last["n"] - first["n"], 1) * 1000
+    lines += ["", f"Growth: about {growth:.1f} s of wall time per extra 1,000 generated images between "
+              f"{first['n']:,} and {last['n']:,}. Stage columns are wall seconds. Utility (four small "
+              "classifiers) dominates and is bounded by `evaluate.utility_max_train`, not by the count; "
+              "feature extraction, FID/KID, PRDC and the privacy search grow with it (PRDC and the "
+              "nearest-neighbour searches are O(N x test) and O(N x train)).", "",
+              "The machine is shared (see the load average): CPU seconds are the steadier figure.", END]
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, text: str) -> None:
+    """Replace the Evaluation section's marked block (add the section when missing)."""
+    body = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    block = text.split("\n", 2)[2]
+    if START in body and END in body:
+        i, j = body.index(START), body.index(END) + len(END)
+        body = body[:i] + block + body[j:]
+    elif SECTION in body:
+        i = body.index(SECTION) + len(SECTION)
+        body = body[:i] + "\n\n" + block + body[i:]
+    else:
+        body = body.rstrip("\n") + "\n\n" + text + "\n"
+    doc.write_text(body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--counts", default="250,500,1000,2000")
+    ap.add_argument("--write", default=None, help="update this markdown file's Evaluation section")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MEDSYNTH_QUIET", "1")
+    counts = sorted(int(c) for c in args.counts.split(","))
+    res = bench(counts)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "bench_eval.json").write_text(json.dumps(res, indent=2))
+    text = markdown(res)
+    print(text)
+    if args.write:
+        write_section(Path(args.write), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
