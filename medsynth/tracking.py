@@ -37,11 +37,16 @@ def tracking_uri(project: ProjectConfig) -> str:
     return f"sqlite:///{state / 'mlflow.db'}"
 
 
-def artifact_root(project: ProjectConfig) -> str | None:
-    """Artifact location for new experiments on the embedded store (a server decides its own)."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+def artifact_root(project: ProjectConfig, uri: str) -> str | None:
+    """Artifact location for new experiments.
+
+    A tracking server decides its own (or ``MEDSYNTH_ARTIFACT_ROOT``, e.g. ``s3://bucket/mlflow``);
+    a file store (SQLite) keeps artifacts under the project's state folder. The scheme decides,
+    not the environment: ``mlflow.set_tracking_uri`` exports MLFLOW_TRACKING_URI itself.
+    """
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
         return os.environ.get("MEDSYNTH_ARTIFACT_ROOT")
-    return (project.state_path() / "mlartifacts").as_uri()
+    return os.environ.get("MEDSYNTH_ARTIFACT_ROOT") or (project.state_path() / "mlartifacts").as_uri()
 
 
 def setup_mlflow(project: ProjectConfig, experiment: str | None = None) -> str:
@@ -66,7 +71,7 @@ def setup_mlflow(project: ProjectConfig, experiment: str | None = None) -> str:
     try:
         exp = mlflow.get_experiment_by_name(name)
         if exp is None:
-            return mlflow.create_experiment(name, artifact_location=artifact_root(project))
+            return mlflow.create_experiment(name, artifact_location=artifact_root(project, uri))
         return exp.experiment_id
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a dead server
         raise RegistryError(f"MLflow at {redact(uri)}: cannot be reached ({first_line(exc)})") from None
@@ -121,7 +126,7 @@ def step_run(
     """
     import mlflow
 
-    setup_mlflow(project, experiment)
+    experiment_id = setup_mlflow(project, experiment)
     parent = os.environ.get(PARENT_ENV)
     all_tags = {
         "medsynth.step": step,
@@ -133,7 +138,9 @@ def step_run(
     nested = mlflow.active_run() is not None
     if parent and not nested:
         all_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=step, tags=all_tags, nested=nested) as run:
+    if nested:  # a nested run lives in its parent's experiment
+        experiment_id = mlflow.active_run().info.experiment_id
+    with mlflow.start_run(run_name=step, tags=all_tags, nested=nested, experiment_id=experiment_id) as run:
         if config:
             params = {k: _param(v) for k, v in flatten(config).items()}
             for chunk in _chunks(list(params.items()), 90):
@@ -146,8 +153,8 @@ def parent_run(project: ProjectConfig, name: str, experiment: str | None = None)
     """A top-level run that nests every step started inside it (sets ``MEDSYNTH_PARENT_RUN_ID``)."""
     import mlflow
 
-    setup_mlflow(project, experiment)
-    with mlflow.start_run(run_name=name, tags={
+    experiment_id = setup_mlflow(project, experiment)
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id, tags={
         "medsynth.version": __version__,
         "mlflow.source.git.commit": git_commit(project.root),
     }) as run:
