@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medsynth.components import features
-    from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, run
+    from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, check_generator, run
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, parse_overrides, read_params
     from medsynth.prepared import PreparedData
@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         setup_mlflow(project)  # the registry/tracking store the URI refers to
         gen, uri = load_generator(args.model_uri), args.model_uri
+    check_generator(gen, data)  # a mismatch is an error before any extractor training
     ingest = load_stage(IngestConfig, "ingest", params, overrides)
     ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track)
     res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri)

@@ -197,3 +197,15 @@ def test_features_step_versions_and_logs_the_extractor(project, tmp_path):
         f.write(b"x")
     with pytest.raises(InputError, match="sha256 does not match"):
         features.load_extractor(tmp_path / "fx")
+
+
+def test_cli_bad_inputs_are_one_line_errors(project_home, pneumonia, capsys):
+    from medsynth.cli import main
+
+    base = ["evaluate", "--params", str(REPO / "params.yaml"), "--no-track"]
+    assert main(base + ["--reference", "val", "--data", str(project_home / "missing")]) == 2
+    assert "not a preprocessed artifact" in capsys.readouterr().err
+    assert main(base + ["--generator", str(project_home / "nope.pt"), "--data", str(pneumonia.root)]) == 2
+    assert "generator file not found" in capsys.readouterr().err
+    assert main(base + ["--reference", "val", "--data", str(pneumonia.root), "--set", "evaluate.n_generated=5"]) == 2
+    assert "evaluate.n_generated: must be in 10..10000" in capsys.readouterr().err
