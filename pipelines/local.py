@@ -46,6 +46,7 @@ class LocalRun:
     log_file: Path
     step_seconds: dict[str, float] = field(default_factory=dict)  # task -> wall seconds, in run order
     total_seconds: float = 0.0
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)  # task -> CPU seconds of its process
 
     def output(self, task: str, name: str) -> Path:
         """The output artifact ``name`` of task ``task`` (e.g. ``("ingest", "dataset")``)."""
@@ -58,7 +59,9 @@ class _TimedLog(io.TextIOBase):
     def __init__(self, f: io.TextIOBase, echo: bool) -> None:
         self.f, self.echo, self.buf = f, echo, ""
         self.start: dict[str, float] = {}
+        self.cpu0: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.status: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.current: str | None = None
@@ -83,9 +86,12 @@ class _TimedLog(io.TextIOBase):
         if m := _START.search(line):
             self.current = m.group(1)
             self.start[self.current] = now
+            self.cpu0[self.current] = _children_cpu()
         elif m := _END.search(line):
             task = m.group(1)
             self.seconds[_step(task)] = now - self.start.get(task, now)
+            # the task's subprocess has been waited for, so its CPU time is in RUSAGE_CHILDREN now
+            self.cpu[_step(task)] = _children_cpu() - self.cpu0.get(task, 0.0)
             self.status[_step(task)] = m.group(2)
             self.current = None
         elif self.current and (m := _ERROR.match(line)):
@@ -93,6 +99,13 @@ class _TimedLog(io.TextIOBase):
 
     def flush(self) -> None:
         self.f.flush()
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _step(task: str) -> str:
@@ -150,10 +163,10 @@ def run_local(
             raise PipelineFailed(f"pipeline step {step!r} failed: {why} (log: {log_file})") from None
         total = time.perf_counter() - t0
         for step, sec in log.seconds.items():
-            mlflow.log_metric(f"step_seconds_{step}", sec)
+            mlflow.log_metrics({f"step_seconds_{step}": sec, f"step_cpu_seconds_{step}": log.cpu.get(step, 0.0)})
         mlflow.log_metric("pipeline_seconds", total)
         mlflow.log_artifact(str(log_file), "pipeline")
     new = sorted((p for p in root.iterdir() if p.is_dir() and p.name not in before and p.name != "logs"),
                  key=lambda p: p.stat().st_mtime)
     run_dir = new[-1] if new else root
-    return LocalRun(run_dir, run.info.run_id, log_file, dict(log.seconds), total)
+    return LocalRun(run_dir, run.info.run_id, log_file, dict(log.seconds), total, dict(log.cpu))

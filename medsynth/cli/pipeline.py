@@ -75,8 +75,9 @@ def _run_local(args: argparse.Namespace) -> int:
     from medsynth.pipelines.local import run_local
 
     res = run_local(read_params(args.params), parse_overrides(args.overrides), args.root, echo=args.verbose)
+    print(f"  {'step':<11} {'wall s':>8} {'CPU s':>8}")
     for step, sec in res.step_seconds.items():
-        print(f"  {step:<11} {sec:7.1f}s")
+        print(f"  {step:<11} {sec:8.1f} {res.step_cpu_seconds.get(step, 0.0):8.1f}")
     print(f"pipeline finished in {res.total_seconds:.1f}s; outputs in {res.run_dir}; "
           f"MLflow parent run {res.parent_run_id}; log {res.log_file}")
     return 0
