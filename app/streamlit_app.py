@@ -87,9 +87,9 @@ def model_card(mv: model_store.ModelVersion) -> None:
     if mv.gate_passed is None:
         st.info("Gate: this version was never gated.")
     elif mv.gate_passed:
-        st.success(f"Gate passed: {mv.gate_summary}")
+        st.success(f"Promotion gate: {mv.gate_summary}")
     else:
-        st.error(f"Gate failed: {mv.gate_summary}")
+        st.error(f"Promotion gate: {mv.gate_summary}")
     if mv.metrics:
         keys = sorted(mv.metrics)
         st.table({"metric": keys, "value": [_fmt(mv.metrics[k]) for k in keys]})
@@ -149,18 +149,22 @@ def run_generation(ctx: settings.AppContext, mv: model_store.ModelVersion, gen, 
         dataset=mv.dataset, mode="interpolate" if req.interpolate else "sample",
         seed_b=req.seed_b if req.interpolate else None, precision="bf16" if bf16 else "fp32",
     )
-    batch = {"images": images, "labels": labels, "record": record, "gen_seconds": gen_s, "eval": None,
-             "eval_error": None, "classes": list(gen.classes), "zip": None, "feedback": None}
-    if st.session_state.get("_live", True):
-        try:
-            with st.spinner("Live evaluation..."):
-                ref = _reference(_env_key(), mv.uri, mv.dataset, mv.data_hash, int(gen.resolution))
-                batch["eval"] = live_eval.evaluate_batch(images, labels, gen.classes, ref,
-                                                         bootstrap=ctx.cfg.bootstrap, seed=req.seed)
-                batch["ref"] = ref
-        except MedsynthError as exc:
-            batch["eval_error"] = str(exc)
-    st.session_state["batch"] = batch
+    st.session_state["batch"] = {"images": images, "labels": labels, "record": record, "gen_seconds": gen_s,
+                                 "eval": None, "eval_error": None, "classes": list(gen.classes), "zip": None,
+                                 "feedback": None, "uri": mv.uri, "dataset": mv.dataset, "data_hash": mv.data_hash}
+
+
+def compute_eval(ctx: settings.AppContext, batch: dict) -> None:
+    """Live evaluation of the current batch, once (after the images are on screen)."""
+    rec: export.GenerationRecord = batch["record"]
+    try:
+        with st.spinner("Live evaluation..."):
+            ref = _reference(_env_key(), batch["uri"], batch["dataset"], batch["data_hash"], rec.resolution)
+            batch["eval"] = live_eval.evaluate_batch(batch["images"], batch["labels"], batch["classes"], ref,
+                                                     bootstrap=ctx.cfg.bootstrap, seed=rec.seed)
+            batch["ref"] = ref
+    except MedsynthError as exc:
+        batch["eval_error"] = str(exc)
 
 
 def show_batch(ctx: settings.AppContext) -> None:
@@ -190,6 +194,11 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
     if batch.get("eval_error"):
         st.error(f"Live evaluation unavailable: {batch['eval_error']}")
         return
+    if batch.get("eval") is None and st.session_state.get("_live", True):
+        compute_eval(ctx, batch)
+        if batch.get("eval_error"):
+            st.error(f"Live evaluation unavailable: {batch['eval_error']}")
+            return
     ev: live_eval.BatchEval | None = batch.get("eval")
     if ev is None:
         st.info("Live evaluation is off (sidebar).")

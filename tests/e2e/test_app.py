@@ -81,7 +81,7 @@ def test_generate_evaluate_export_and_feedback(registered):
     # 1. champion chosen by default, its card, metrics and gate result shown
     assert at.selectbox(key="model_name").value == MODEL_NAME
     assert at.selectbox(key=f"version_{MODEL_NAME}").value == v1
-    assert "Gate passed" in _texts(at.success)
+    assert "Promotion gate: gate passed" in _texts(at.success)
     assert "fid_domain" in str(at.table[0].value)
     # 2. class by human name, count, seed -> Generate
     cls = at.selectbox(key=f"class_{MODEL_NAME}_CT")
@@ -141,7 +141,7 @@ def test_other_version_interpolation_and_bad_count(registered):
     # the failed challenger can be inspected; its gate failure is shown
     at = at.selectbox(key=f"version_{MODEL_NAME}").set_value(v2).run()
     _no_traceback(at)
-    assert "Gate failed" in _texts(at.error)
+    assert "Promotion gate: gate failed" in _texts(at.error) and "fid" in _texts(at.error)
     # a count out of range is a message, and nothing is generated
     at.number_input(key="count").set_value(1000)
     at = at.button(key="generate").click().run()
