@@ -31,21 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_generator(uri: str):
-    """An ImageGenerator from an MLflow model URI, through the training package's loader.
+    """An ImageGenerator from an MLflow model URI (``runs:/...``, ``models:/name@alias``).
 
-    The loader lives in medsynth.training.sampler (``load_generator(uri)``); imported lazily so
-    ``medsynth --help`` stays instant.
+    Uses the train step's loader (medsynth.components.train.load_generator, the pyfunc model that
+    training logs), imported lazily so ``medsynth --help`` stays instant.
 
     Raises:
-        InputError: the URI cannot be loaded (or the loader is not available in this build).
+        InputError: the URI does not exist or is not a medsynth generator.
     """
     from medsynth.errors import InputError, MedsynthError
-    from medsynth.training import sampler
 
-    loader = getattr(sampler, "load_generator", None)
-    if loader is None:
-        raise InputError(f"{uri}: this build cannot load generators from MLflow URIs yet "
-                         "(medsynth.training.sampler.load_generator is missing); pass --generator generator.pt")
+    try:
+        from medsynth.components.train import load_generator as loader
+    except ImportError as exc:  # pragma: no cover - only in a partial install
+        raise InputError(f"{uri}: cannot load MLflow models in this build ({exc}); pass --generator generator.pt") from None
     try:
         return loader(uri)
     except MedsynthError:

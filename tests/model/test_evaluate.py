@@ -209,3 +209,11 @@ def test_cli_bad_inputs_are_one_line_errors(project_home, pneumonia, capsys):
     assert "generator file not found" in capsys.readouterr().err
     assert main(base + ["--reference", "val", "--data", str(pneumonia.root), "--set", "evaluate.n_generated=5"]) == 2
     assert "evaluate.n_generated: must be in 10..10000" in capsys.readouterr().err
+
+
+def test_cli_unknown_model_uri_is_a_clear_error(project_home, pneumonia, capsys):
+    from medsynth.cli import main
+
+    rc = main(["evaluate", "--params", str(REPO / "params.yaml"), "--no-track",
+               "--model-uri", "models:/no-such-model@champion", "--data", str(pneumonia.root)])
+    assert rc == 2 and "models:/no-such-model@champion: cannot load the model" in capsys.readouterr().err
