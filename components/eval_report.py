@@ -87,6 +87,9 @@ def render(m: dict[str, Any]) -> str:
     p = m["protocol"]
     out = ["# medsynth evaluation report", "",
            "All generated images in this report are **SYNTHETIC** and not for diagnosis.", ""]
+    if m.get("real_reference"):
+        out += ["> Reference run: the \"generator\" returned **real held-out images**, so these numbers show "
+                "what real-vs-real looks like; they are not a model's scores.", ""]
     if m["unstable"]:
         out += ["> **UNSTABLE: too few samples for stable metrics** -- " + "; ".join(m["unstable_reasons"])
                 + ". The numbers below are indicative only.", ""]
@@ -160,14 +163,16 @@ def _table_png(m: dict[str, Any], path: Path) -> None:
 def write(out: Path, m: dict[str, Any], details: dict[str, Any]) -> None:
     """Write report.md and the figures into ``out``."""
     x_g, x_te, x_tr = details["x_g"], details["x_te"], details["x_tr"]
+    label = details.get("label", "SYNTHETIC")
+    synthetic = label == "SYNTHETIC"
     n = min(details["grid"], len(x_g))
-    _save(_grid(x_g[:n], 8), f"SYNTHETIC samples ({n})", out / "synthetic_samples.png", True)
+    _save(_grid(x_g[:n], 8), f"{label} samples ({n})", out / "synthetic_samples.png", synthetic)
     k = min(16, len(x_g))
-    _save(_pairs(x_g[:k], x_te[details["nn_index"][:k]]), "SYNTHETIC | nearest real test image",
+    _save(_pairs(x_g[:k], x_te[details["nn_index"][:k]]), f"{label} | nearest real test image",
           out / "nearest_neighbours.png", False)
     priv = details["privacy"]
     c = priv.closest(min(details["closest"], len(x_g)))
     _save(_pairs(x_g[c], x_tr[priv.synth_nn_index[c]]),
-          "closest SYNTHETIC | TRAINING pairs (privacy review)", out / "closest_training_pairs.png", False)
+          f"closest {label} | TRAINING pairs (privacy review)", out / "closest_training_pairs.png", False)
     _table_png(m, out / "metrics_table.png")
     (out / "report.md").write_text(render(m))

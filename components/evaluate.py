@@ -29,7 +29,8 @@ metrics.json contract (what the gate reads; the same flat keys are the MLflow me
     privacy_near_copy_threshold
     utility_acc|auc_real, _real_plus_synth, _synth_only, _real_dup      when utility ran
     fid_standard                                     only with local Inception weights
-    n_generated, n_real_test, n_real_train, n_floor
+    n_generated, n_real_test, n_real_train, n_floor, seconds, timing_s {stage: wall s}
+    real_reference (bool)                            true: the "generator" returned real images
     unstable (bool), unstable_reasons (list[str])    true: a headline set had < min_samples images
     conditional (bool), protocol {backbone, extractor_sha256, resize_policy, image counts, ...},
     per_class_unstable, utility_reference (MedMNIST v2), notes
@@ -246,8 +247,9 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
     f_g, f_te, f_fl = (M.extract(module, a) for a in (x_g, x_te, x_fl))
     tick("features")
     policy = M.resize_policy(int(extractor.meta["resolution"]))
+    reference = isinstance(gen, HeldOutReal)  # real images standing in for a generator
     m: dict[str, Any] = {"conditional": conditional, "n_generated": n, "n_real_test": len(x_te),
-                         "n_real_train": len(x_tr), "n_floor": len(x_fl)}
+                         "n_real_train": len(x_tr), "n_floor": len(x_fl), "real_reference": reference}
     reasons = [f"{name}: {cnt} images < evaluate.min_samples={cfg.min_samples}"
                for name, cnt in (("generated", n), ("real test", len(x_te)), ("floor sample", len(x_fl)))
                if cnt < cfg.min_samples]
@@ -309,7 +311,7 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
         "diversity": "MS-SSIM (kernel 5, 3 scales) and SSIM between random distinct pairs",
         "seed": seed, "truncation": cfg.truncation, "config": to_dict(cfg),
     }
-    details = {"x_g": x_g, "labels": labels, "x_tr": x_tr, "x_te": x_te, "nn_index": nn_i, "nn_dist": nn_d,
+    details = {"label": f"REAL {gen.split} images (reference)" if reference else "SYNTHETIC", "x_g": x_g, "labels": labels, "x_tr": x_tr, "x_te": x_te, "nn_index": nn_i, "nn_dist": nn_d,
                "privacy": priv, "classes": data.classes, "grid": cfg.grid_images, "closest": cfg.closest_pairs}
     return m, details
 

@@ -80,9 +80,20 @@ class Noise:
 @pytest.fixture(scope="module")
 def scores(extractor, pneumonia):
     cfg = EvaluateConfig(**FAST)
-    return {name: compute(cfg, gen, pneumonia, extractor, conditional=True)[0] for name, gen in [
+    out = {name: compute(cfg, gen, pneumonia, extractor, conditional=True)[0] for name, gen in [
         ("val", HeldOutReal(pneumonia, "val")), ("train", HeldOutReal(pneumonia, "train")),
         ("noise", Noise()), ("constant", Noise(constant=True))]}
+    uncond = EvaluateConfig(**{**FAST, "utility": True})
+    out["unconditional"] = compute(uncond, HeldOutReal(pneumonia, "val", conditional=False), pneumonia,
+                                   extractor, conditional=False)[0]
+    return out
+
+
+def test_unconditional_generator_gets_no_label_metrics(scores):
+    m = scores["unconditional"]
+    assert not m["conditional"] and "cond_accuracy" not in m and "utility_acc_real" not in m
+    assert any("utility skipped" in note for note in m["notes"])
+    assert m["fid_domain"] == pytest.approx(scores["val"]["fid_domain"], rel=0.5)  # same kind of images
 
 
 def test_held_out_real_scores_near_the_real_floor(scores):
