@@ -172,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--counts", default="250,500,1000,2000")
     ap.add_argument("--write", default=None, help="update this markdown file's Evaluation section")
+    ap.add_argument("--from-json", default=None, help="re-render a saved bench_eval.json instead of measuring")
     args = ap.parse_args(argv)
     os.environ.setdefault("MEDSYNTH_QUIET", "1")
-    counts = sorted(int(c) for c in args.counts.split(","))
-    res = bench(counts)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench_eval.json").write_text(json.dumps(res, indent=2))
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+    else:
+        res = bench(sorted(int(c) for c in args.counts.split(",")))
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "bench_eval.json").write_text(json.dumps(res, indent=2))
     text = markdown(res)
     print(text)
     if args.write:
