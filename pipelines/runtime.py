@@ -56,7 +56,12 @@ def enter_step(project: str | dict[str, Any], kfp_run: str = "") -> ProjectConfi
 
 
 def parent_run_for(project: ProjectConfig, kfp_run: str) -> str:
-    """The id of the MLflow run that groups the steps of KFP run ``kfp_run`` (created on first use)."""
+    """The id of the MLflow run that groups the steps of KFP run ``kfp_run`` (created on first use).
+
+    Steps without a dependency (ingest, features) start at the same time on a cluster and may both
+    create a parent; each then adopts the oldest one with the tag and deletes its own extra, so all
+    steps of one KFP run end up under one parent.
+    """
     from mlflow.tracking import MlflowClient
 
     from medsynth.tracking import setup_mlflow
@@ -64,13 +69,18 @@ def parent_run_for(project: ProjectConfig, kfp_run: str) -> str:
     exp_id = setup_mlflow(project)
     client = MlflowClient()
     safe = kfp_run.replace("'", "")
-    found = client.search_runs([exp_id], filter_string=f"tags.`{KFP_RUN_TAG}` = '{safe}'", max_results=1)
+    query = f"tags.`{KFP_RUN_TAG}` = '{safe}'"
+    order = ["attributes.start_time ASC", "attributes.run_id ASC"]
+    found = client.search_runs([exp_id], filter_string=query, order_by=order, max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"pipeline {safe}", tags={KFP_RUN_TAG: safe})
+    mine = client.create_run(exp_id, run_name=f"pipeline {safe}", tags={KFP_RUN_TAG: safe}).info.run_id
     # The parent only groups its children; it has no work of its own to keep "running".
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+    client.set_terminated(mine, "FINISHED")
+    first = client.search_runs([exp_id], filter_string=query, order_by=order, max_results=1)[0].info.run_id
+    if first != mine:
+        client.delete_run(mine)
+    return first
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
