@@ -3,7 +3,6 @@
     ingest -> validate -> preprocess -> train -> evaluate -> gate -> [dsl.If passed] promote
     features (domain extractor, from the raw sources) ------^
 
-
 One pipeline, defined here and compiled to ``training_pipeline.yaml`` next to this file (kept in
 git; ``tests/unit/test_pipeline_compile.py`` fails when a fresh compile differs).
 
