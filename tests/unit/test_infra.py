@@ -184,7 +184,9 @@ def _manifests() -> list[Path]:
 
 def test_kustomization_lists_every_manifest() -> None:
     kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert sorted(kust["resources"]) == sorted(p.name for p in _manifests())
+    missing = sorted({p.name for p in _manifests()} - set(kust["resources"]))
+    assert not missing, f"infra/k8s/kustomization.yaml: add {missing} to resources"
+    assert all((K8S / r).is_file() for r in kust["resources"])
 
 
 @pytest.mark.parametrize("manifest", _manifests(), ids=lambda p: p.name)
