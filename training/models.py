@@ -79,9 +79,14 @@ def layout(resolution: int) -> tuple[int, int]:
 
 
 def init_weights(m: nn.Module) -> None:
-    """DCGAN init: conv weights N(0, 0.02), batch-norm scale N(1, 0.02) and bias 0."""
+    """DCGAN init: conv weights N(0, 0.02), batch-norm scale N(1, 0.02) and bias 0.
+
+    G's label embeddings keep PyTorch's N(0, 1), the scale of z they are concatenated to (at 0.02
+    the label would barely reach G); D's projection embeddings get N(0, 0.02), the scale of the
+    final conv they are added to, so neither term swamps the other at the start.
+    """
     name = type(m).__name__
-    if "Conv" in name or isinstance(m, nn.Embedding):
+    if "Conv" in name:
         w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
         nn.init.normal_(w, 0.0, 0.02)
     elif "BatchNorm" in name:
@@ -169,6 +174,9 @@ class Discriminator(nn.Module):
         self.cond = None
         if spec.num_classes > 0:
             self.cond = _Condition(spec.num_classes, ch, spec.class_modality)
+            for emb in (self.cond.classes, self.cond.modalities):
+                if emb is not None:
+                    nn.init.normal_(emb.weight, 0.0, 0.02)
             if spec.spectral_norm:
                 self.cond.classes = _sn(self.cond.classes)
         self.apply(init_weights)
