@@ -156,3 +156,16 @@ def test_tasks_reach_mlflow_and_s3_through_named_configmap_and_secrets(spec: dic
     for ex in spec["deploymentSpec"]["executors"].values():
         literal = {e["name"] for e in ex["container"].get("env", [])}
         assert not {n for n in literal if "PASSWORD" in n or "SECRET" in n or "TOKEN" in n}
+
+
+def test_cli_compile_and_run_needs_local(tmp_path: Path, repo: Path, capsys) -> None:
+    from medsynth.cli import main
+
+    out = tmp_path / "baked.yaml"
+    assert main(["pipeline", "compile", "--out", str(out), "--bake-params", "--registry", "reg.example",
+                 "--params", str(repo / "params.yaml"), "--set", "train.epochs=2"]) == 0
+    baked = load(out)
+    assert json.loads(baked["root"]["inputDefinitions"]["parameters"]["train"]["defaultValue"])["epochs"] == 2
+    with pytest.raises(SystemExit) as exc:  # `run` without --local: argparse says what is missing
+        main(["pipeline", "run"])
+    assert exc.value.code == 2 and "--local" in capsys.readouterr().err
