@@ -13,14 +13,13 @@ A check (:func:`run`):
 6. Log both to MLflow (experiment ``monitor.experiment``) and append the check to the history.
 
 A failing check appends an ``error`` event and re-raises: the history only grows and the model
-registry is never touched here. :func:`decide` applies the trigger policy to the history and the
-feedback store and logs the decision; launching the retraining is the caller's (CLI) job, because
-components never import the pipeline package.
+registry is never touched here. The trigger decision is in ``components/trigger.py``, the check of
+the champion's own outputs in ``components/monitor_outputs.py``; launching the retraining is the
+caller's (CLI) job, because components never import the pipeline package.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -38,8 +37,7 @@ from medsynth.fileio import atomic_dir, atomic_path, write_json
 from medsynth.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from medsynth.monitoring.features import PCA, Embedder, embed_in_batches, feature_frame
 from medsynth.monitoring.history import History
-from medsynth.monitoring.policy import Decision, PolicyConfig
-from medsynth.monitoring.policy import decide as policy_decide
+from medsynth.monitoring.policy import PolicyConfig
 from medsynth.prepared import PreparedData, to_unit
 from medsynth.project import ProjectConfig
 
@@ -301,7 +299,7 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
         check_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{batch_hash[:12]}"
         out = Path(out_dir) if out_dir else checks_dir / check_id
         out.mkdir(parents=True, exist_ok=True)
-        result = _compare(ref_df, cur_df, cfg, out)
+        result = compare(ref_df, cur_df, cfg, out)
         with atomic_path(out / "features.parquet") as tmp_pq:
             cur_df.to_parquet(tmp_pq, index=False)
         with open(out / "quarantine.jsonl", "w") as f:
@@ -319,7 +317,7 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
     write_json(out / "summary.json", summary)
     res = CheckResult(out, batch_hash, result, n_images, n_valid, len(quarantine), warnings, seconds)
     if track:  # 6.
-        res.run_id = _log_mlflow(cfg, project, "monitor", summary, result, out, batch_hash)
+        res.run_id = log_check(cfg, project, "monitor", summary, result, out, batch_hash)
     history.append("check", batch=str(batch), batch_hash=batch_hash, n_images=n_images, n_valid=n_valid,
                    n_quarantined=len(quarantine), drifted=result.drifted, share_drifted=result.share_drifted,
                    drifted_columns=result.drifted_columns, reasons=result.reasons, warnings=warnings,
@@ -330,7 +328,7 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
     return res
 
 
-def _compare(ref_df, cur_df, cfg: MonitorConfig, out: Path) -> DriftResult:
+def compare(ref_df, cur_df, cfg: MonitorConfig, out: Path) -> DriftResult:
     """Evidently drift, with its HTML report written atomically to ``out/report.html`` when enabled."""
     if not cfg.html_report:
         return detect_drift(ref_df, cur_df, cfg.drift, report=False)
@@ -338,7 +336,7 @@ def _compare(ref_df, cur_df, cfg: MonitorConfig, out: Path) -> DriftResult:
         return detect_drift(ref_df, cur_df, cfg.drift, html_path=tmp_html)
 
 
-def _log_mlflow(cfg: MonitorConfig, project: ProjectConfig, step: str, summary: dict[str, Any],
+def log_check(cfg: MonitorConfig, project: ProjectConfig, step: str, summary: dict[str, Any],
                 result: DriftResult, out: Path, data_hash: str) -> str:
     import mlflow
 
@@ -358,120 +356,3 @@ def _log_mlflow(cfg: MonitorConfig, project: ProjectConfig, step: str, summary: 
         if (out / "report.html").is_file():
             mlflow.log_artifact(str(out / "report.html"))
         return run.info.run_id
-
-
-def run_outputs(cfg: MonitorConfig, project: ProjectConfig, generator: Any, model: str,
-                out_dir: str | Path | None = None, seed: int | None = None, track: bool = True) -> CheckResult:
-    """Check the champion's outputs against its own evaluation-time outputs.
-
-    The first check of ``model`` stores the features of its images at seed 0 as the reference
-    (call it right after evaluation/promotion); every later check generates a fresh batch (a new
-    seed each time) and compares. A silently broken model (bad weights, a changed transform, a
-    serving bug) moves its outputs away from that reference.
-    """
-    history = history_of(project)
-    try:
-        return _run_outputs(cfg, project, generator, model, out_dir, seed, track, history)
-    except Exception as exc:
-        history.append("error", stage="output_check", model=model, error=f"{type(exc).__name__}: {exc}"[:500])
-        raise
-
-
-def _run_outputs(cfg, project, generator, model, out_dir, seed, track, history) -> CheckResult:
-    import pandas as pd
-
-    t0 = time.perf_counter()
-    key = hashlib.sha256(f"{model}:{FEATURE_VERSION}".encode()).hexdigest()[:16]
-    ref_file = project.state_path() / "monitoring" / "outputs" / key / "reference.parquet"
-    n = cfg.output_images
-    if not ref_file.is_file():
-        ref_df = feature_frame(_generate(generator, n, 0))
-        with atomic_path(ref_file) as tmp:
-            ref_df.to_parquet(tmp, index=False)
-    ref_df = pd.read_parquet(ref_file)
-    previous = [e for e in history.events("output_check") if e.get("model") == model]
-    s = seed if seed is not None else len(previous) + 1
-    cur_df = feature_frame(_generate(generator, n, s))
-    out = Path(out_dir) if out_dir else project.artifacts_path() / "monitor" / f"{time.strftime('%Y%m%d-%H%M%S')}-outputs-{key[:8]}"
-    out.mkdir(parents=True, exist_ok=True)
-    result = _compare(ref_df, cur_df, cfg, out)
-    summary = {"model": model, "seed": s, "n_images": n, "reference": str(ref_file), "seconds": time.perf_counter() - t0,
-               "drift": result.to_dict(), "config": to_dict(cfg.drift)}
-    write_json(out / "summary.json", summary)
-    res = CheckResult(out, f"{key}:{s}", result, n, n, 0, [], summary["seconds"])
-    if track:
-        res.run_id = _log_mlflow(cfg, project, "monitor-outputs", summary, result, out, key)
-    history.append("output_check", model=model, seed=s, n_valid=n, drifted=result.drifted,
-                   share_drifted=result.share_drifted, drifted_columns=result.drifted_columns,
-                   reasons=result.reasons, report=str(out / "report.html") if cfg.html_report else None,
-                   run_id=res.run_id,
-                   drift_share_threshold=cfg.drift.drift_share)
-    return res
-
-
-def _generate(generator: Any, n: int, seed: int) -> np.ndarray:
-    x = np.asarray(generator.generate(n, seed), dtype=np.float32)
-    if x.ndim != 4 or x.shape[0] != n or x.shape[1] != 1:
-        raise InputError(f"generator returned shape {x.shape}; expected [{n}, 1, R, R]")
-    if not np.isfinite(x).all():
-        raise InputError("generator returned non-finite values (NaN/inf): the model is broken")
-    return x
-
-
-def decide(cfg: MonitorConfig, project: ProjectConfig, model: str | None = None, version: str | None = None,
-           reference: str | Path | None = None, dry_run: bool = False) -> Decision:
-    """Apply the trigger policy to the history and the feedback store; log the decision."""
-    import datetime as dt
-
-    from medsynth.monitoring.feedback import FeedbackStore, default_url
-
-    history = history_of(project)
-    ref = reference_path(cfg, project, reference)
-    ref_hash = None
-    if (ref / "meta.json").is_file():
-        ref_hash = json.loads((ref / "meta.json").read_text()).get("data_hash")
-    feedback = None
-    if model:
-        last = history.last_trigger_time()
-        since = dt.datetime.strptime(last[:19], "%Y-%m-%dT%H:%M:%S") if last else None
-        store = FeedbackStore(cfg.feedback_url or default_url(project.state_path()))
-        try:
-            feedback = store.summary(model, version, since=since)
-        finally:
-            store.close()
-    label = f"{model}@{version}" if model and version else model
-    decision = policy_decide(history.events("check"), history.consumed_batches(), feedback, cfg.policy,
-                             reference_hash=ref_hash, model=label)
-    history.append("decision", dry_run=dry_run, reference_hash=ref_hash, **decision.to_dict())
-    return decision
-
-
-def record_trigger(project: ProjectConfig, decision: Decision, launched: dict[str, Any]) -> None:
-    """Mark the decision's batches consumed (after a launch started): they never trigger again."""
-    history_of(project).append("trigger", trigger=True, batches=decision.batches, reasons=decision.reasons,
-                               model=decision.model, launched=launched)
-
-
-def retrain_params(params: dict[str, Any], decision: Decision, reference: PreparedData,
-                   overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    """params.yaml with the decision's batches added as sources of the configured dataset.
-
-    The retraining then runs the same pipeline on old + new data (each batch keeps the
-    reference's classes; its records without a split are split by preprocess).
-    """
-    from medsynth.components.ingest import IngestConfig, class_list
-    from medsynth.config import load_stage
-
-    new = copy.deepcopy(params)
-    ingest_cfg = load_stage(IngestConfig, "ingest", new, overrides)  # checks the dataset name
-    name = ingest_cfg.dataset
-    sources = new["ingest"]["datasets"][name]
-    declared, _ = class_list(ingest_cfg.sources)
-    if not set(reference.classes) <= set(declared):
-        raise ConfigError(f"ingest.dataset {name!r} declares classes {declared}, the champion was trained on "
-                          f"{reference.classes}: set ingest.dataset to the champion's dataset before retraining")
-    mods = list(reference.meta.get("modalities") or ["XR"])
-    for p in decision.batch_paths:
-        sources.append({"path": str(Path(p).resolve()), "format": "auto", "modality": mods[0],
-                        "classes": list(reference.classes)})
-    return new

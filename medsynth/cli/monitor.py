@@ -8,6 +8,8 @@
   medsynth monitor outputs --generator URI    the champion's generated images against its first
                                               (evaluation-time) batch: catches a silently broken model
   medsynth monitor rate --model M --version V --rating unrealistic   add one rating (as the app does)
+  medsynth monitor loop [--shift blur=1.0]    the whole loop: champion -> drifted batches -> trigger ->
+                                              retraining on old + new data -> gate -> re-check
 
 A trigger starts the retraining pipeline on the accumulated data: locally through kfp.local
 (--launch local, the default) or as a run on a KFP cluster (--launch kfp --host URL). Batches used
@@ -54,6 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--seed", type=int, default=None, help="seed of this batch (default: one more than the last check)")
     o.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     o.set_defaults(func=_outputs)
+
+    lp = ms.add_parser("loop", help="demo of the whole loop: champion, drifted batches, trigger, retraining, gate, re-check")
+    add_common(lp)
+    lp.add_argument("--shift", default="blur=1.0", help="acquisition change of the new batches, KIND=VALUE "
+                    "(gamma, contrast, noise, blur, resolution; see monitoring/shifts.py)")
+    lp.add_argument("--reference", default=None, help="prepared data of an existing champion (default: train one now)")
+    lp.set_defaults(func=_loop)
 
     r = ms.add_parser("rate", help="store one rating of a generated image (what the app does)")
     add_common(r)
@@ -120,14 +129,8 @@ def _label(args: argparse.Namespace) -> str | None:
 
 def _act(args, params, overrides, project, cfg) -> int:
     """Decide, print, and (unless --dry-run / --launch none) start the retraining."""
-    from medsynth.components.monitor import (
-        decide,
-        history_of,
-        load_reference,
-        record_trigger,
-        reference_path,
-        retrain_params,
-    )
+    from medsynth.components.monitor import history_of, load_reference, reference_path
+    from medsynth.components.trigger import decide, record_trigger, retrain_params
 
     dry = args.dry_run or args.launch == "none"
     decision = decide(cfg, project, model=args.model, version=args.version, reference=args.reference, dry_run=dry)
@@ -205,7 +208,7 @@ def _history(args: argparse.Namespace) -> int:
 def _outputs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medsynth.components.monitor import run_outputs
+    from medsynth.components.monitor_outputs import run_outputs
 
     _, _, project, cfg = _setup(args)
     if Path(args.generator).is_file():
@@ -238,3 +241,93 @@ def _rate(args: argparse.Namespace) -> int:
         store.close()
     print(f"stored; {args.model} v{args.version}: {s.n_unrealistic}/{s.n_total} unrealistic ({s.unrealistic_share:.0%})")
     return 0
+
+
+def _loop(args: argparse.Namespace) -> int:
+    """Champion -> drifted batches -> monitor -> trigger -> retrain on old + new -> gate -> re-check."""
+    import dataclasses
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from medsynth.components import monitor, trigger
+    from medsynth.monitoring.shifts import Shift, apply_shift
+
+    params, overrides, project, cfg = _setup(args)
+    kind, _, value = args.shift.partition("=")
+    shift, strength = Shift(kind), float(value or 1.0)
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, consecutive_drift=2))
+    t0 = time.perf_counter()
+
+    # 1. the champion (trained now through the same pipeline, unless one is given)
+    if args.reference:
+        ref_dir = Path(args.reference)
+    else:
+        print("1. training the champion (pipeline: ingest -> ... -> promote)")
+        first = _launch_local(params, overrides)
+        print(f"   {_promotion(Path(first['run_dir']))}")
+        ref_dir = Path(first["run_dir"]) / "preprocess-op" / "prepared"
+    ref = monitor.load_reference(ref_dir)
+
+    # 2. new real batches: held-out test images of the champion's data through an acquisition change
+    x, y = ref.split_uint8("test")
+    parts = np.array_split(np.random.default_rng(project.seed).permutation(len(x)), 3)
+    batch_dir = project.artifacts_path() / "monitor" / "loop-batches"
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    batches = []
+    for i, idx in enumerate(parts):
+        path = batch_dir / f"batch{i + 1}-{shift.value}{strength:g}.npz"
+        np.savez(path, test_images=apply_shift(x[idx, 0], shift, strength, seed=i),
+                 test_labels=y[idx].reshape(-1, 1))
+        batches.append(path)
+    print(f"2. {len(batches)} new batches of held-out real images with {shift.value}={strength:g} in {batch_dir}")
+
+    # 3. the monitor flags them; the policy triggers after two consecutive drifted batches
+    for b in batches[:2]:
+        res = monitor.run(cfg, project, b, params, reference=ref_dir)
+        print(f"3. {b.name}: {res.drift.summary_line()}")
+    decision = trigger.decide(cfg, project, reference=ref_dir)
+    print(f"4. {decision.summary_line()}")
+    if not decision.trigger:
+        print("   no retraining: the loop stops here (see the notes above)")
+        return 0
+
+    # 4. retraining on old + new data through the same pipeline and gate
+    new_params = trigger.retrain_params(params, decision, ref, overrides)
+    launched = _launch_local(new_params, overrides)
+    trigger.record_trigger(project, decision, launched)
+    run_dir = Path(launched["run_dir"])
+    print(f"5. retrained on the current data + {len(decision.batches)} new batches in {launched['seconds']}s: "
+          f"{_promotion(run_dir)}")
+
+    # 5. the monitor against the new model's training data
+    new_ref = run_dir / "preprocess-op" / "prepared"
+    res = monitor.run(cfg, project, batches[2], params, reference=new_ref)
+    if res.drift.drifted:
+        share = decision.new_images / max(monitor.load_reference(new_ref).meta.get("n_images", 1), 1)
+        why = (f"the new training data holds only ~{share:.0%} images of the new kind, so a batch made only of them "
+               "still differs from it; more new data (or a reference of recent data only) resolves it")
+        print(f"6. re-check of {batches[2].name} against the new training data: still drifted "
+              f"({res.drift.summary_line()}): {why}")
+    else:
+        print(f"6. re-check of {batches[2].name} against the new training data: drift resolved "
+              f"({res.drift.summary_line()})")
+    print(f"loop done in {time.perf_counter() - t0:.0f}s; `medsynth monitor history` shows every step")
+    return 0
+
+
+def _promotion(run_dir) -> str:
+    """Promoted or rejected, and why, from a pipeline run's outputs."""
+    import json
+
+    promo = run_dir / "promote-op" / "promotion" / "promotion.json"
+    if promo.is_file():
+        p = json.loads(promo.read_text())
+        verdict = "promoted to champion" if p.get("promoted") else "registered, not promoted"
+        return f"{p.get('name')} v{p.get('version')} {verdict}: {p.get('reason', '')}"
+    gate = run_dir / "gate-op" / "decision"
+    if gate.is_file():
+        failed = [line for line in gate.read_text().splitlines() if "| no |" in line]
+        return "rejected by the gate: " + ("; ".join(f.strip("| ").replace(" | no | ", ": ") for f in failed) or "see " + str(gate))
+    return f"no promotion output in {run_dir}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from medsynth.cli import main
-from medsynth.components import monitor
+from medsynth.components import monitor, monitor_outputs, trigger
 from medsynth.config import load_stage
 from medsynth.errors import InputError
 from medsynth.monitoring.shifts import Shift, apply_shift
@@ -137,14 +137,14 @@ def test_drift_on_two_batches_triggers_once_and_dry_run_does_not_act(project, pa
     # acting on it (here: recording the launch) consumes both batches: they never trigger again
     cfg = load_stage(monitor.MonitorConfig, "monitor", params, {"monitor.policy.new_data_min_images": "null",
                                                                 "monitor.html_report": "false"})
-    decision = monitor.decide(cfg, project, reference=reference)
+    decision = trigger.decide(cfg, project, reference=reference)
     assert decision.trigger and len(decision.batches) == 2
-    new_params = monitor.retrain_params(params, decision, monitor.load_reference(reference))
+    new_params = trigger.retrain_params(params, decision, monitor.load_reference(reference))
     added = new_params["ingest"]["datasets"][params["ingest"]["dataset"]][-2:]
     assert [Path(s["path"]).name for s in added] == ["ped1.npz", "ped2.npz"]
     assert params["ingest"]["datasets"] != new_params["ingest"]["datasets"]  # original untouched
-    monitor.record_trigger(project, decision, {"runner": "test"})
-    assert not monitor.decide(cfg, project, reference=reference).trigger
+    trigger.record_trigger(project, decision, {"runner": "test"})
+    assert not trigger.decide(cfg, project, reference=reference).trigger
     assert main(["monitor", "decide", "--dry-run", *common]) == 0
     assert "no trigger: 0 consecutive" in capsys.readouterr().out
     assert main(["monitor", "history", "--plot", str(project.root / "h.png")]) == 0
@@ -187,9 +187,9 @@ def test_champion_outputs_are_tracked_against_their_first_reference(project, cfg
     import dataclasses
 
     cfg = dataclasses.replace(cfg, output_images=150)
-    healthy = monitor.run_outputs(cfg, project, HeldOutImages(), "cxr@1", track=False)
-    again = monitor.run_outputs(cfg, project, HeldOutImages(), "cxr@1", track=False)
-    broken = monitor.run_outputs(cfg, project, HeldOutImages((Shift.BLUR, 1.0)), "cxr@1", track=False)
+    healthy = monitor_outputs.run_outputs(cfg, project, HeldOutImages(), "cxr@1", track=False)
+    again = monitor_outputs.run_outputs(cfg, project, HeldOutImages(), "cxr@1", track=False)
+    broken = monitor_outputs.run_outputs(cfg, project, HeldOutImages((Shift.BLUR, 1.0)), "cxr@1", track=False)
     assert not healthy.drift.drifted and not again.drift.drifted
     assert broken.drift.drifted and "sharpness" in broken.drift.drifted_columns
     seeds = [e["seed"] for e in monitor.history_of(project).events("output_check")]
