@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from medsynth.monitoring.feedback import FeedbackSummary
-
 from medsynth.errors import ConfigError
+from medsynth.monitoring.feedback import FeedbackSummary
 
 
 @dataclass(frozen=True)

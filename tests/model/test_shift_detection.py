@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from medsynth.components.monitor import MonitorConfig
+from medsynth.config import load_stage
 from medsynth.monitoring.drift import detect_drift
 from medsynth.monitoring.features import feature_frame
 from medsynth.monitoring.shifts import LADDERS, Shift, apply_shift
-
-from medsynth.config import load_stage
 from medsynth.transforms import ImageTransform
 
 TF = ImageTransform(resolution=64)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from medsynth.monitoring.feedback import MAX_COMMENT, FeedbackStore, Rating, default_url
 
 from medsynth.errors import InputError
+from medsynth.monitoring.feedback import MAX_COMMENT, FeedbackStore, Rating, default_url
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from medsynth.errors import ConfigError
 from medsynth.monitoring.feedback import FeedbackSummary
 from medsynth.monitoring.history import History, history_table, plot_history
 from medsynth.monitoring.policy import PolicyConfig, batch_states, decide
-
-from medsynth.errors import ConfigError
 
 CFG = PolicyConfig(consecutive_drift=2, feedback_min_ratings=10, feedback_max_unrealistic=0.4,
                    new_data_min_images=1000)
