@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", default=None, help="prepared training data of the champion (default: monitor.reference)")
     p.add_argument("--modality", default=None, help="modality of --batch when its files don't say (default: the reference's)")
     p.add_argument("--out", default=None, help="report folder (default: <artifacts>/monitor/<time>-<hash>)")
+    p.add_argument("--generator", default=None,
+                   help="also check this champion's outputs against its first batch (models:/NAME@champion or generator.pt)")
     _decision_args(p)
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=_check, monitor_cmd=None)
@@ -113,6 +115,8 @@ def _check(args: argparse.Namespace) -> int:
           f"{res.n_quarantined} quarantined; {res.seconds:.1f}s")
     report = f"report: {res.report_html}  " if res.report_html.is_file() else ""
     print(f"  {report}summary: {res.out_dir / 'summary.json'}")
+    if args.generator:
+        _output_check(project, cfg, args.generator, _label(args) or args.generator, None, not args.no_track)
     return _act(args, params, overrides, project, cfg)
 
 
@@ -206,27 +210,33 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _outputs(args: argparse.Namespace) -> int:
+    _, _, project, cfg = _setup(args)
+    _output_check(project, cfg, args.generator, args.model or args.generator, args.seed, not args.no_track)
+    return 0
+
+
+def _output_check(project, cfg, generator: str, label: str, seed: int | None, track: bool):
+    """Load a generator (file or MLflow model URI) and check its outputs; prints the verdict."""
     from pathlib import Path
 
     from medsynth.components.monitor_outputs import run_outputs
 
-    _, _, project, cfg = _setup(args)
-    if Path(args.generator).is_file():
+    if Path(generator).is_file():
         from medsynth.training.sampler import load_sampler
 
-        gen = load_sampler(args.generator)
+        gen = load_sampler(generator)
     else:
         from medsynth.components.train import load_generator
         from medsynth.tracking import setup_mlflow
 
         setup_mlflow(project)
-        gen = load_generator(args.generator)
-    res = run_outputs(cfg, project, gen, args.model or args.generator, seed=args.seed, track=not args.no_track)
-    print(f"champion outputs: {res.drift.summary_line()}")
+        gen = load_generator(generator)
+    res = run_outputs(cfg, project, gen, label, seed=seed, track=track)
+    print(f"champion outputs ({label}, seed {res.batch_hash.rsplit(':', 1)[-1]}): {res.drift.summary_line()}")
     for r in res.drift.reasons:
         print(f"  because: {r}")
     print(f"  summary: {res.out_dir / 'summary.json'}")
-    return 0
+    return res
 
 
 def _rate(args: argparse.Namespace) -> int:
@@ -268,6 +278,9 @@ def _loop(args: argparse.Namespace) -> int:
         first = _launch_local(params, overrides)
         print(f"   {_promotion(Path(first['run_dir']))}")
         ref_dir = Path(first["run_dir"]) / "preprocess-op" / "prepared"
+        gen_file = Path(first["run_dir"]) / "train-op" / "model" / "generator.pt"
+        if gen_file.is_file():  # its outputs now become the reference the output check compares with
+            _output_check(project, cfg, str(gen_file), f"loop-champion:{gen_file}", None, True)
     ref = monitor.load_reference(ref_dir)
 
     # 2. new real batches: held-out test images of the champion's data through an acquisition change
@@ -313,6 +326,8 @@ def _loop(args: argparse.Namespace) -> int:
     else:
         print(f"6. re-check of {batches[2].name} against the new training data: drift resolved "
               f"({res.drift.summary_line()})")
+    if not args.reference and gen_file.is_file():  # a later check of the first champion's outputs
+        _output_check(project, cfg, str(gen_file), f"loop-champion:{gen_file}", None, True)
     print(f"loop done in {time.perf_counter() - t0:.0f}s; `medsynth monitor history` shows every step")
     return 0
 
