@@ -52,18 +52,32 @@ def _reference(env: tuple[str, str, str], uri: str, dataset: str, data_hash: str
     return ref
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def _models(env: tuple[str, str, str]) -> list[str]:
+    return model_store.list_models(settings.load_context().project)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _versions(env: tuple[str, str, str], name: str) -> list[model_store.ModelVersion]:
+    # registry reads are cached briefly: every widget change reruns the page
+    return model_store.list_versions(settings.load_context().project, name)
+
+
 # ---- page sections ---------------------------------------------------------------------------------
 
 def sidebar(ctx: settings.AppContext) -> tuple[model_store.ModelVersion, bool] | None:
     st.sidebar.header("Model")
     st.sidebar.caption(f"Registry: `{redact(tracking_uri(ctx.project))}`")
+    if st.sidebar.button("Refresh model list", key="refresh"):
+        _models.clear()
+        _versions.clear()
     try:
-        names = model_store.list_models(ctx.project)
+        names = _models(_env_key())
     except model_store.NoModelError as exc:
         st.warning(str(exc))
         return None
     name = st.sidebar.selectbox("Registered model", names, key="model_name")
-    versions = model_store.list_versions(ctx.project, name)
+    versions = _versions(_env_key(), name)
     default = model_store.default_version(versions)
     by_version = {v.version: v for v in versions}
     picked = st.sidebar.selectbox("Version", list(by_version), index=versions.index(default),
@@ -211,7 +225,7 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
                 f"{ev.real_floor_mean:.2f} ± {ev.real_floor_std:.2f}")
     nc = int(ev.near_copy.sum()) if ev.near_copy is not None else 0
     c[2].metric("Near-copies of training images", f"{nc} / {ev.n}")
-    st.caption(live_eval.fid_sentence(ev) + f" Computed in {ev.seconds:.2f} s.")
+    st.caption(live_eval.fid_sentence(ev) + f" Computed in {ev.seconds:.2f} s (seed {batch['record'].seed}).")
     if ev.confidence_by_class:
         st.markdown("**Classifier confidence for the requested class** (mean probability)")
         st.table({"class": [generate.human_class_name(k, batch["record"].modality) for k in ev.confidence_by_class],

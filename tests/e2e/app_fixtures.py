@@ -1,8 +1,9 @@
 """Fixtures for the app tests: a generator trained and registered by the real path, and the extractor.
 
 The generator is trained for a few steps with the training package's :class:`Trainer` on real CT
-images (quality is not the point; the registry -> download -> load path is), logged as a run
-artifact, registered and gated by ``components/promote.py`` exactly as ``medsynth promote`` does.
+images (quality is not the point; the registry -> download -> load path is), logged as the MLflow
+pyfunc model ``medsynth train`` logs (``components.train.log_generator_model``), registered and
+gated by ``components/promote.py`` exactly as ``medsynth promote`` does.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ def register_generator(project, generator_file: Path, name: str = MODEL_NAME, me
     import mlflow
 
     from medsynth.components.promote import PromoteConfig, register
+    from medsynth.components.train import log_generator_model
     from medsynth.tracking import setup_mlflow
 
     setup_mlflow(project)
+    # logged as `medsynth train` logs it: a pyfunc model holding generator.pt
     with mlflow.start_run(run_name="train") as run:
-        mlflow.log_artifact(str(generator_file), "model")
-    # the artifact folder itself is the model source (MLflow 3 resolves runs:/ URIs to logged models only)
-    source = f"{run.info.artifact_uri}/model"
-    res = register(project, PromoteConfig(), source, name, dict(metrics or METRICS),
+        uri = log_generator_model(generator_file, 64, CT_CLASSES)
+    res = register(project, PromoteConfig(), uri, name, dict(metrics or METRICS),
                    {"dataset": "ct", "classes": CT_CLASSES, "data_hash": "unknown", "run_id": run.info.run_id},
                    {"model": "cgan"}, project.artifacts_path() / "promote")
     return res.version

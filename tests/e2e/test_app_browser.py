@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,7 +108,8 @@ def test_generate_in_chromium(server):
                                        ".slice(0, 16).every(i => i.complete && i.naturalWidth > 0)", timeout=90_000)
                 timings[f"{run}_click_to_images_s"] = time.perf_counter() - t0
                 # the live evaluation runs after the images are shown; let it finish before the next click
-                page.get_by_text("Computed in").wait_for(state="attached", timeout=120_000)
+                done = page.get_by_text(re.compile(rf"Computed in .* \(seed {seed}\)"))
+                done.wait_for(state="attached", timeout=120_000)
                 timings[f"{run}_click_to_live_eval_s"] = time.perf_counter() - t0
             assert "Traceback" not in page.content()
             assert images.count() >= 16
