@@ -117,8 +117,9 @@ class Trainer:
         self.device = self.info.device
         if cfg.precision is Precision.FP16 and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; valid on CPU: fp32, bf16")
+        self._threads_before = torch.get_num_threads()
         if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+            torch.set_num_threads(cfg.threads)  # restored when fit() returns
         data = data.balanced_subset(cfg.max_train_images, seed)
         self.data = data
         classes = data.classes if kind.conditional else []
@@ -258,6 +259,13 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
+        """Train (resuming from the last snapshot when there is one) and write generator.pt."""
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _fit(self) -> TrainResult:
         t_start = time.perf_counter()
         self.maybe_resume()
         cfg = self.cfg
