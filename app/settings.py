@@ -36,7 +36,6 @@ class AppConfig:
     features_dir: str = ""  # "" = <artifacts>/features/<features.name>
     feedback_url: str = ""  # "" = monitor.feedback_url, or sqlite:///<state>/feedback.db
     display_px: int = 160  # each image is enlarged (nearest neighbour) to about this size on screen
-    grid_columns: int = 8
 
     def check(self) -> None:
         if not 1 <= self.max_count <= 1024:
@@ -51,8 +50,8 @@ class AppConfig:
             raise ConfigError("app.reference_size must be in 10..20000 and app.floor_pool in 2..20000")
         if not 0 <= self.bootstrap <= 200:
             raise ConfigError("app.bootstrap: must be in 0..200")
-        if not 1 <= self.grid_columns <= 16 or not 28 <= self.display_px <= 512:
-            raise ConfigError("app.grid_columns must be in 1..16 and app.display_px in 28..512")
+        if not 28 <= self.display_px <= 512:
+            raise ConfigError("app.display_px: must be in 28..512")
 
 
 @dataclass
