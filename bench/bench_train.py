@@ -28,6 +28,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -94,6 +95,37 @@ def throughput(variants: list[str], rounds: int, steps: int, bf16_steps: int, ou
     return rates
 
 
+def kernels(threads: int) -> list[dict]:
+    """fp32 vs bf16 speed of one D conv (128->256 ch, 16->8 px, batch 64) and a 1024^3 matmul."""
+    torch.set_num_threads(threads)
+    rows = []
+    x, w = torch.randn(64, 128, 16, 16), torch.randn(256, 128, 4, 4)
+    flops = 2 * 64 * 256 * 8 * 8 * 128 * 16
+    for dtype in (torch.float32, torch.bfloat16):
+        for cl in (False, True):
+            a, b = x.to(dtype), w.to(dtype)
+            if cl:
+                a = a.contiguous(memory_format=torch.channels_last)
+            torch.nn.functional.conv2d(a, b, stride=2, padding=1)
+            t = time.perf_counter()
+            for _ in range(3):
+                torch.nn.functional.conv2d(a, b, stride=2, padding=1)
+            dt = (time.perf_counter() - t) / 3
+            rows.append({"op": "conv2d", "dtype": str(dtype), "channels_last": cl, "gflops": flops / dt / 1e9})
+    m = torch.randn(1024, 1024)
+    for dtype in (torch.float32, torch.bfloat16):
+        mm = m.to(dtype)
+        mm @ mm
+        t = time.perf_counter()
+        for _ in range(3):
+            mm @ mm
+        rows.append({"op": "matmul", "dtype": str(dtype), "channels_last": False,
+                     "gflops": 2 * 1024**3 / ((time.perf_counter() - t) / 3) / 1e9})
+    for r in rows:
+        print(r, flush=True)
+    return rows
+
+
 def peak_memory(variant: str) -> dict[str, float]:
     """Peak RSS of a fresh process that loads the data and runs 3 steps of ``variant``."""
     code = (
@@ -131,7 +163,7 @@ def quality(steps: int, seeds: list[int]) -> list[dict]:
                                                "max_steps": steps, "log_every": steps, "precision": precision,
                                                "checkpoint_every": 10_000}})
             t = time.perf_counter()
-            out = Path(f"/tmp/bench_quality_{precision}_{seed}")
+            out = Path(tempfile.mkdtemp(prefix=f"bench_quality_{precision}_{seed}_"))
             res = Trainer(cfg, data, out, seed=seed, resume=False).fit()
             lab = np.arange(300) % 3
             imgs = GANSampler(res.generator, data.classes).generate(300, seed=1, labels=lab)
@@ -153,6 +185,8 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS per variant (fresh processes)")
     ap.add_argument("--quality", type=int, default=0, metavar="STEPS", help="also run the fp32/bf16 quality check")
+    ap.add_argument("--only-quality", action="store_true", help="run only the fp32/bf16 quality check")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     os.environ.setdefault("MEDSYNTH_QUIET", "1")
@@ -168,7 +202,13 @@ def main() -> None:
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
             "load_avg": os.getloadavg(), "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     print(info, flush=True)
+    if args.only_quality:
+        rows = quality(args.quality, args.seeds)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"info": info, "quality": rows}, indent=1))
+        return
     out = Path("/tmp/bench_train_runs")
+    result: dict = {"info": info, "kernels": kernels(args.threads)}
     rates = throughput(variants, args.rounds, args.steps, args.bf16_steps, out)
     ref = statistics.median(rates["reference"])
     summary = {}
@@ -178,12 +218,12 @@ def main() -> None:
         summary[v] = {"median_images_per_s": med, "ratio_of_medians": med / ref, "median_paired_ratio": paired,
                       "rounds": rates[v]}
         print(f"{v:28s} {med:8.1f} img/s  x{med / ref:.2f} (paired x{paired:.2f})")
-    result = {"info": info, "throughput": summary}
+    result["throughput"] = summary
     if args.memory:
         result["memory"] = {v: peak_memory(v) for v in variants if "bf16" not in v or not args.no_bf16}
         print(json.dumps(result["memory"], indent=1))
     if args.quality:
-        result["quality"] = quality(args.quality, [0, 1])
+        result["quality"] = quality(args.quality, args.seeds)
     result["ru_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -48,6 +48,16 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bfloat16 math (AVX-512 BF16 or AMX); without it oneDNN emulates."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def init_distributed(requested_device: str = "auto") -> DistInfo:
     """Join the torchrun process group when launched by torchrun; otherwise a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -17,6 +17,7 @@ through a :class:`Callback`; it imports no MLflow.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -118,6 +119,9 @@ class Trainer:
         if cfg.precision is Precision.FP16 and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; valid on CPU: fp32, bf16")
         self._threads_before = torch.get_num_threads()
+        if cfg.precision is Precision.BF16 and self.device.type == "cpu" and not dist_util.cpu_has_fast_bf16():
+            warnings.warn("train.precision=bf16 on a CPU without AVX-512 BF16/AMX: bfloat16 kernels are "
+                          "emulated and much slower than fp32 here (see docs/BENCHMARKS.md)", stacklevel=2)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)  # restored when fit() returns
         data = data.balanced_subset(cfg.max_train_images, seed)

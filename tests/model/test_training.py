@@ -161,6 +161,8 @@ def test_bad_inputs_fail_in_one_line_and_keep_checkpoints(ct32: Path, tmp_path: 
     x48 = torch.zeros(64, 1, 48, 48, dtype=torch.uint8)
     with pytest.raises(ConfigError, match="resolution 48: .* valid: 28, 32, 64"):
         Trainer(load_train_config({"train": TINY}), TrainData(x48, torch.zeros(64, dtype=torch.long), ["a"]), out)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device; valid on CPU: fp32, bf16"):
+        Trainer(load_train_config({"train": {**TINY, "precision": "fp16", "device": "cpu"}}), data, out)
     # labels out of range / for an unconditional model
     sampler = load_sampler(out / "generator.pt")
     with pytest.raises(ConfigError, match=r"labels: 3 is out of range; valid: 0..2"):
@@ -182,3 +184,15 @@ def test_cli_one_line_errors(ct32: Path, project_home: Path, repo: Path, capsys:
     assert main([*base, "--profile", "smoke", "--model", "dcgan", "--set", "train.max_steps=3", "--set", "train.threads=1"]) == 0
     assert "trained dcgan (smoke) for 3 steps" in capsys.readouterr().out
     assert load_sampler(project_home / "t" / "generator.pt").classes == []
+
+
+def test_multi_modality_cgan_conditions_on_modality_and_class(tmp_path: Path) -> None:
+    # CT (3 classes) + breast MRI + chest X-ray in one conditional generator
+    prep = write_prepared(tmp_path / "multi", "multi", 32, per_class=40, eval_per_class=4)
+    data = train_data(prep)
+    assert data.modalities == ["CT", "CT", "CT", "MR", "XR"]
+    res = Trainer(load_train_config({"train": TINY}), data, tmp_path / "run", seed=0).fit()
+    assert res.spec.num_classes == 5 and res.spec.class_modality == [0, 0, 0, 1, 2]
+    sampler = load_sampler(tmp_path / "run" / "generator.pt")
+    assert sampler.classes[3] == "MR/BreastMRI" and sampler.label_index("cxr") == 4
+    assert sampler.generate(5, seed=0, labels=[0, 1, 2, 3, 4]).shape == (5, 1, 32, 32)
