@@ -291,6 +291,26 @@ def test_pytorchjob_schema() -> None:
             kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
 
 
+def test_pytorchjob_runs_a_real_medsynth_command_on_the_cuda_image() -> None:
+    from medsynth.cli import build_parser
+    from medsynth.pipelines import ops
+
+    path = K8S / "pytorchjob.yaml"
+    if not path.exists():
+        pytest.skip("infra/k8s/pytorchjob.yaml not written yet")
+    (cm,) = [d for d in _objects("ConfigMap") if d["metadata"]["name"] == "medsynth-pipeline"]
+    for job in (d for d in _docs(path) if d.get("kind") == "PyTorchJob"):
+        for rep in job["spec"]["pytorchReplicaSpecs"].values():
+            (c,) = [c for c in rep["template"]["spec"]["containers"] if c["name"] == "pytorch"]
+            assert c["image"] == ops.CUDA_IMAGE
+            argv = c["command"] + c.get("args", [])
+            assert argv[:3] == ["torchrun", "-m", "medsynth"], argv
+            args, unknown = build_parser().parse_known_args(argv[3:])  # a bad command/option exits
+            assert not unknown, f"pytorchjob.yaml: unknown options {unknown}"
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert env.get("MLFLOW_TRACKING_URI") == cm["data"]["MLFLOW_TRACKING_URI"]
+
+
 def test_pytorchjob_schema_rejects_a_broken_job() -> None:
     import jsonschema
 
