@@ -26,7 +26,7 @@ class GatePolicy:
     fid_tolerance: float = 0.10  # challenger FID-domain <= champion's x (1 + tolerance)
     max_fid: float | None = None  # absolute ceiling, also when there is no champion yet
     near_copy_metric: str = "privacy_near_copy_share"
-    max_near_copy_share: float | None = 0.01
+    max_near_copy_share: float | None = 0.02
     cond_acc_metric: str = "cond_accuracy"
     min_conditional_accuracy: float | None = 0.5  # conditional models only
     utility_metric: str = "utility_acc_real_plus_synth"

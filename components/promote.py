@@ -213,7 +213,7 @@ def register(
 
     setup_mlflow(project)
     c = client()
-    conditional = len(lineage.get("classes", [])) > 1 and bool(lineage.get("conditional", True))
+    conditional = bool(lineage.get("conditional")) and len(lineage.get("classes", [])) > 1
     try:
         with step_run(project, "promote", {"promote": to_dict(cfg), "model_uri": model_uri, "model_name": name},
                       lineage.get("data_hash")):
@@ -246,24 +246,40 @@ def register(
 
 
 def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
-        eval_dir: str | os.PathLike, out_dir: str | os.PathLike) -> PromoteResult:
-    """The promote step: read train and evaluate outputs, register, gate, promote."""
+        eval_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: str = "data") -> PromoteResult:
+    """The promote step: read the train and evaluate outputs, register, gate, promote.
+
+    Lineage (model kind, data hash, git commit, config) is read from the training run in MLflow,
+    so the model card says exactly how the registered model was made.
+    """
+    from mlflow.exceptions import MlflowException
+
     train_dir, eval_dir = Path(train_dir), Path(eval_dir)
-    info_file, metrics_file = train_dir / "model.json", eval_dir / "metrics.json"
+    info_file, metrics_file = train_dir / "train_summary.json", eval_dir / "metrics.json"
     for f in (info_file, metrics_file):
         if not f.is_file():
             raise ConfigError(f"{f}: missing (run `medsynth train` and `medsynth evaluate` first)")
     info = json.loads(info_file.read_text())
     metrics = json.loads(metrics_file.read_text())
-    name = cfg.model_name or f"medsynth-{info.get('dataset', 'data')}-{info.get('model', 'gan')}"
+    if not info.get("model_uri") or not info.get("run_id"):
+        raise ConfigError(f"{info_file}: no logged model (the training run was not tracked; rerun without --no-track)")
+    setup_mlflow(project)
+    try:
+        train_run = client().get_run(info["run_id"])
+    except MlflowException as exc:
+        raise RegistryError(f"training run {info['run_id']}: {first_line(exc)}") from None
+    params, tags = train_run.data.params, train_run.data.tags
+    kind = params.get("model", "gan")
+    classes = list(info.get("classes", []))
+    name = cfg.model_name or f"medsynth-{dataset}-{kind}"
     lineage = {
-        "dataset": info.get("dataset"),
-        "classes": info.get("classes", []),
-        "conditional": info.get("conditional", len(info.get("classes", [])) > 1),
-        "data_hash": info.get("data_hash"),
-        "git_commit": info.get("git_commit"),
-        "run_id": info.get("run_id"),
-        "eval_run_id": metrics.get("run_id"),
+        "dataset": dataset,
+        "classes": classes if kind != "dcgan" else [],
+        "conditional": kind != "dcgan" and len(classes) > 1,
+        "data_hash": tags.get("medsynth.data_hash", "unknown"),
+        "git_commit": tags.get("mlflow.source.git.commit", "unknown"),
+        "run_id": info["run_id"],
+        "eval_run_id": metrics.get("run_id", "unknown"),
     }
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool)) and not isinstance(v, str)}
-    return register(project, cfg, info["model_uri"], name, flat, lineage, info.get("config", {}), Path(out_dir))
+    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
+    return register(project, cfg, info["model_uri"], name, flat, lineage, dict(params), Path(out_dir))

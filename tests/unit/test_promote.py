@@ -17,8 +17,8 @@ GOOD = {"fid_domain": 20.0, "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9
         "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85}
 
 
-def _log_model() -> str:
-    """Log a tiny pyfunc model (a real MLflow model) and return its URI."""
+def _log_model() -> tuple[str, str]:
+    """Log a tiny pyfunc model (a real MLflow model) in a training-like run; return (uri, run id)."""
     import mlflow
     import mlflow.pyfunc
 
@@ -26,9 +26,11 @@ def _log_model() -> str:
         def predict(self, context, model_input, params=None):
             return model_input
 
-    with mlflow.start_run(run_name="train"):
+    with mlflow.start_run(run_name="train", tags={"medsynth.data_hash": "abc",
+                                                  "mlflow.source.git.commit": "deadbeef"}) as run:
+        mlflow.log_params({"model": "cgan", "loss": "ns"})
         info = mlflow.pyfunc.log_model(name="generator", python_model=Echo(), pip_requirements=["mlflow"])
-    return info.model_uri
+    return info.model_uri, run.info.run_id
 
 
 def _candidate(project, tmp: Path, metrics: dict, tag: str) -> tuple[Path, Path]:
@@ -38,10 +40,9 @@ def _candidate(project, tmp: Path, metrics: dict, tag: str) -> tuple[Path, Path]
     train, ev = tmp / f"train-{tag}", tmp / f"eval-{tag}"
     train.mkdir()
     ev.mkdir()
-    (train / "model.json").write_text(json.dumps({
-        "model_uri": _log_model(), "dataset": "ct", "model": "cgan",
-        "classes": ["AbdomenCT", "ChestCT", "HeadCT"], "conditional": True,
-        "data_hash": "abc", "git_commit": "deadbeef", "run_id": "r1", "config": {"model": "cgan"},
+    uri, run_id = _log_model()
+    (train / "train_summary.json").write_text(json.dumps({
+        "model_uri": uri, "run_id": run_id, "classes": ["AbdomenCT", "ChestCT", "HeadCT"],
     }))
     (ev / "metrics.json").write_text(json.dumps(metrics))
     return train, ev
