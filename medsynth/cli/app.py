@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         env["MEDSYNTH_PARAMS"] = str(Path(args.params).resolve())
     env.setdefault("MEDSYNTH_HOME", str(Path.cwd()))
     if args.dry_run:
-        print(" ".join(cmd))
+        prefix = f"MLFLOW_TRACKING_URI={redact(args.tracking_uri)} " if args.tracking_uri else ""
+        print(prefix + " ".join(cmd))
         return 0
     where = env.get("MLFLOW_TRACKING_URI") or "the embedded registry under .medsynth/"
     print(f"medsynth app: http://{args.address}:{args.port}  (registry: {redact(where)}; Ctrl+C stops it)")

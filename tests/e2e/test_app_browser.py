@@ -114,6 +114,9 @@ def test_generate_in_chromium(server):
             assert "Traceback" not in page.content()
             assert images.count() >= 16
             page.screenshot(path=str(ARTIFACTS / "app_generate.png"), full_page=True)
+            page.get_by_role("tab", name="Live evaluation").click()
+            page.get_by_text("FID-domain (this batch)").wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "app_live_eval.png"), full_page=True)
         finally:
             browser.close()
     (ARTIFACTS / "app_browser_timing.json").write_text(json.dumps(timings, indent=2))
