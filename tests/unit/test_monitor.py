@@ -15,7 +15,7 @@ import pytest
 from medsynth.cli import main
 from medsynth.components import monitor, monitor_outputs, trigger
 from medsynth.config import load_stage
-from medsynth.errors import InputError
+from medsynth.errors import ConfigError, InputError
 from medsynth.monitoring.shifts import Shift, apply_shift
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -139,10 +139,14 @@ def test_drift_on_two_batches_triggers_once_and_dry_run_does_not_act(project, pa
                                                                 "monitor.html_report": "false"})
     decision = trigger.decide(cfg, project, reference=reference)
     assert decision.trigger and len(decision.batches) == 2
-    new_params = trigger.retrain_params(params, decision, monitor.load_reference(reference))
-    added = new_params["ingest"]["datasets"][params["ingest"]["dataset"]][-2:]
+    ref = monitor.load_reference(reference)
+    new_params = trigger.retrain_params(params, decision, ref, {"ingest.dataset": "cxr"})
+    added = new_params["ingest"]["datasets"]["cxr"][-2:]
     assert [Path(s["path"]).name for s in added] == ["ped1.npz", "ped2.npz"]
+    assert added[0]["classes"] == ["CXR"] and added[0]["modality"] == "XR"
     assert params["ingest"]["datasets"] != new_params["ingest"]["datasets"]  # original untouched
+    with pytest.raises(ConfigError, match="the champion was trained on"):  # another dataset's classes
+        trigger.retrain_params(params, decision, ref, {"ingest.dataset": "ct"})
     trigger.record_trigger(project, decision, {"runner": "test"})
     assert not trigger.decide(cfg, project, reference=reference).trigger
     assert main(["monitor", "decide", "--dry-run", *common]) == 0
