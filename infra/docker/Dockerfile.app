@@ -41,5 +41,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     STREAMLIT_SERVER_HEADLESS=true
 USER 10001:10001
 EXPOSE 8501
-ENTRYPOINT ["streamlit", "run", "/opt/venv/lib/python3.11/site-packages/medsynth/app/streamlit_app.py"]
-CMD ["--server.address=0.0.0.0", "--server.port=8501"]
+# `medsynth app` runs streamlit on the installed app with the hardened settings (headless, no file
+# watcher, no usage stats, no error details to users); MLFLOW_TRACKING_URI picks the registry.
+ENTRYPOINT ["medsynth", "app"]
+CMD ["--address=0.0.0.0", "--port=8501"]
