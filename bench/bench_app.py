@@ -53,10 +53,37 @@ def cpu_info() -> dict:
             "python": platform.python_version(), "load": os.getloadavg()}
 
 
+def train_reference(steps: int) -> Path:
+    """The pytorch/examples DCGAN shape (ngf=ndf=64, 64 px) trained ``steps`` steps on real CT (cached)."""
+    import numpy as np
+    import torch
+
+    from medsynth.training.config import Device, TrainConfig
+    from medsynth.training.trainer import TrainData, Trainer
+
+    out = OUT / f"app_dcgan64_{steps}steps"
+    if (out / "generator.pt").is_file():
+        return out / "generator.pt"
+    with np.load(REPO / "data" / "mednist_ct_small.npz") as z:
+        x, y = z["train_images"], z["train_labels"].reshape(-1).astype(np.int64)
+    data = TrainData(torch.from_numpy(x[:, None].copy()), torch.from_numpy(y), ["AbdomenCT", "ChestCT", "HeadCT"],
+                     ["CT"] * 3)
+    cfg = TrainConfig(model="dcgan", epochs=100, max_steps=steps, batch_size=32, ngf=64, ndf=64, ema_decay=0.0,
+                      device=Device.CPU, sample_count=16, checkpoint_every=50, log_every=10)
+    Trainer(cfg, data, out, seed=0).fit()
+    return out / "generator.pt"
+
+
 def pick_generator(args: argparse.Namespace):
     """(fp32 sampler, bf16 sampler, description)."""
     from medsynth.training.models import Generator, ModelSpec
     from medsynth.training.sampler import GANSampler, load_sampler
+
+    if args.train_steps:
+        args.generator_file = str(train_reference(args.train_steps))
+        desc = (f"pytorch/examples DCGAN shape (64 px, nz=100, ngf=64, 3.6 M parameters) trained {args.train_steps} "
+                "steps (batch 32) on the bundled real CT images (`--train-steps`)")
+        return load_sampler(args.generator_file), load_sampler(args.generator_file, bf16=True), desc
 
     if args.generator_file:
         return (load_sampler(args.generator_file), load_sampler(args.generator_file, bf16=True),
@@ -172,15 +199,21 @@ def markdown(res: dict) -> str:
     b64 = lat["bf16"]["64"]["best_ms"]
     lines += ["", f"Target <= {TARGET_MS:.0f} ms for 64 images through bf16: "
               f"{'met' if b64 <= TARGET_MS else 'NOT met'} here (best {b64:.1f} ms)."]
+    gf = res.get("gflop_per_image")
+    if gf:
+        best = lat["fp32"]["64"]["best_ms"]
+        lines.append(f"One image is {gf:.3f} GFLOP through G (transposed-conv multiply-adds x 2), so 64 images are "
+                     f"{64 * gf:.1f} GFLOP: fp32 best here = {64 * gf / best * 1000:.0f} GFLOP/s; 80 ms would be "
+                     f"{64 * gf / 0.08:.0f} GFLOP/s, about the fp32 FMA peak of 2 AVX2 cores.")
     if not m["bf16_flags"]:
-        lines.append("This CPU has no native bf16 instructions, so autocast converts every tensor and computes in "
-                     "fp32 (oneDNN reference path): it is slower than fp32 and the app's default stays fp32 "
-                     "(`app.bf16: false`). Re-run on a CPU with AVX-512 BF16 / AMX to measure the bf16 target.")
+        lines.append("This CPU has no native bf16 instructions (no AVX-512 BF16, no AMX), so bf16 convolutions get no "
+                     "fast kernels and autocast only adds casts: bf16 is slower than fp32 here, and the app's default "
+                     "stays fp32 (`app.bf16: false`). Re-run on a CPU with AVX-512 BF16 / AMX for the bf16 target.")
     lines += ["", f"bf16 vs fp32 on the same {q['n']} latents: max |diff| {q['max_abs_diff']:.4f} on [-1, 1] "
               f"= {q['max_levels']:.0f} 8-bit levels (mean {q['mean_levels']:.2f} levels, "
               f"{100 * q['share_pixels_changed']:.1f}% of pixels changed)."]
     if "fid_domain_fp32_vs_bf16" in q:
-        s = f"FID-domain ({q['extractor']}) fp32 vs bf16 sets: {q['fid_domain_fp32_vs_bf16']:.3f}"
+        s = f"FID-domain ({q['extractor']}) fp32 vs bf16 sets: {q['fid_domain_fp32_vs_bf16']:.2g}"
         if "fid_domain_fp32_vs_real" in q:
             s += (f"; against {q['n']} real CT test images: fp32 {q['fid_domain_fp32_vs_real']:.2f}, "
                   f"bf16 {q['fid_domain_bf16_vs_real']:.2f}")
@@ -194,8 +227,39 @@ def markdown(res: dict) -> str:
                   f"{br['cold_click_to_live_eval_s']:.2f} s first (builds the real reference once per model), "
                   f"{br['warm_click_to_live_eval_s']:.2f} s later. The test's generator is a few-step cGAN "
                   "(ngf 16) and the figures include Streamlit's page rerun and image transfer."]
-    lines.append("The machine is shared (see the load average): CPU-time figures are the steadier ones.")
+    if m["load"][0] > (m["cores"] or 1):
+        lines.append(f"The load average ({m['load'][0]:.1f}) was above the core count ({m['cores']}): other jobs shared "
+                     "the CPU, so these wall times measure contention as much as the generator. Re-run on an idle "
+                     "machine for the generator's own latency.")
+    else:
+        lines.append("The machine is shared (see the load average): CPU-time figures are the steadier ones.")
     return "\n".join(lines)
+
+
+def gflop_per_image(net) -> float:
+    """Forward GFLOP of one image through a generator (conv/transposed-conv multiply-adds x 2)."""
+    import torch
+
+    macs = []
+
+    def hook(mod, inp, out):
+        if isinstance(mod, torch.nn.ConvTranspose2d):
+            x = inp[0]
+            macs.append(mod.in_channels * mod.out_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+                        * x.shape[-2] * x.shape[-1])
+        elif isinstance(mod, torch.nn.Conv2d):
+            macs.append(mod.in_channels // mod.groups * mod.out_channels * mod.kernel_size[0] * mod.kernel_size[1]
+                        * out.shape[-2] * out.shape[-1])
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            y = torch.zeros(1, dtype=torch.long) if net.spec.num_classes else None
+            net(torch.zeros(1, net.spec.nz), y)
+    finally:
+        for h in hs:
+            h.remove()
+    return 2 * sum(macs) / 1e9
 
 
 def write_section(doc: Path, body: str) -> None:
@@ -212,12 +276,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-uri", default=None)
     ap.add_argument("--generator-file", default=None)
+    ap.add_argument("--train-steps", type=int, default=0,
+                    help="train the reference DCGAN shape this many steps first (cached in bench/out/)")
     ap.add_argument("--extractor", default=None, help="domain extractor folder (default: <artifacts>/features/domain_cnn)")
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--browser", action="store_true", help="run the browser test and report its timings")
     ap.add_argument("--write", default=None, help="markdown file whose App section is replaced")
+    ap.add_argument("--from-json", action="store_true", help="re-render bench/out/bench_app.json without measuring")
     args = ap.parse_args(argv)
+    if args.from_json:
+        res = json.loads((OUT / "bench_app.json").read_text())
+        print(markdown(res))
+        if args.write:
+            write_section(Path(args.write), markdown(res))
+        return 0
     import torch
 
     if args.threads:
@@ -233,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "generator": desc, "reps": args.reps, "threads": torch.get_num_threads(), "machine": machine,
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "latency": lat,
         "quality": quality(fp32, bf16, ex if ex.is_dir() else None, trained="fresh DCGAN init" not in desc),
+        "generator_params": sum(p.numel() for p in fp32.net.parameters()) if hasattr(fp32, "net") else None,
+        "gflop_per_image": gflop_per_image(fp32.net) if hasattr(fp32, "net") else None,
         "browser": browser_timing(args.browser),
         "command": "python bench/bench_app.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
