@@ -127,21 +127,26 @@ def kernels(threads: int) -> list[dict]:
 
 
 def peak_memory(variant: str) -> dict[str, float]:
-    """Peak RSS of a fresh process that loads the data and runs 3 steps of ``variant``."""
+    """Peak RSS of training ``variant`` (3 steps) in a fresh process, beyond the loaded data.
+
+    The peak (VmHWM) is reset after the data is loaded (``echo 5 > /proc/self/clear_refs``), so
+    the figure is what model + optimiser + activations add at batch 64, 64 px.
+    """
     code = (
-        "import resource, sys, tempfile, torch; from pathlib import Path; sys.path.insert(0, 'bench');"
-        "import bench_train as b; x, y = b.ct_images(64);"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "import gc, re, sys, tempfile, torch; from pathlib import Path; sys.path.insert(0, 'bench');"
+        "import bench_train as b; x, y = b.ct_images(64); gc.collect();"
+        "st = lambda k: int(re.search(k + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1));"
+        "open('/proc/self/clear_refs', 'w').write('5'); base = st('VmRSS');"
         f"fn = b.make_variant({variant!r}, x, y, Path(tempfile.mkdtemp()));"
         "[fn() for _ in range(3)];"
-        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print(base, st('VmHWM'))"
     )
     env = {**os.environ, "MEDSYNTH_QUIET": "1"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1]}
     base, peak = (int(v) for v in proc.stdout.split()[-2:])
-    return {"peak_mib": peak / 1024, "over_data_mib": (peak - base) / 1024}
+    return {"rss_after_data_mib": base / 1024, "peak_mib": peak / 1024, "training_adds_mib": (peak - base) / 1024}
 
 
 def quality(steps: int, seeds: list[int]) -> list[dict]:
@@ -185,6 +190,7 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS per variant (fresh processes)")
     ap.add_argument("--quality", type=int, default=0, metavar="STEPS", help="also run the fp32/bf16 quality check")
+    ap.add_argument("--only-memory", action="store_true", help="measure only peak memory")
     ap.add_argument("--only-quality", action="store_true", help="run only the fp32/bf16 quality check")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--json", default=None, help="write the results here")
@@ -202,6 +208,12 @@ def main() -> None:
             "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags,
             "load_avg": os.getloadavg(), "time_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     print(info, flush=True)
+    if args.only_memory:
+        mem = {v: peak_memory(v) for v in ("reference", "ours fp32", "ours fp32 channels_last")}
+        print(json.dumps(mem, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"info": info, "memory": mem}, indent=1))
+        return
     if args.only_quality:
         rows = quality(args.quality, args.seeds)
         if args.json:

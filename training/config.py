@@ -78,7 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resume snapshots (also at every epoch end)
     log_every: int = 10  # steps between metric logs
     sample_count: int = 64  # images in the per-epoch sample grid (fixed z)
-    collapse_threshold: float = 0.25  # diversity ratio (fake/real) below this is flagged as collapse
+    collapse_threshold: float = 0.5  # per-class diversity ratio (fake/real) below this is flagged as collapse
 
     def check(self) -> None:
         from medsynth.training.registry import get_kind

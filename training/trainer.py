@@ -251,15 +251,29 @@ class Trainer:
         return out
 
     def epoch_metrics(self) -> dict[str, float]:
+        """Diversity of the fixed-z samples against real images, per class for a conditional model.
+
+        Per class, because a cGAN that makes one image per class still looks diverse over all
+        classes together; ``diversity_ratio`` is the mean of the per-class ratios.
+        """
         fake = self.sample_fixed()
-        g = torch.Generator().manual_seed(self.seed + 54_321)
-        idx = torch.randperm(len(self.data.y), generator=g)[: max(len(fake), 2)]
-        real_div = diversity(self.data.x[idx].float() / 127.5 - 1.0)
-        fake_div = diversity(fake)
-        ratio = fake_div / max(real_div, 1e-8)
         self._last_fake = fake
+        g = torch.Generator().manual_seed(self.seed + 54_321)
+        n_cls = max(self.spec.num_classes, 1)
+        fake_labels = np.arange(len(fake)) % n_cls if self.spec.num_classes else np.zeros(len(fake), dtype=int)
+        fd, rd = [], []
+        for c in range(n_cls):
+            f = fake[fake_labels == c]
+            pool = torch.nonzero(self.data.y == c).flatten() if self.spec.num_classes else torch.arange(len(self.data.y))
+            if len(f) < 2 or len(pool) < 2:
+                continue
+            idx = pool[torch.randperm(len(pool), generator=g)[: max(len(f), 8)]]
+            fd.append(diversity(f))
+            rd.append(diversity(self.data.x[idx].float() / 127.5 - 1.0))
+        fake_div, real_div = float(np.mean(fd)) if fd else 0.0, float(np.mean(rd)) if rd else 0.0
+        ratio = float(np.mean([a / max(b, 1e-8) for a, b in zip(fd, rd, strict=True)])) if fd else 0.0
         return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": ratio,
-                "mode_collapse": float(ratio < self.cfg.collapse_threshold)}
+                "diversity_all": diversity(fake), "mode_collapse": float(ratio < self.cfg.collapse_threshold)}
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
