@@ -20,10 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medsynth.components import ingest, preprocess, validate
+    from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
     from medsynth.config import load_stage, parse_overrides, read_params
     from medsynth.project import load_project
     from medsynth.tracking import parent_run, redact, tracking_uri
+    from medsynth.training.config import TrainConfig
 
     overrides = parse_overrides(args.overrides)
     params = read_params(args.params)
@@ -49,6 +50,23 @@ def _run(args: argparse.Namespace) -> int:
         pre_cfg = load_stage(preprocess.PreprocessConfig, "preprocess", params, overrides)
         pres = step("preprocess", lambda: preprocess.run(pre_cfg, project, art / "validate", art / "preprocess"))
         print(f"    prepared {pres.n_images} images at {pre_cfg.resolution} px")
+        f_cfg = load_stage(features.FeaturesConfig, "features", params, overrides)
+        ext = step("features", lambda: features.ensure(f_cfg, project, ing_cfg.datasets))
+        tr_cfg = load_stage(TrainConfig, "train", params, overrides)
+        tres = step("train", lambda: train.run(tr_cfg, project, art / "preprocess", art / "train"))
+        print(f"    {tr_cfg.model} trained for {tres.global_step} steps; model {tres.model_uri}")
+        ev_cfg = load_stage(evaluate.EvaluateConfig, "evaluate", params, overrides)
+        gen = train.load_generator(tres.model_uri)
+        eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
+                                                     extractor=ext, model_uri=tres.model_uri))
+        m = eres.metrics
+        print(f"    FID-domain {m['fid_domain']:.2f} (real floor {m['fid_domain_floor']:.2f}), "
+              f"near-copy share {m['privacy_near_copy_share']:.2%}"
+              + (f", conditional accuracy {m['cond_accuracy']:.2f}" if "cond_accuracy" in m else ""))
+        pr_cfg = load_stage(promote.PromoteConfig, "promote", params, overrides)
+        pres2 = step("promote", lambda: promote.run(pr_cfg, project, art / "train", art / "evaluate",
+                                                    art / "promote", dataset=ing_cfg.dataset))
+        print(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")
         run_id = run.info.run_id
 
     uri = tracking_uri(project)
@@ -57,6 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"demo finished in {total:.0f}s (" + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()) + ")")
     print("where to look:")
     print(f"  MLflow runs      : .venv/bin/mlflow ui --backend-store-uri {redact(uri)}   (parent run {run_id})")
-    print(f"  artifacts        : {art}/  (ingest, validate, preprocess)")
+    print(f"  artifacts        : {art}/  (ingest, validate, preprocess, train, evaluate, promote)")
     print(f"  validation report: {art / 'validate' / 'report.md'}")
+    print(f"  evaluation report: {art / 'evaluate' / 'report.md'}")
+    print(f"  model card       : {art / 'promote' / 'model_card.md'}")
+    print(f"  registry         : .venv/bin/medsynth review list --all   (champion: models:/{pres2.name}@champion)")
+    print("  app              : .venv/bin/medsynth app   (Streamlit on http://127.0.0.1:8501)")
     return 0
