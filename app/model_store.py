@@ -137,8 +137,10 @@ def default_version(versions: list[ModelVersion]) -> ModelVersion:
 def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> ImageGenerator:
     """The generator behind a model URI (``models:/name@champion``, ``models:/name/3``, ``runs:/...``).
 
-    Uses the training package's URI loader; the artifacts are downloaded to a local cache first
-    (MLflow's own cache on the embedded store, a temp folder from a server).
+    Downloads the model's files by URI (the pyfunc model ``medsynth train`` logs holds
+    ``generator.pt``) and loads the weights with the training package's ``load_sampler``
+    (``torch.load(weights_only=True)``; no pickled code runs), which also gives the bf16 option
+    that ``components.train.load_generator`` (pyfunc) does not.
 
     Raises:
         RegistryError: the URI cannot be resolved or downloaded.
@@ -149,8 +151,6 @@ def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> Imag
 
     setup_mlflow(project)
     sampler = _training_sampler()
-    if hasattr(sampler, "load_from_uri"):
-        return sampler.load_from_uri(uri, bf16=bf16)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except MlflowException as exc:
