@@ -35,16 +35,18 @@ class Device(enum.StrEnum):
     CUDA = "cuda"
 
 
-# What each profile presets (keys not set explicitly in params.yaml / overrides).
-PROFILES: dict[Profile, dict[str, Any]] = {
+# What each profile presets. A profile key left out (or null) in params.yaml takes the profile's
+# value; one written explicitly wins. 0 means "no limit" for max_steps and max_train_images.
+BASE: dict[str, int] = {"epochs": 5, "max_steps": 0, "ngf": 64, "ndf": 64, "batch_size": 64,
+                        "max_train_images": 0, "sample_count": 64}  # pytorch/examples sizes
+PROFILES: dict[Profile, dict[str, int]] = {
     Profile.CUSTOM: {},
     Profile.SMOKE: {"epochs": 1, "max_steps": 25, "ngf": 16, "ndf": 16, "batch_size": 32,
                     "max_train_images": 800, "sample_count": 16},
     # demo: many small steps beat few wide ones for a 2-3 minute CPU budget at 64 px
-    Profile.DEMO: {"epochs": 4, "max_steps": None, "ngf": 16, "ndf": 16, "batch_size": 32,
-                   "max_train_images": 3000, "sample_count": 36},
-    Profile.FULL: {"epochs": 25, "max_steps": None, "ngf": 64, "ndf": 64, "batch_size": 64,
-                   "max_train_images": None, "sample_count": 64},
+    Profile.DEMO: {"epochs": 4, "ngf": 16, "ndf": 16, "batch_size": 32, "max_train_images": 3000,
+                   "sample_count": 36},
+    Profile.FULL: {"epochs": 25},
 }
 
 
@@ -54,13 +56,14 @@ class TrainConfig:
 
     profile: Profile = Profile.CUSTOM
     model: str = "cgan"  # a name in medsynth.training.registry (dcgan, cgan)
-    epochs: int = 5
-    max_steps: int | None = None  # stop after this many optimiser steps in total (None: epochs)
-    batch_size: int = 64  # per process
-    max_train_images: int | None = None  # use a class-balanced subset of the train split
+    # profile keys: None = the profile's value (see PROFILES); resolved in __post_init__
+    epochs: int | None = None
+    max_steps: int | None = None  # stop after this many optimiser steps in total (0: epochs decide)
+    batch_size: int | None = None  # per process
+    max_train_images: int | None = None  # class-balanced subset of the train split (0: all)
     nz: int = 100
-    ngf: int = 64
-    ndf: int = 64
+    ngf: int | None = None
+    ndf: int | None = None
     embed_dim: int = 64
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -77,8 +80,14 @@ class TrainConfig:
     seed: int | None = None  # None: project.seed
     checkpoint_every: int = 200  # steps between resume snapshots (also at every epoch end)
     log_every: int = 10  # steps between metric logs
-    sample_count: int = 64  # images in the per-epoch sample grid (fixed z)
+    sample_count: int | None = None  # images in the per-epoch sample grid (fixed z)
     collapse_threshold: float = 0.5  # per-class diversity ratio (fake/real) below this is flagged as collapse
+
+    def __post_init__(self) -> None:
+        preset = {**BASE, **PROFILES[Profile(self.profile)]}
+        for key, value in preset.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen: filled once, at construction
 
     def check(self) -> None:
         from medsynth.training.registry import get_kind
@@ -93,40 +102,19 @@ class TrainConfig:
             raise ConfigError("train: batch_size <= 4096, ngf/ndf <= 1024 and nz <= 4096 are the bounds")
         if not 0 < self.sample_count <= 256:
             raise ConfigError(f"train.sample_count: must be in 1..256, got {self.sample_count}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("train.max_steps: must be >= 1 or null")
+        if self.max_steps < 0 or self.max_train_images < 0:
+            raise ConfigError("train.max_steps / train.max_train_images: must be >= 0 (0 = no limit)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train.lr_g / train.lr_d: must be > 0")
 
 
-def resolve_profile(raw: dict[str, Any]) -> dict[str, Any]:
-    """Fill keys the user did not set from the chosen profile (explicit keys win)."""
-    name = raw.get("profile", Profile.CUSTOM.value)
-    try:
-        profile = Profile(name.value if isinstance(name, Profile) else name)
-    except ValueError:
-        raise ConfigError(
-            f"train.profile: unknown value {name!r}; valid: {', '.join(p.value for p in Profile)}"
-        ) from None
-    return {**PROFILES[profile], **raw}
-
-
 def load_train_config(params: dict[str, Any], overrides: dict[str, str] | None = None) -> TrainConfig:
-    """Read ``train:`` (with its profile applied) into a :class:`TrainConfig`."""
-    from medsynth.config import _set_dotted, build
+    """Read ``train:`` into a :class:`TrainConfig` (same as ``load_stage(TrainConfig, "train", ...)``)."""
+    from medsynth.config import load_stage
 
-    raw = dict(params.get("train") or {})
-    for key, value in (overrides or {}).items():
-        head, _, rest = key.partition(".")
-        if head == "train" and rest:
-            _set_dotted(raw, rest, value)
-    # profile keys first, so the profile's own values pass the same type checks
-    if isinstance(raw.get("profile"), str):
-        raw["profile"] = raw["profile"].strip()
-    profiled = resolve_profile(raw)
-    return build(TrainConfig, profiled, "train")
+    return load_stage(TrainConfig, "train", params, overrides)
 
 
 def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:

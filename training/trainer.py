@@ -60,7 +60,7 @@ class TrainData:
 
     def balanced_subset(self, n: int | None, seed: int) -> TrainData:
         """At most ``n`` images, the same number per class (deterministic in ``seed``)."""
-        if n is None or n >= len(self.y):
+        if not n or n >= len(self.y):
             return self
         g = torch.Generator().manual_seed(seed)
         per = max(1, n // max(len(self.classes), 1))
