@@ -291,8 +291,9 @@ def _loop(args: argparse.Namespace) -> int:
     batches = []
     for i, idx in enumerate(parts):
         path = batch_dir / f"batch{i + 1}-{shift.value}{strength:g}.npz"
-        np.savez(path, test_images=apply_shift(x[idx, 0], shift, strength, seed=i),
-                 test_labels=y[idx].reshape(-1, 1))
+        # stored as ``train_*``: new data meant for learning (ingest keeps an npz's split keys)
+        np.savez(path, train_images=apply_shift(x[idx, 0], shift, strength, seed=i),
+                 train_labels=y[idx].reshape(-1, 1))
         batches.append(path)
     print(f"2. {len(batches)} new batches of held-out real images with {shift.value}={strength:g} in {batch_dir}")
 
@@ -318,9 +319,11 @@ def _loop(args: argparse.Namespace) -> int:
     new_ref = run_dir / "preprocess-op" / "prepared"
     res = monitor.run(cfg, project, batches[2], params, reference=new_ref)
     if res.drift.drifted:
-        share = decision.new_images / max(monitor.load_reference(new_ref).meta.get("n_images", 1), 1)
-        why = (f"the new training data holds only ~{share:.0%} images of the new kind, so a batch made only of them "
-               "still differs from it; more new data (or a reference of recent data only) resolves it")
+        ids = monitor.load_reference(new_ref).arrays["train_ids"].astype(str)
+        stems = tuple(f"{Path(p).stem}:" for p in decision.batch_paths)
+        share = float(np.mean([i.startswith(stems) for i in ids])) if len(ids) else 0.0
+        why = (f"{share:.0%} of the new training split is of the new kind, so a batch made only of it still "
+               "differs from that mixture; more new data (or a reference of recent data only) resolves it")
         print(f"6. re-check of {batches[2].name} against the new training data: still drifted "
               f"({res.drift.summary_line()}): {why}")
     else:
