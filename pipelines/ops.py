@@ -113,14 +113,15 @@ def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Datas
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def gate_op(project: str, promote: str, kfp_run: str, model: Input[Model], evaluation: Input[Artifact],
-            decision: Output[Markdown]) -> bool:
+def gate_op(project: str, promote: str, ingest: str, kfp_run: str, model: Input[Model],
+            evaluation: Input[Artifact], decision: Output[Markdown]) -> bool:
     """The promotion policy (params ``promote.gate``) against the current champion: pass or not."""
     from medsynth.components.promote import PromoteConfig
-    from medsynth.pipelines.runtime import enter_step, gate_check, gate_markdown, stage
+    from medsynth.pipelines.runtime import enter_step, gate_check, gate_markdown, section, stage
 
     proj = enter_step(project, kfp_run)
-    result = gate_check(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path)
+    dataset = section(ingest).get("dataset", "data")
+    result = gate_check(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, dataset)
     with open(decision.path, "w") as f:
         f.write(gate_markdown(result))
     print(result.summary())
@@ -128,16 +129,17 @@ def gate_op(project: str, promote: str, kfp_run: str, model: Input[Model], evalu
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def promote_op(project: str, promote: str, kfp_run: str, model: Input[Model], evaluation: Input[Artifact],
-               promotion: Output[Artifact], card: Output[Markdown]):
+def promote_op(project: str, promote: str, ingest: str, kfp_run: str, model: Input[Model],
+               evaluation: Input[Artifact], promotion: Output[Artifact], card: Output[Markdown]):
     """Register the generator and move the ``champion`` alias (re-checked under the registry lock)."""
     import shutil
 
     from medsynth.components.promote import PromoteConfig, run
-    from medsynth.pipelines.runtime import enter_step, stage
+    from medsynth.pipelines.runtime import enter_step, section, stage
 
     proj = enter_step(project, kfp_run)
-    res = run(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, promotion.path)
+    res = run(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, promotion.path,
+              dataset=section(ingest).get("dataset", "data"))
     shutil.copyfile(f"{promotion.path}/model_card.md", card.path)
     card.metadata.update({"model_name": res.name, "version": res.version, "promoted": res.promoted,
                           "reason": res.reason})

@@ -103,17 +103,17 @@ def scalars(d: dict[str, Any]) -> dict[str, float]:
 
 
 def train_info(train_dir: str | os.PathLike) -> dict[str, Any]:
-    """What train wrote about the model: ``model.json`` when present, else ``train_summary.json``."""
-    d = Path(train_dir)
-    return read_json(d / "model.json") or read_json(d / "train_summary.json")
+    """What train wrote about the model (``train_summary.json``: run_id, model_uri, classes, ...)."""
+    return read_json(Path(train_dir) / "train_summary.json")
 
 
 def gate_check(cfg: Any, project: ProjectConfig, train_dir: str | os.PathLike,
-               eval_dir: str | os.PathLike) -> Any:
+               eval_dir: str | os.PathLike, dataset: str = "data") -> Any:
     """The promotion gate for the pipeline's ``dsl.If``: the challenger's evaluation vs the champion now.
 
-    Uses the policy and registry helpers of ``components.promote`` (which checks again under its
-    registry lock when it promotes, so a champion that changed in between is still respected).
+    Uses the policy and registry helpers of ``components.promote`` and names the model the way
+    ``promote.run`` does (``medsynth-<dataset>-<model kind of the training run>``); promote checks
+    again under its registry lock, so a champion that changed in between is still respected.
 
     Returns:
         ``components.gate.GateResult``.
@@ -128,10 +128,12 @@ def gate_check(cfg: Any, project: ProjectConfig, train_dir: str | os.PathLike,
         raise ConfigError(f"{metrics_file}: missing (the evaluate step did not write it)")
     metrics = read_json(metrics_file)
     info = train_info(train_dir)
-    name = cfg.model_name or f"medsynth-{info.get('dataset', 'data')}-{info.get('model', 'gan')}"
-    conditional = len(info.get("classes", [])) > 1 and bool(info.get("conditional", True))
     setup_mlflow(project)
-    champ = get_alias(client(), name, CHAMPION)
+    c = client()
+    kind = c.get_run(info["run_id"]).data.params.get("model", "gan") if info.get("run_id") else "gan"
+    name = cfg.model_name or f"medsynth-{dataset}-{kind}"
+    conditional = kind != "dcgan" and len(info.get("classes", [])) > 1
+    champ = get_alias(c, name, CHAMPION)
     return evaluate_gate(cfg.gate, metrics, version_metrics(champ) if champ is not None else None, conditional)
 
 

@@ -99,12 +99,12 @@ def training_pipeline(project: str, ingest: str, validate: str, preprocess: str,
     t_eval = _task(ops.evaluate_op(project=project, evaluate=evaluate, kfp_run=run,
                                    prepared=t_pre.outputs["prepared"], model=t_train.outputs["model"],
                                    extractor=t_feat.outputs["extractor"]), "evaluate")
-    t_gate = _task(ops.gate_op(project=project, promote=promote, kfp_run=run, model=t_train.outputs["model"],
-                               evaluation=t_eval.outputs["evaluation"]), "gate")
+    t_gate = _task(ops.gate_op(project=project, promote=promote, ingest=ingest, kfp_run=run,
+                               model=t_train.outputs["model"], evaluation=t_eval.outputs["evaluation"]), "gate")
     # the registry is touched on every run (gate reads the champion): never served from cache
     t_gate.set_caching_options(False)
     with dsl.If(t_gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - KFP condition syntax
-        t_promote = _task(ops.promote_op(project=project, promote=promote, kfp_run=run,
+        t_promote = _task(ops.promote_op(project=project, promote=promote, ingest=ingest, kfp_run=run,
                                          model=t_train.outputs["model"], evaluation=t_eval.outputs["evaluation"]),
                           "promote")
         t_promote.set_caching_options(False)
