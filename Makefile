@@ -29,6 +29,20 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q -m "not slow and not server and not browser"
 
+# The continuous loop on real chest X-rays: champion -> drifted batch -> trigger -> retraining ->
+# gate -> re-check (about 10 minutes on 2 CPU cores with these small training settings).
+loop-demo: $(STAMP)
+	$(BIN)/medsynth monitor loop --set ingest.dataset=cxr --set train.profile=smoke \
+		--set features.per_class_train=200 --set features.epochs=2 --set evaluate.n_generated=500
+
+# Benchmarks (figures go to docs/BENCHMARKS.md; run on an otherwise idle machine).
+bench: $(STAMP)
+	$(BIN)/python bench/bench_prep.py --repeats 3 --write docs/BENCHMARKS.md
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_eval.py --write docs/BENCHMARKS.md
+	$(BIN)/python bench/bench_monitor.py
+	$(BIN)/python bench/bench_app.py --train-steps 30 --write docs/BENCHMARKS.md
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 

@@ -86,11 +86,16 @@ def version_metrics(mv: Any) -> dict[str, Any]:
     """Metrics recorded on a model version as ``metric.<name>`` tags."""
     out: dict[str, Any] = {}
     for k, v in (mv.tags or {}).items():
-        if k.startswith(METRIC_TAG):
-            try:
-                out[k[len(METRIC_TAG):]] = float(v)
-            except ValueError:
-                out[k[len(METRIC_TAG):]] = v
+        if not k.startswith(METRIC_TAG):
+            continue
+        key = k[len(METRIC_TAG):]
+        if v.lower() in ("true", "false"):  # flags such as `unstable` (tags are strings)
+            out[key] = v.lower() == "true"
+            continue
+        try:
+            out[key] = float(v)
+        except ValueError:
+            out[key] = v
     return out
 
 

@@ -14,7 +14,7 @@ from medsynth.config import build
 from medsynth.errors import ConfigError, RegistryError
 
 GOOD = {"fid_domain": 20.0, "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9,
-        "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85}
+        "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85, "unstable": False}
 
 
 def _log_model() -> tuple[str, str]:
@@ -68,18 +68,22 @@ def test_promotion_gate_review_and_rollback(project, tmp_path):
 
     # a better model with approval required waits for the reviewer
     appr = build(PromoteConfig, {"model_name": "m", "require_approval": True}, "promote")
+    # an unstable evaluation never passes, however good its numbers
+    t4, e4 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 1.0, "unstable": True}, "u")
+    r4 = run(cfg, project, t4, e4, tmp_path / "p4")
+    assert not r4.promoted and "stable_metrics" in r4.reason
     t3, e3 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 15.0}, "3")
     r3 = run(appr, project, t3, e3, tmp_path / "p3")
     assert not r3.promoted and "approval" in r3.reason
     pending = [v.version for v in list_versions(project, "m", only_pending=True)]
-    assert "3" in pending and "1" not in pending
+    assert "4" in pending and "1" not in pending
     with pytest.raises(ConfigError, match="reason"):
-        decide(project, appr, "m", "3", True, "  ")
-    msg = decide(project, appr, "m", "3", True, "looked at samples", reviewer="dr-who")
+        decide(project, appr, "m", "4", True, "  ")
+    msg = decide(project, appr, "m", "4", True, "looked at samples", reviewer="dr-who")
     assert "now champion" in msg
-    tags = c.get_model_version("m", "3").tags
+    tags = c.get_model_version("m", "4").tags
     assert tags["review.by"] == "dr-who" and tags["champion.by"] == "dr-who"
-    assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "3"
+    assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "4"
 
     # rejecting a failed version, rolling back to v1, refusing rollback to an ungated one
     assert "rejected" in decide(project, appr, "m", "2", False, "blurry")
