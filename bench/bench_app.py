@@ -30,9 +30,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchdoc import markers, write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
-START, END = "<!-- bench_app:start -->", "<!-- bench_app:end -->"
+START, END = markers("app")
 SECTION = "## App"
 COUNTS = (1, 16, 64)
 TARGET_MS = 45.0
@@ -262,14 +264,6 @@ def gflop_per_image(net) -> float:
     return 2 * sum(macs) / 1e9
 
 
-def write_section(doc: Path, body: str) -> None:
-    text = doc.read_text() if doc.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{body}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}\n"
-    doc.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -289,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads((OUT / "bench_app.json").read_text())
         print(markdown(res))
         if args.write:
-            write_section(Path(args.write), markdown(res))
+            write_section(Path(args.write), markdown(res), 'app', SECTION)
         return 0
     import torch
 
@@ -316,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     body = markdown(res)
     print(body)
     if args.write:
-        write_section(Path(args.write), body)
+        write_section(Path(args.write), body, 'app', SECTION)
     return 0
 
 

@@ -17,28 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import machine, markers, write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
-START, END = "<!-- bench_eval:start -->", "<!-- bench_eval:end -->"
+START, END = markers("eval")
 SECTION = "## Evaluation"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}, torch threads {_threads()}"
 
 
 def _threads() -> int:
@@ -159,19 +150,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace the Evaluation section's marked block (add the section when missing)."""
-    body = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    block = text.split("\n", 2)[2]
-    if START in body and END in body:
-        i, j = body.index(START), body.index(END) + len(END)
-        body = body[:i] + block + body[j:]
-    elif SECTION in body:
-        i = body.index(SECTION) + len(SECTION)
-        body = body[:i] + "\n\n" + block + body[i:]
-    else:
-        body = body.rstrip("\n") + "\n\n" + text + "\n"
-    doc.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res)
     print(text)
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), text, 'eval', SECTION)
     return 0
 
 

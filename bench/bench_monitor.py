@@ -24,29 +24,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from benchdoc import machine, markers, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- bench_monitor:start -->", "<!-- bench_monitor:end -->"
+START, END = markers("monitor")
 SECTION = "## Monitoring"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}"
 
 
 def find_full_cxr() -> Path | None:
@@ -286,19 +276,6 @@ def onset(detection: dict, kind: str) -> str:
     return f"flagged in >= 90% of batches ({kind} columns): " + "; ".join(parts) + "."
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace the Monitoring section's marked block (create the section if missing)."""
-    body = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    block = text.split("\n", 2)[2]
-    if START in body and END in body:
-        i, j = body.index(START), body.index(END) + len(END)
-        body = body[:i] + block + body[j:]
-    elif SECTION in body:
-        i = body.index(SECTION) + len(SECTION)
-        body = body[:i] + "\n\n" + block + body[i:]
-    else:
-        body = body.rstrip("\n") + "\n\n" + text + "\n"
-    doc.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         text = render(json.loads(Path(args.from_json).read_text()))
         print(text)
         if args.write:
-            write_section(Path(args.write), text)
+            write_section(Path(args.write), text, 'monitor', SECTION)
         return 0
     import torch
 
@@ -346,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(res)
     print(text)
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), text, 'monitor', SECTION)
     return 0
 
 

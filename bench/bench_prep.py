@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -23,27 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import machine, markers, timed, write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- bench_prep:start -->", "<!-- bench_prep:end -->"
+START, END = markers("prep")
 SECTION = "## Data preparation"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}"
 
 
-def timed(fn):
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - w0, time.process_time() - c0
 
 
 def in_process(repeats: int) -> dict:
@@ -118,22 +105,6 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace the Data preparation section's marked block (create the file or section if missing)."""
-    if not doc.exists():
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        doc.write_text("# Benchmarks\n\nMeasured figures with the command and machine that produced them.\n\n")
-    body = doc.read_text()
-    block = text.split("\n", 2)[2]  # from START on
-    if START in body and END in body:
-        i, j = body.index(START), body.index(END) + len(END)
-        body = body[:i] + block + body[j:]
-    elif SECTION in body:
-        i = body.index(SECTION) + len(SECTION)
-        body = body[:i] + "\n\n" + block + body[i:]
-    else:
-        body = body.rstrip("\n") + "\n\n" + text + "\n"
-    doc.write_text(body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(res)
     print(text)
     if args.write:
-        write_section(Path(args.write), text)
+        write_section(Path(args.write), text, 'prep', SECTION)
     return 0
 
 
