@@ -46,6 +46,30 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Context:
+    """What every step command starts from: params.yaml, the checked overrides and the project."""
+
+    def __init__(self, args: argparse.Namespace, extra: dict[str, str] | None = None):
+        from medsynth.config import parse_overrides, read_params
+        from medsynth.project import load_project
+
+        self.overrides = parse_overrides(args.overrides) | (extra or {})
+        self.params = read_params(args.params)
+        self.project = load_project(self.params, self.overrides)
+
+    def stage(self, cls: type, section: str):
+        """The typed config of one params.yaml section, with this command's overrides."""
+        from medsynth.config import load_stage
+
+        return load_stage(cls, section, self.params, self.overrides)
+
+    def path(self, given: str | None, default: str):
+        """``given`` as a Path, else ``<artifacts>/<default>``."""
+        from pathlib import Path
+
+        return Path(given) if given else self.project.artifacts_path() / default
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

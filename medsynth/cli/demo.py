@@ -20,15 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from medsynth.cli import Context
     from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
-    from medsynth.config import load_stage, parse_overrides, read_params
-    from medsynth.project import load_project
     from medsynth.tracking import parent_run, redact, tracking_uri
     from medsynth.training.config import TrainConfig
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
+    ctx = Context(args)
+    project, stage = ctx.project, ctx.stage
     art = project.artifacts_path()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -41,21 +39,21 @@ def _run(args: argparse.Namespace) -> int:
         return out
 
     with parent_run(project, "demo") as run:
-        ing_cfg = load_stage(ingest.IngestConfig, "ingest", params, overrides)
+        ing_cfg = stage(ingest.IngestConfig, "ingest")
         res = step("ingest", lambda: ingest.run(ing_cfg, project, art / "ingest"))
         print(f"    {res.n_images} images from dataset {ing_cfg.dataset!r}, {res.n_quarantined} quarantined")
-        val_cfg = load_stage(validate.ValidateConfig, "validate", params, overrides)
+        val_cfg = stage(validate.ValidateConfig, "validate")
         vres = step("validate", lambda: validate.run(val_cfg, project, art / "ingest", art / "validate"))
         print(f"    {vres.n_checked - vres.n_failed}/{vres.n_checked} records passed, {vres.n_failed} quarantined")
-        pre_cfg = load_stage(preprocess.PreprocessConfig, "preprocess", params, overrides)
+        pre_cfg = stage(preprocess.PreprocessConfig, "preprocess")
         pres = step("preprocess", lambda: preprocess.run(pre_cfg, project, art / "validate", art / "preprocess"))
         print(f"    prepared {pres.n_images} images at {pre_cfg.resolution} px")
-        f_cfg = load_stage(features.FeaturesConfig, "features", params, overrides)
+        f_cfg = stage(features.FeaturesConfig, "features")
         ext = step("features", lambda: features.ensure(f_cfg, project, ing_cfg.datasets))
-        tr_cfg = load_stage(TrainConfig, "train", params, overrides)
+        tr_cfg = stage(TrainConfig, "train")
         tres = step("train", lambda: train.run(tr_cfg, project, art / "preprocess", art / "train"))
         print(f"    {tr_cfg.model} trained for {tres.global_step} steps; model {tres.model_uri}")
-        ev_cfg = load_stage(evaluate.EvaluateConfig, "evaluate", params, overrides)
+        ev_cfg = stage(evaluate.EvaluateConfig, "evaluate")
         gen = train.load_generator(tres.model_uri)
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
                                                      extractor=ext, model_uri=tres.model_uri))
@@ -63,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"    FID-domain {m['fid_domain']:.2f} (real floor {m['fid_domain_floor']:.2f}), "
               f"near-copy share {m['privacy_near_copy_share']:.2%}"
               + (f", conditional accuracy {m['cond_accuracy']:.2f}" if "cond_accuracy" in m else ""))
-        pr_cfg = load_stage(promote.PromoteConfig, "promote", params, overrides)
+        pr_cfg = stage(promote.PromoteConfig, "promote")
         pres2 = step("promote", lambda: promote.run(pr_cfg, project, art / "train", art / "evaluate",
                                                     art / "promote", dataset=ing_cfg.dataset))
         print(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")

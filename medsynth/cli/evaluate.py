@@ -58,21 +58,18 @@ def _run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
+    from medsynth.cli import Context
     from medsynth.components import features
     from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, check_generator, run
     from medsynth.components.ingest import IngestConfig
-    from medsynth.config import load_stage, parse_overrides, read_params
     from medsynth.prepared import PreparedData
-    from medsynth.project import load_project
     from medsynth.tracking import setup_mlflow
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
-    cfg = load_stage(EvaluateConfig, "evaluate", params, overrides)
-    fcfg = load_stage(features.FeaturesConfig, "features", params, overrides)
-    data_dir = Path(args.data) if args.data else project.artifacts_path() / "preprocess"
-    out = Path(args.out) if args.out else project.artifacts_path() / "evaluate"
+    ctx = Context(args)
+    project = ctx.project
+    cfg = ctx.stage(EvaluateConfig, "evaluate")
+    fcfg = ctx.stage(features.FeaturesConfig, "features")
+    data_dir, out = ctx.path(args.data, "preprocess"), ctx.path(args.out, "evaluate")
     data = PreparedData.load(data_dir)  # fail on a bad dataset before any training or loading
     track = not args.no_track
     if args.reference:
@@ -85,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         setup_mlflow(project)  # the registry/tracking store the URI refers to
         gen, uri = load_generator(args.model_uri), args.model_uri
     check_generator(gen, data)  # a mismatch is an error before any extractor training
-    ingest = load_stage(IngestConfig, "ingest", params, overrides)
+    ingest = ctx.stage(IngestConfig, "ingest")
     ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track)
     res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri)
     if args.metrics:

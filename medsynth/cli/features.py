@@ -23,17 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from medsynth.cli import Context
     from medsynth.components.features import FeaturesConfig, run
     from medsynth.components.ingest import IngestConfig
-    from medsynth.config import load_stage, parse_overrides, read_params
-    from medsynth.project import load_project
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
-    cfg = load_stage(FeaturesConfig, "features", params, overrides)
-    ingest = load_stage(IngestConfig, "ingest", params, overrides)
-    ext = run(cfg, project, ingest.datasets, args.out, track=not args.no_track)
+    ctx = Context(args)
+    ingest = ctx.stage(IngestConfig, "ingest")
+    ext = run(ctx.stage(FeaturesConfig, "features"), ctx.project, ingest.datasets, args.out, track=not args.no_track)
     m = ext.meta
     print(f"feature extractor {m['backbone']} version {ext.version}: test accuracy {m['test_accuracy']:.3f} "
           f"(AUC {m['test_auc']:.3f}) on {m['n_test']} real test images of {len(m['classes'])} classes, "

@@ -23,14 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from medsynth.cli import Context
     from medsynth.components.ingest import IngestConfig, ingest_sources, run
-    from medsynth.config import build, load_stage, parse_overrides, read_params
-    from medsynth.project import load_project
+    from medsynth.config import build
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
-    out = Path(args.out) if args.out else project.artifacts_path() / "ingest"
+    ctx = Context(args)
+    out = ctx.path(args.out, "ingest")
     if args.input:
         from medsynth.readers import SourceConfig
 
@@ -39,8 +37,7 @@ def _run(args: argparse.Namespace) -> int:
                                    "modality": args.modality, "classes": classes}, "--input")
         res = ingest_sources([src], Path.cwd(), out)
     else:
-        cfg = load_stage(IngestConfig, "ingest", params, overrides)
-        res = run(cfg, project, out, track=not args.no_track)
+        res = run(ctx.stage(IngestConfig, "ingest"), ctx.project, out, track=not args.no_track)
     print(f"ingested {res.n_images} images ({res.n_quarantined} quarantined) into {res.out_dir} "
           f"in {res.seconds:.1f}s; data hash {res.data_hash[:12]}")
     return 0

@@ -87,13 +87,11 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace):
+    from medsynth.cli import Context
     from medsynth.components.monitor import MonitorConfig
-    from medsynth.config import load_stage, parse_overrides, read_params
-    from medsynth.project import load_project
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    return params, overrides, load_project(params, overrides), load_stage(MonitorConfig, "monitor", params, overrides)
+    ctx = Context(args)
+    return ctx.params, ctx.overrides, ctx.project, ctx.stage(MonitorConfig, "monitor")
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -24,20 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    from medsynth.cli import Context
     from medsynth.components.preprocess import PreprocessConfig, metrics_of, run
-    from medsynth.config import load_stage, parse_overrides, read_params
     from medsynth.fileio import write_json
-    from medsynth.project import load_project
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
-    cfg = load_stage(PreprocessConfig, "preprocess", params, overrides)
-    inp = Path(args.inp) if args.inp else project.artifacts_path() / "validate"
-    out = Path(args.out) if args.out else project.artifacts_path() / "preprocess"
-    res = run(cfg, project, inp, out, track=not args.no_track)
+    ctx = Context(args)
+    cfg = ctx.stage(PreprocessConfig, "preprocess")
+    res = run(cfg, ctx.project, ctx.path(args.inp, "validate"), ctx.path(args.out, "preprocess"), track=not args.no_track)
     if args.metrics:
         write_json(args.metrics, metrics_of(res))
     counts = ", ".join(f"{s} {sum(c.values())}" for s, c in res.counts.items())

@@ -39,13 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
+    from medsynth.cli import Context
     from medsynth.components.promote import PromoteConfig
-    from medsynth.config import load_stage, parse_overrides, read_params
-    from medsynth.project import load_project
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    return load_project(params, overrides), load_stage(PromoteConfig, "promote", params, overrides)
+    ctx = Context(args)
+    return ctx.project, ctx.stage(PromoteConfig, "promote")
 
 
 def _promote(args: argparse.Namespace) -> int:

@@ -24,20 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
+    from medsynth.cli import Context
     from medsynth.components.validate import ValidateConfig, metrics_of, run
-    from medsynth.config import load_stage, parse_overrides, read_params
     from medsynth.fileio import write_json
-    from medsynth.project import load_project
 
-    overrides = parse_overrides(args.overrides)
-    params = read_params(args.params)
-    project = load_project(params, overrides)
-    cfg = load_stage(ValidateConfig, "validate", params, overrides)
-    inp = Path(args.inp) if args.inp else project.artifacts_path() / "ingest"
-    out = Path(args.out) if args.out else project.artifacts_path() / "validate"
-    res = run(cfg, project, inp, out, track=not args.no_track)
+    ctx = Context(args)
+    cfg = ctx.stage(ValidateConfig, "validate")
+    res = run(cfg, ctx.project, ctx.path(args.inp, "ingest"), ctx.path(args.out, "validate"), track=not args.no_track)
     if args.metrics:
         write_json(args.metrics, metrics_of(res))
     reasons = ", ".join(f"{k} {v}" for k, v in res.reasons.items()) or "none"
