@@ -24,6 +24,9 @@ RUN /opt/venv/bin/pip install --no-cache-dir . \
 
 # ---- runtime: non-root, no compilers, no source tree ----
 FROM ${PYTHON_IMAGE}
+# Recorded on every MLflow run (there is no .git in the image):
+#   docker build --build-arg GIT_COMMIT=$(git rev-parse HEAD) ...
+ARG GIT_COMMIT=unknown
 LABEL org.opencontainers.image.title="medsynth app" \
       org.opencontainers.image.source="https://github.com/medsynth/medsynth" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -37,6 +40,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MEDSYNTH_HOME=/app \
     MEDSYNTH_PARAMS=/app/params.yaml \
+    MEDSYNTH_GIT_COMMIT=${GIT_COMMIT} \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     STREAMLIT_SERVER_HEADLESS=true
 USER 10001:10001
