@@ -153,8 +153,8 @@ def mlflow_server(backend_uri: str, artifacts_destination: str, env: dict[str, s
         stop_group(proc)
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+def stop_group(proc: subprocess.Popen, grace: float = 5) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds (uvicorn waits on idle keep-alive clients)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
