@@ -6,6 +6,7 @@ the MLflow runs nested under the pipeline's parent run, and that a failing step 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,10 @@ SMOKE = {
     "evaluate.diversity_pairs": "32",
     "evaluate.privacy_max_train_queries": "64",
     "evaluate.grid_images": "16",
+    # a 25-step generator on 64 images is flagged "unstable" and its conditional accuracy is a coin
+    # toss: relax those two checks so the gate passes and the promote branch runs too
+    "promote.gate.allow_unstable": "true",
+    "promote.gate.min_conditional_accuracy": "null",
 }
 
 
@@ -44,11 +49,11 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
 
     res = run_local(params, SMOKE)
 
-    # every step up to the gate ran and was timed; the data chain ran in order
+    # every step ran and was timed; the data chain ran in order
+    chain = ["ingest", "validate", "preprocess", "train", "evaluate", "gate", "promote"]
     steps = list(res.step_seconds)
-    assert set(steps) == {"features", "ingest", "validate", "preprocess", "train", "evaluate", "gate"}
-    assert [s for s in steps if s in ("ingest", "validate", "preprocess", "train", "evaluate", "gate")] == [
-        "ingest", "validate", "preprocess", "train", "evaluate", "gate"]
+    assert set(steps) == {"features", *chain}
+    assert [s for s in steps if s in chain] == chain
     assert all(s > 0 for s in res.step_seconds.values())
     # artifacts handed from step to step
     assert (res.output("ingest", "dataset") / "manifest.parquet").is_file()
@@ -61,10 +66,14 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     assert (res.output("train", "model") / "generator.pt").is_file()
     assert (res.output("features", "extractor") / "meta.json").is_file()
     assert (res.output("evaluate", "evaluation") / "metrics.json").is_file()
-    # 64 generated images are too few for stable metrics: the gate says no and promote never runs
-    decision = res.output("gate", "decision").read_text()
-    assert "FAILED" in decision and "stable_metrics" in decision
-    assert not (res.run_dir / "promote-op").exists()
+    # the gate passed (dsl.If), so promote registered the model and made it champion
+    assert "PASSED" in res.output("gate", "decision").read_text()
+    card = res.output("promote", "card").read_text()
+    assert "medsynth-pneumonia-cgan" in card and "synthetic" in card.lower()
+    from mlflow.tracking import MlflowClient
+
+    champion = MlflowClient().get_model_version_by_alias("medsynth-pneumonia-cgan", "champion")
+    assert str(champion.version) == "1"
     # MLflow: one parent run, each step's run nested under it
     runs = {r.info.run_id: r for r in _runs(project_home)}
     parent = runs[res.parent_run_id]
@@ -73,7 +82,7 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     assert {"step_seconds_ingest", "pipeline_seconds"} <= set(parent.data.metrics)
     children = {r.data.tags.get("medsynth.step") for r in runs.values()
                 if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id}
-    assert {"ingest", "validate", "preprocess", "features", "train", "evaluate"} <= children
+    assert {"ingest", "validate", "preprocess", "features", "train", "evaluate", "promote"} <= children
 
 
 @pytest.mark.slow
@@ -90,10 +99,13 @@ def test_failing_step_stops_the_pipeline_with_its_error(project_home: Path, repo
 
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 4
-    assert len(err) == 1 and "pipeline step 'ingest' failed: InputError:" in err[0]
-    assert "pneumoniamnist.npz: no such file" in err[0]
+    # ingest and features both read the sources and have no upstream step; kfp.local runs either first
+    assert len(err) == 1
+    m = re.search(r"pipeline step '(\w+)' failed: InputError: \S+\.npz: no such file.*MEDSYNTH_DATA_DIR", err[0])
+    assert m and m.group(1) in ("ingest", "features"), err[0]
     # nothing after the failed step ran
     run_dirs = [d for d in (project_home / "artifacts" / "kfp").iterdir() if d.name != "logs"]
-    assert run_dirs and not any((d / "validate-op").exists() for d in run_dirs)
+    assert run_dirs and not any((d / f"{t}-op").exists() for d in run_dirs
+                                for t in ("validate", "preprocess", "train", "evaluate", "gate", "promote"))
     parent = [r for r in _runs(project_home) if r.data.tags.get("medsynth.runner") == "kfp.local"]
     assert [r.info.status for r in parent] == ["FAILED"]
