@@ -250,12 +250,26 @@ def register(
     return PromoteResult(name, version, gate, str(champ.version) if champ else None, promoted, reason)
 
 
-def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
-        eval_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: str = "data") -> PromoteResult:
-    """The promote step: read the train and evaluate outputs, register, gate, promote.
+@dataclass
+class Candidate:
+    """A trained, evaluated generator waiting to be registered: what the gate and registry need."""
 
-    Lineage (model kind, data hash, git commit, config) is read from the training run in MLflow,
-    so the model card says exactly how the registered model was made.
+    name: str
+    model_uri: str
+    metrics: dict[str, Any]
+    lineage: dict[str, Any]
+    train_params: dict[str, str]
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.lineage.get("conditional")) and len(self.lineage.get("classes", [])) > 1
+
+
+def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
+              eval_dir: str | os.PathLike, dataset: str = "data") -> Candidate:
+    """Read the train and evaluate outputs and the training run (lineage) into a :class:`Candidate`.
+
+    The registered name is ``promote.model_name`` or ``medsynth-<dataset>-<model kind>``.
     """
     from mlflow.exceptions import MlflowException
 
@@ -276,7 +290,6 @@ def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike
     params, tags = train_run.data.params, train_run.data.tags
     kind = params.get("model", "gan")
     classes = list(info.get("classes", []))
-    name = cfg.model_name or f"medsynth-{dataset}-{kind}"
     lineage = {
         "dataset": dataset,
         "classes": classes if kind != "dcgan" else [],
@@ -287,4 +300,27 @@ def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike
         "eval_run_id": metrics.get("run_id", "unknown"),
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
-    return register(project, cfg, info["model_uri"], name, flat, lineage, dict(params), Path(out_dir))
+    return Candidate(cfg.model_name or f"medsynth-{dataset}-{kind}", info["model_uri"], flat, lineage, dict(params))
+
+
+def preview_gate(cfg: PromoteConfig, project: ProjectConfig, cand: Candidate) -> GateResult:
+    """The gate's verdict against the current champion, without registering anything.
+
+    ``register`` decides again under the registry lock, so a champion that changes in between
+    is still respected.
+    """
+    setup_mlflow(project)
+    champ = get_alias(client(), cand.name, CHAMPION)
+    return evaluate_gate(cfg.gate, cand.metrics, version_metrics(champ) if champ is not None else None,
+                         cand.conditional)
+
+
+def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
+        eval_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: str = "data") -> PromoteResult:
+    """The promote step: read the train and evaluate outputs, register, gate, promote.
+
+    Lineage (model kind, data hash, git commit, config) is read from the training run in MLflow,
+    so the model card says exactly how the registered model was made.
+    """
+    c = candidate(cfg, project, train_dir, eval_dir, dataset)
+    return register(project, cfg, c.model_uri, c.name, c.metrics, c.lineage, c.train_params, Path(out_dir))

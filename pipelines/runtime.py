@@ -111,30 +111,15 @@ def gate_check(cfg: Any, project: ProjectConfig, train_dir: str | os.PathLike,
                eval_dir: str | os.PathLike, dataset: str = "data") -> Any:
     """The promotion gate for the pipeline's ``dsl.If``: the challenger's evaluation vs the champion now.
 
-    Uses the policy and registry helpers of ``components.promote`` and names the model the way
-    ``promote.run`` does (``medsynth-<dataset>-<model kind of the training run>``); promote checks
-    again under its registry lock, so a champion that changed in between is still respected.
+    The same candidate and policy code as ``medsynth promote``; promote checks again under its
+    registry lock, so a champion that changed in between is still respected.
 
     Returns:
         ``components.gate.GateResult``.
     """
-    from medsynth.components.gate import evaluate_gate
-    from medsynth.components.promote import CHAMPION, client, get_alias, version_metrics
-    from medsynth.errors import ConfigError
-    from medsynth.tracking import setup_mlflow
+    from medsynth.components.promote import candidate, preview_gate
 
-    metrics_file = Path(eval_dir) / "metrics.json"
-    if not metrics_file.is_file():
-        raise ConfigError(f"{metrics_file}: missing (the evaluate step did not write it)")
-    metrics = read_json(metrics_file)
-    info = train_info(train_dir)
-    setup_mlflow(project)
-    c = client()
-    kind = c.get_run(info["run_id"]).data.params.get("model", "gan") if info.get("run_id") else "gan"
-    name = cfg.model_name or f"medsynth-{dataset}-{kind}"
-    conditional = kind != "dcgan" and len(info.get("classes", [])) > 1
-    champ = get_alias(c, name, CHAMPION)
-    return evaluate_gate(cfg.gate, metrics, version_metrics(champ) if champ is not None else None, conditional)
+    return preview_gate(cfg, project, candidate(cfg, project, train_dir, eval_dir, dataset))
 
 
 def gate_markdown(result: Any) -> str:
