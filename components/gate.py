@@ -32,6 +32,11 @@ class GatePolicy:
     utility_metric: str = "utility_acc_real_plus_synth"
     utility_control_metric: str = "utility_acc_real_dup"
     utility_tolerance: float | None = 0.02  # (b) >= (d) - tolerance, datasets with >= 2 classes
+    coverage_metric: str = "prdc_coverage"
+    min_coverage: float | None = None  # mode collapse: share of real images with a generated neighbour
+    diversity_metric: str = "diversity_ms_ssim_generated"
+    diversity_real_metric: str = "diversity_ms_ssim_real"
+    max_diversity_ratio: float | None = None  # generated pair MS-SSIM <= real pairs' x ratio
     unstable_flag: str = "unstable"  # metrics.json flag: too few samples for stable metrics
     allow_unstable: bool = False
 
@@ -121,6 +126,17 @@ def evaluate_gate(
                 "utility", ok,
                 f"real+synthetic ACC {b:.3f} {'>=' if ok else '<'} duplicated-real control {d:.3f} - {policy.utility_tolerance}",
             ))
+    if policy.min_coverage is not None:
+        cov = _num(challenger, policy.coverage_metric)
+        ok = cov is not None and cov >= policy.min_coverage
+        checks.append(Check("coverage", ok, f"{policy.coverage_metric}={cov if cov is None else round(cov, 3)} "
+                                            f"{'>=' if ok else '<'} {policy.min_coverage} (mode collapse)"))
+    if policy.max_diversity_ratio is not None:
+        g, r = _num(challenger, policy.diversity_metric), _num(challenger, policy.diversity_real_metric)
+        if g is not None and r:
+            ok = g <= r * policy.max_diversity_ratio
+            checks.append(Check("diversity", ok, f"generated MS-SSIM {g:.3f} {'<=' if ok else '>'} real {r:.3f} "
+                                                 f"x {policy.max_diversity_ratio}"))
     if challenger.get(policy.unstable_flag) and not policy.allow_unstable:
         checks.append(Check("stable_metrics", False, "too few samples for stable metrics (see the evaluation report)"))
     return GateResult(passed=all(c.passed for c in checks) and bool(checks), checks=checks)

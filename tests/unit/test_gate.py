@@ -43,3 +43,12 @@ def test_missing_metric_and_unstable_metrics_fail():
     res = evaluate_gate(GatePolicy(), {**GOOD, "unstable": True}, None, True)
     assert not res.passed and res.failed[0].name == "stable_metrics"
     assert evaluate_gate(GatePolicy(allow_unstable=True), {**GOOD, "unstable": True}, None, True).passed
+
+
+def test_mode_collapse_checks_when_enabled():
+    collapsed = {**GOOD, "prdc_coverage": 0.06, "diversity_ms_ssim_generated": 0.42, "diversity_ms_ssim_real": 0.22}
+    assert evaluate_gate(GatePolicy(), collapsed, None, True).passed  # off by default
+    res = evaluate_gate(GatePolicy(min_coverage=0.5, max_diversity_ratio=1.5), collapsed, None, True)
+    assert {c.name for c in res.failed} == {"coverage", "diversity"}
+    healthy = {**collapsed, "prdc_coverage": 0.8, "diversity_ms_ssim_generated": 0.25}
+    assert evaluate_gate(GatePolicy(min_coverage=0.5, max_diversity_ratio=1.5), healthy, None, True).passed
