@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/medsynth demo
 
 test: $(STAMP) system-deps
-	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q
+	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	MEDSYNTH_QUIET=1 $(BIN)/python -m pytest -q -m "not slow and not server and not browser"
