@@ -47,11 +47,14 @@ def _load(args: argparse.Namespace):
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from medsynth.components.promote import run
+    from medsynth.cli import Context
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.components.promote import PromoteConfig, run
 
-    project, cfg = _load(args)
-    art = project.artifacts_path()
-    res = run(cfg, project, args.train or art / "train", args.eval or art / "evaluate", args.out or art / "promote")
+    ctx = Context(args)
+    dataset = ctx.stage(IngestConfig, "ingest").dataset
+    res = run(ctx.stage(PromoteConfig, "promote"), ctx.project, ctx.path(args.train, "train"),
+              ctx.path(args.eval, "evaluate"), ctx.path(args.out, "promote"), dataset=dataset)
     state = "promoted to champion" if res.promoted else "not promoted"
     print(f"{res.name} v{res.version}: {state}: {res.reason}")
     print(f"champion is now v{res.champion_version}" if res.champion_version else "no champion yet")
