@@ -2,7 +2,12 @@
 
 Deterministic (numpy default_rng(0)); run from the repository root: python data/make_subsets.py
 """
-import numpy as np, hashlib, json, shutil, os
+import json
+import os
+import shutil
+
+import numpy as np
+
 src = "../shared/datasets"
 rng = np.random.default_rng(0)
 plan = {  # per class counts: train, val, test
@@ -14,7 +19,7 @@ out = {}
 for name, counts in plan.items():
     d = np.load(f"{src}/{name}.npz")
     arrays = {}
-    for split, n in zip(("train", "val", "test"), counts):
+    for split, n in zip(("train", "val", "test"), counts, strict=True):
         x, y = d[f"{split}_images"], d[f"{split}_labels"]
         idx = []
         for c in np.unique(y[:, 0]):

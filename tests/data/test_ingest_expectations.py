@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from medsynth.components.ingest import ingest_sources
 
+from medsynth.components.ingest import ingest_sources
 from medsynth.dataset import CanonicalDataset
 from medsynth.readers import Modality, SourceConfig
 

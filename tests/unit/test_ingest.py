@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from medsynth.components.ingest import ingest_sources
 
 from medsynth.cli import main
+from medsynth.components.ingest import ingest_sources
 from medsynth.dataset import CanonicalDataset
 from medsynth.fileio import sha256_tree
 from medsynth.readers import Modality, SourceConfig

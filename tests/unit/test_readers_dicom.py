@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from medsynth.components.ingest import ingest_sources
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from medsynth.components.ingest import ingest_sources
 from medsynth.deid import deidentify, find_identifiers, pseudonym, scrub_path
 from medsynth.errors import InputError
 from medsynth.readers import Modality, SourceConfig, read_source
