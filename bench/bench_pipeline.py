@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchdoc import machine, markers, write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- bench_pipeline:start -->", "<!-- bench_pipeline:end -->"
+START, END = markers("pipeline")
 
 
 def main() -> int:
@@ -48,8 +49,7 @@ def main() -> int:
         + "; fresh project folder and MLflow store (SQLite), so no step is cached.",
         "",
         f"- command: `{cmd}`",
-        f"- machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Python "
-        f"{platform.python_version()}; load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
+        f"- machine: {machine()}; load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
         f"- measured: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         "| step | wall s | CPU s (its process) |",
@@ -64,13 +64,7 @@ def main() -> int:
     ])
     print(text)
     if args.write:
-        path = Path(args.write)
-        doc = path.read_text() if path.exists() else "# Benchmarks\n"
-        if START in doc and END in doc:
-            doc = doc[: doc.index(START)] + text + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n## Pipeline\n\n" + text + "\n"
-        path.write_text(doc)
+        write_section(Path(args.write), text, "pipeline", "## Pipeline")
     return 0
 
 
