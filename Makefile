@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medsynth-installed
 
-.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo
+.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study
 
 venv: $(STAMP)
 
@@ -34,6 +34,13 @@ test-fast: $(STAMP)
 loop-demo: $(STAMP)
 	$(BIN)/medsynth monitor loop --set ingest.dataset=cxr --set train.profile=smoke \
 		--set features.per_class_train=200 --set features.epochs=2 --set evaluate.n_generated=500
+
+# The GAN study: DCGAN vs cGAN x {X-ray, CT, MRI, multi-modality} x seeds, each a tracked train ->
+# evaluate run; docs/RESULTS.md is then written from MLflow. STUDY_PROFILE=quick (about 30 min on 2 CPU
+# cores) | full (64 px, long training: for a GPU) | micro (one cell, a minute). Re-run to resume.
+STUDY_PROFILE ?= quick
+study: $(STAMP)
+	$(BIN)/medsynth study --profile $(STUDY_PROFILE)
 
 # Benchmarks (figures go to docs/BENCHMARKS.md; run on an otherwise idle machine).
 bench: $(STAMP)

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -70,17 +70,35 @@ def load_train_data(prepared_dir: str | os.PathLike) -> Any:
     return TrainData(torch.from_numpy(x), torch.from_numpy(y), pd.classes, mods if len(mods) == pd.num_classes else [])
 
 
+class Probe(Protocol):
+    """Measures the generator while it trains (e.g. FID-domain against training time).
+
+    ``attach`` receives the :class:`~medsynth.training.trainer.Trainer` before ``fit``; ``due``
+    says whether to measure after global step ``step``; ``measure`` returns metrics logged at that
+    step; ``seconds`` is the time spent measuring (kept out of the training time).
+    """
+
+    seconds: float
+
+    def attach(self, trainer: Any) -> None: ...
+    def due(self, step: int) -> bool: ...
+    def measure(self, step: int) -> dict[str, float]: ...
+
+
 class MlflowCallback:
     """Logs the trainer's reports to the active MLflow run and keeps sample grids in ``out/samples``."""
 
-    def __init__(self, out_dir: Path, bar: Any = None):
+    def __init__(self, out_dir: Path, bar: Any = None, probe: Probe | None = None):
         self.out_dir = out_dir
         self.bar = bar
+        self.probe = probe
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        if self.probe is not None and self.probe.due(step):
+            mlflow.log_metrics(self.probe.measure(step), step=step)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], grid: np.ndarray) -> None:
         import mlflow
@@ -133,8 +151,14 @@ def load_generator(uri: str) -> Any:
 
 
 def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
-        track: bool = True, resume: bool = True) -> TrainOutcome:
-    """The train step. Raises ConfigError/InputError/TrainingError with one clear line."""
+        track: bool = True, resume: bool = True, probe: Probe | None = None,
+        tags: dict[str, str] | None = None) -> TrainOutcome:
+    """The train step. Raises ConfigError/InputError/TrainingError with one clear line.
+
+    Besides the trainer's own metrics the run records its cost: ``model.params_g``/``params_d``,
+    ``device``, ``peak_memory_mib``/``memory_added_mib`` (see training/resources.py),
+    ``train_fit_seconds`` (training only, without ``probe`` time) and ``train_images_per_s_overall``.
+    """
     from medsynth.prepared import PreparedData
     from medsynth.training.distributed import is_main_process
     from medsynth.training.trainer import GENERATOR_FILE, Trainer
@@ -153,18 +177,31 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     import mlflow
 
     from medsynth.tracking import step_run
+    from medsynth.training.resources import PeakMemory, count_parameters, device_name
 
-    with step_run(project, "train", to_dict(cfg) | {"seed": seed, "prepared": str(prepared_dir)}, data_hash) as active:
+    config = to_dict(cfg) | {"seed": seed, "prepared": str(prepared_dir)}
+    with step_run(project, "train", config, data_hash, tags=tags) as active:
         mlflow.log_params({"data.resolution": data.resolution, "data.classes": ",".join(data.classes),
                            "data.train_images": len(data.y)})
-        trainer = Trainer(**trainer_kwargs, callback=MlflowCallback(out))
+        trainer = Trainer(**trainer_kwargs, callback=MlflowCallback(out, probe=probe))
+        mem = PeakMemory(trainer.device)
         mlflow.log_params({"model.resolution": trainer.spec.resolution, "model.num_classes": trainer.spec.num_classes,
-                           "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size})
-        res = trainer.fit()
+                           "model.params_g": count_parameters(trainer.G), "model.params_d": count_parameters(trainer.D),
+                           "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size,
+                           "device.name": device_name(trainer.device), "memory.kind": mem.kind})
+        if probe is not None:
+            probe.attach(trainer)
+        with mem:
+            res = trainer.fit()
         if res.resumed_from_step is not None:
             mlflow.set_tag("medsynth.resumed_from_step", str(res.resumed_from_step))
         final = {f"final_{k}": float(v) for k, v in res.metrics.items()}
-        mlflow.log_metrics(final | {"train_seconds": time.perf_counter() - t0})
+        fit_s = max(res.seconds - (probe.seconds if probe is not None else 0.0), 1e-9)
+        seen = (res.global_step - (res.resumed_from_step or 0)) * cfg.batch_size * trainer.info.world_size
+        mlflow.log_metrics(final | mem.metrics() | {
+            "train_seconds": time.perf_counter() - t0, "train_fit_seconds": fit_s,
+            "train_images_seen": float(seen), "train_images_per_s_overall": seen / fit_s,
+            "global_step": float(res.global_step)})
         uri = log_generator_model(out / GENERATOR_FILE, data.resolution,
                                   data.classes if trainer.spec.num_classes else [])
         return _finish(res, out, data, t0, active.info.run_id, uri, main)
