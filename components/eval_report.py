@@ -136,7 +136,9 @@ def render(m: dict[str, Any]) -> str:
         out += ["", "The utility classifier is a small CNN trained for a few epochs on a subset"
                 + (", so its absolute numbers sit below the published ResNet-18 reference" if ref else
                    "; no published MedMNIST v2 reference exists for this class set")
-                + ". The comparison that matters is (b) against the control (d).", ""]
+                + ". The comparison that matters is (b) against the control (d)."
+                + (" The generator is unconditional: its images were labelled by classifier (a) (pseudo-labels)."
+                   if m.get("utility_pseudo_labels") else ""), ""]
     for note in m.get("notes", []):
         out.append(f"- note: {note}")
     out += ["", "## Figures", "", "![synthetic samples](synthetic_samples.png)", "",

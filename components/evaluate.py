@@ -28,6 +28,7 @@ metrics.json contract (what the gate reads; the same flat keys are the MLflow me
     privacy_share_below_train_p5, privacy_synth_nn_median, privacy_train_nn_median,
     privacy_near_copy_threshold
     utility_acc|auc_real, _real_plus_synth, _synth_only, _real_dup      when utility ran
+    utility_pseudo_labels                            1: synthetic labels came from classifier (a)
     fid_standard                                     only with local Inception weights
     n_generated, n_real_test, n_real_train, n_floor, seconds, timing_s {stage: wall s}
     real_reference (bool)                            true: the "generator" returned real images
@@ -80,6 +81,7 @@ class EvaluateConfig:
     utility: bool = True
     utility_epochs: int = 3
     utility_max_train: int = 2000
+    utility_pseudo_labels: bool = True  # unconditional generators: label synthetic images with classifier (a)
     grid_images: int = 64
     inception_weights: str = ""
 
@@ -283,10 +285,14 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
     tick("privacy")
     ref = medmnist_reference(data.classes)
     notes: list[str] = []
-    if cfg.utility and k >= 2 and conditional:
+    if cfg.utility and k >= 2 and (conditional or cfg.utility_pseudo_labels):
         _utility(m, cfg, x_tr, y_tr, x_g, labels, x_te, y_te, k, seed)
+        if not conditional:
+            notes.append("utility: the unconditional generator's images carry no labels; they were labelled by "
+                         "classifier (a), trained on the real subset (pseudo-labels)")
     elif cfg.utility and k >= 2:
-        notes.append("utility skipped: an unconditional generator's images carry no labels")
+        notes.append("utility skipped: an unconditional generator's images carry no labels "
+                     "(evaluate.utility_pseudo_labels is off)")
     tick("utility")
     if cfg.inception_weights:
         from medsynth.metrics import standard_fid
@@ -355,7 +361,11 @@ def _to_res(x: np.ndarray, r: int) -> np.ndarray:
 
 
 def _utility(m, cfg, x_tr, y_tr, x_g, labels, x_te, y_te, k, seed) -> None:
-    """(a) real, (b) real + synthetic, (c) synthetic only, (d) real duplicated to (b)'s count."""
+    """(a) real, (b) real + synthetic, (c) synthetic only, (d) real duplicated to (b)'s count.
+
+    ``labels`` None (an unconditional generator): the synthetic images get classifier (a)'s
+    predictions as labels (pseudo-labelling); ``utility_pseudo_labels`` = 1 records it.
+    """
     from medsynth.training.classifier import (
         TrainSettings,
         accuracy_auc,
@@ -366,13 +376,20 @@ def _utility(m, cfg, x_tr, y_tr, x_g, labels, x_te, y_te, k, seed) -> None:
     rng = np.random.default_rng(seed + 2)
     ri = np.sort(rng.choice(len(x_tr), size=min(cfg.utility_max_train, len(x_tr)), replace=False))
     gi = np.sort(rng.choice(len(x_g), size=min(cfg.utility_max_train, len(x_g)), replace=False))
-    xr, yr, xs, ys = x_tr[ri], y_tr[ri], x_g[gi], labels[gi]
+    settings = TrainSettings(epochs=cfg.utility_epochs, batch_size=128, lr=3e-3, feature_dim=64, width=16, seed=seed)
+    xr, yr, xs = x_tr[ri], y_tr[ri], x_g[gi]
+    trained = {}
+    if labels is None:
+        trained["real"], _ = train_classifier(xr, yr, k, settings)
+        ys = predict_proba(trained["real"], xs).argmax(1).astype(np.int64)
+    else:
+        ys = labels[gi]
+    m["utility_pseudo_labels"] = float(labels is None)
     dup = np.concatenate([np.arange(len(xr)), rng.choice(len(xr), size=len(xs), replace=True)])
     sets = {"real": (xr, yr), "real_plus_synth": (np.concatenate([xr, xs]), np.concatenate([yr, ys])),
             "synth_only": (xs, ys), "real_dup": (xr[dup], yr[dup])}
-    settings = TrainSettings(epochs=cfg.utility_epochs, batch_size=128, lr=3e-3, feature_dim=64, width=16, seed=seed)
     for name, (x, y) in sets.items():
-        model, _ = train_classifier(x, y, k, settings)
+        model = trained.get(name) or train_classifier(x, y, k, settings)[0]
         acc, auc = accuracy_auc(predict_proba(model, x_te), y_te)
         m[f"utility_acc_{name}"], m[f"utility_auc_{name}"] = acc, auc
         m[f"utility_n_train_{name}"] = len(x)

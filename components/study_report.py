@@ -129,11 +129,10 @@ def _na_cond(c: CellRuns) -> str | None:
 
 
 def _na_utility(c: CellRuns) -> str | None:
-    if not c.conditional:
-        return NA_UNCOND
-    if not c.values("utility_acc_real"):
-        return NA_ONE_CLASS
-    return None
+    if c.values("utility_acc_real"):
+        return None
+    classes = (c.param("data.classes") or "").split(",")
+    return NA_ONE_CLASS if len(classes) < 2 else "n/a (not measured)"
 
 
 def _params_str(c: CellRuns, key: str) -> str:
@@ -175,7 +174,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[CellRuns], str]]]] = {
         ("conditional accuracy", _metric("cond_accuracy", 3, na=_na_cond)),
     ],
     "Utility: a classifier tested on the real test split, trained on (a) real, (b) real + synthetic, "
-    "(c) synthetic only, (d) real duplicated to (b)'s size": [
+    "(c) synthetic only, (d) real duplicated to (b)'s size (dcgan images labelled by classifier (a))": [
         ("ACC (a) real", _metric("utility_acc_real", 3, na=_na_utility)),
         ("ACC (b) real+synth", _metric("utility_acc_real_plus_synth", 3, na=_na_utility)),
         ("ACC (c) synth only", _metric("utility_acc_synth_only", 3, na=_na_utility)),
@@ -270,7 +269,8 @@ def discussion(cells: list[CellRuns]) -> list[str]:
         verdict = "beat" if delta > 1e-9 else "tied with" if abs(delta) <= 1e-9 else "did not beat"
         sep = "" if _separable(b, d) else f", within seed noise over {len(b)} seed(s)"
         sat = " Accuracy is near 1.0 for every arm, so this dataset cannot show a gain." if min(ra, _m(d)) > 0.98 else ""
-        lines.append(f"- **{c.name}**: real + synthetic {verdict} the duplicated-real control (Δ accuracy {delta:+.3f}{sep}; "
+        how = " (pseudo-labelled by classifier (a))" if _m(c.values("utility_pseudo_labels")) > 0.5 else ""
+        lines.append(f"- **{c.name}**{how}: real + synthetic {verdict} the duplicated-real control (Δ accuracy {delta:+.3f}{sep}; "
                      f"{_m(b):.3f} vs {_m(d):.3f}); synthetic-only reaches {rs:.3f} against {ra:.3f} for real-only "
                      f"({100 * rs / max(ra, 1e-12):.0f}%).{sat}")
 

@@ -84,16 +84,22 @@ def scores(extractor, pneumonia):
         ("val", HeldOutReal(pneumonia, "val")), ("train", HeldOutReal(pneumonia, "train")),
         ("noise", Noise()), ("constant", Noise(constant=True))]}
     uncond = EvaluateConfig(**{**FAST, "utility": True})
-    out["unconditional"] = compute(uncond, HeldOutReal(pneumonia, "val", conditional=False), pneumonia,
-                                   extractor, conditional=False)[0]
+    held = HeldOutReal(pneumonia, "val", conditional=False)
+    out["unconditional"] = compute(uncond, held, pneumonia, extractor, conditional=False)[0]
+    no_pseudo = EvaluateConfig(**{**FAST, "utility": True, "utility_pseudo_labels": False})
+    out["unconditional_no_pseudo"] = compute(no_pseudo, held, pneumonia, extractor, conditional=False)[0]
     return out
 
 
-def test_unconditional_generator_gets_no_label_metrics(scores):
+def test_unconditional_generator_gets_pseudo_labelled_utility(scores):
     m = scores["unconditional"]
-    assert not m["conditional"] and "cond_accuracy" not in m and "utility_acc_real" not in m
-    assert any("utility skipped" in note for note in m["notes"])
+    assert not m["conditional"] and "cond_accuracy" not in m
     assert m["fid_domain"] == pytest.approx(scores["val"]["fid_domain"], rel=0.5)  # same kind of images
+    # real val images labelled by classifier (a): synthetic-only training still learns the task
+    assert m["utility_pseudo_labels"] == 1.0 and any("pseudo-labels" in note for note in m["notes"])
+    assert m["utility_acc_synth_only"] > 0.6 and m["utility_auc_synth_only"] > 0.7
+    off = scores["unconditional_no_pseudo"]
+    assert "utility_acc_real" not in off and any("utility skipped" in note for note in off["notes"])
 
 
 def test_held_out_real_scores_near_the_real_floor(scores):
@@ -137,6 +143,7 @@ def test_run_writes_metrics_report_figures_and_mlflow(project, extractor, pneumo
     assert all(k in m for k in GATE_KEYS)
     for k in ("real", "real_plus_synth", "synth_only", "real_dup"):
         assert 0.0 <= m[f"utility_acc_{k}"] <= 1.0 and 0.0 <= m[f"utility_auc_{k}"] <= 1.0
+    assert m["utility_pseudo_labels"] == 0.0  # a conditional generator's own labels were used
     assert m["utility_n_train_real_dup"] == m["utility_n_train_real_plus_synth"] == 200
     assert m["utility_reference"] == {"dataset": "PneumoniaMNIST", "model": "ResNet-18 (28)", "acc": 0.854, "auc": 0.944}
     assert m["protocol"]["backbone"] == extractor.backbone and "bilinear" in m["protocol"]["resize_policy"]
