@@ -92,3 +92,22 @@ def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pyt
     assert main(["study", "--profile", "micro", "--report-only", "--out", str(out)]) != 0
     assert "no finished train+evaluate runs" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_profiles_resolve_and_the_study_id_hashes_settings_not_seeds(project_home: Path, params: dict) -> None:
+    from medsynth.components.study import PROFILES, cell_name, get_profile, plan
+    from medsynth.project import load_project
+
+    project = load_project(params)
+    ids = {name: plan(get_profile(name), params, {}, project).study_id for name in PROFILES}
+    assert len(set(ids.values())) == len(PROFILES) and all(ids[n].startswith(n + "-") for n in PROFILES)
+    quick = get_profile("quick")
+    assert [cell_name(*c) for c in quick.cells] == ["dcgan-pneumonia", "cgan-pneumonia", "dcgan-ct", "cgan-ct",
+                                                  "dcgan-mri", "cgan-mri", "cgan-multi"]
+    assert len(quick.seeds) >= 2
+    # other seeds or a subset of cells: the same study (results accumulate); another setting: a new one
+    assert plan(get_profile("quick", [5, 6], ["cgan-ct"]), params, {}, project).study_id == ids["quick"]
+    assert plan(quick, params, {"train.lr_g": "0.0001"}, project).study_id != ids["quick"]
+    # the user's overrides win over the profile's
+    p = plan(quick, params, {"train.max_steps": "7"}, project)
+    assert p.overrides["train.max_steps"] == "7" and p.root.parent == project.artifacts_path() / "study"
