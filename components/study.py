@@ -145,9 +145,35 @@ def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str
             cfg.check()
         resolved[section] = to_dict(cfg)
     resolved["datasets"] = params.get("ingest", {}).get("datasets", {})
+    resolved["code"] = code_digest()
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:10]
     sid = f"{profile.name}-{digest}"
     return StudyPlan(profile, sid, overrides, project.artifacts_path() / "study" / sid, experiment)
+
+
+# Source files whose change can change a study's numbers (package, file pattern): a new digest
+# starts a new study instead of mixing runs of different code under one id.
+RESULT_CODE = (("medsynth.training", "*.py"), ("medsynth.readers", "*.py"),
+               ("medsynth.components", "ingest.py"), ("medsynth.components", "validate.py"),
+               ("medsynth.components", "preprocess.py"), ("medsynth.components", "features.py"),
+               ("medsynth.components", "train.py"), ("medsynth.components", "evaluate.py"),
+               ("medsynth", "metrics.py"), ("medsynth", "transforms.py"), ("medsynth", "prepared.py"))
+
+
+def code_digest() -> str:
+    """sha256 (12 hex) over the package sources that decide training and evaluation results."""
+    import importlib
+
+    h = hashlib.sha256()
+    for package, pattern in RESULT_CODE:
+        root = Path(importlib.import_module(package).__file__).parent
+        files = sorted(root.glob(pattern))
+        if not files:
+            raise ConfigError(f"study: no {package} sources matching {pattern} in {root}")
+        for f in files:
+            h.update(f"{package}/{f.name}".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 class CurveProbe:
@@ -255,14 +281,11 @@ def prepare_dataset(plan_: StudyPlan, params: dict[str, Any], project: ProjectCo
 
 def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=print) -> StudyOutcome:
     """Run every (cell, seed) of the plan not finished yet; returns what ran and what was skipped."""
-    from medsynth import metrics as M
     from medsynth.components import evaluate, features, train
     from medsynth.components.ingest import IngestConfig
-    from medsynth.config import load_stage
+    from medsynth.config import load_stage, to_dict
     from medsynth.fileio import write_json
-    from medsynth.prepared import PreparedData
     from medsynth.tracking import parent_run
-    from medsynth.training.config import TrainConfig
 
     t0 = time.perf_counter()
     prof = plan_.profile
@@ -294,14 +317,11 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
         ext = features.ensure(f_cfg, project, ing_all.datasets, root=plan_.root / "features" / f_cfg.name)
         ev_cfg = load_stage(evaluate.EvaluateConfig, "evaluate", params, plan_.overrides)
         prepared: dict[str, Path] = {}
-        test_feats: dict[str, np.ndarray] = {}
         for i, (model, dataset, seed) in enumerate(todo, 1):
             cell = cell_name(model, dataset)
             if dataset not in prepared:
                 log(f"==> data {dataset}: ingest -> validate -> preprocess")
                 prepared[dataset] = prepare_dataset(plan_, params, project, dataset)
-                x_te, _ = PreparedData.load(prepared[dataset]).split("test")
-                test_feats[dataset] = M.extract(ext.feature_module(), x_te)
             tags = base_tags | {"medsynth.study.cell": cell, "medsynth.study.seed": str(seed),
                                 "medsynth.study.model": model, "medsynth.study.dataset": dataset}
             out = plan_.root / "runs" / f"{cell}-s{seed}"
@@ -312,14 +332,14 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
                 model_uri = json.loads(summary.read_text())["model_uri"]
                 log(f"    reusing finished training run {prev.info.run_id}")
             else:
-                tr_cfg = load_stage(TrainConfig, "train", params, {**plan_.overrides, "train.model": model,
-                                                                     "train.seed": str(seed)})
-                tr_cfg.check()
-                y_tr = PreparedData.load(prepared[dataset]).split_uint8("train")[1]
-                probe = CurveProbe(ext, test_feats[dataset], y_tr, prof.curve_points, prof.curve_images, seed)
-                tres = train.run(tr_cfg, project, prepared[dataset], out / "train", probe=probe, tags=tags)
-                model_uri = tres.model_uri
-                log(f"    {tres.global_step} steps in {tres.seconds:.0f}s")
+                spec = {"params": params, "project": to_dict(project), "overrides": {
+                            **plan_.overrides, "train.model": model, "train.seed": str(seed)},
+                        "prepared": str(prepared[dataset]), "out": str(out / "train"), "tags": tags,
+                        "extractor": str(ext.root), "curve_points": prof.curve_points,
+                        "curve_images": prof.curve_images, "seed": seed}
+                model_uri = _train_in_subprocess(spec, out / "train_spec.json", f"{cell} seed {seed}")
+                done = json.loads(summary.read_text())
+                log(f"    {done['global_step']} steps in {done['seconds']:.0f}s")
             log(f"==> [{i}/{len(todo)}] {cell} seed {seed}: evaluate")
             gen = train.load_generator(model_uri)
             eres = evaluate.run(ev_cfg, dataclasses.replace(project, seed=seed), gen, prepared[dataset],
@@ -329,3 +349,62 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
                 f"coverage {m.get('prdc_coverage', float('nan')):.2f}, {eres.seconds:.0f}s")
             ran.append(f"{cell}/seed {seed}")
         return StudyOutcome(plan_.study_id, parent.info.run_id, ran, skipped, time.perf_counter() - t0)
+
+
+def _train_in_subprocess(spec: dict[str, Any], spec_path: Path, what: str) -> str:
+    """Train one cell/seed in a fresh Python process; returns the logged model URI.
+
+    A fresh process per training keeps the compute figures honest: peak memory, time and
+    images/s are not inflated or hidden by the runs before it (allocator caches, thread pools).
+    The child inherits the environment, so its MLflow run nests under the study's parent run.
+    """
+    import subprocess
+    import sys
+
+    from medsynth.errors import TrainingError
+    from medsynth.fileio import write_json
+
+    write_json(spec_path, spec)
+    rc = subprocess.run([sys.executable, "-m", "medsynth.components.study", "--train-cell", str(spec_path)]).returncode
+    summary = Path(spec["out"]) / "train_summary.json"
+    if rc != 0 or not summary.is_file():
+        raise TrainingError(f"{what}: the training process exited with code {rc} (its error is printed above); "
+                            "re-run the same command to resume")
+    return str(json.loads(summary.read_text())["model_uri"])
+
+
+def train_cell(spec_path: str | Path) -> None:
+    """The child side of :func:`_train_in_subprocess`: one tracked training with the curve probe."""
+    from medsynth import metrics as M
+    from medsynth.components import train
+    from medsynth.components.features import load_extractor
+    from medsynth.config import load_stage
+    from medsynth.prepared import PreparedData
+    from medsynth.training.config import TrainConfig
+
+    spec = json.loads(Path(spec_path).read_text())
+    project = ProjectConfig(**spec["project"])
+    cfg = load_stage(TrainConfig, "train", spec["params"], spec["overrides"])
+    cfg.check()
+    ext = load_extractor(spec["extractor"])
+    data = PreparedData.load(spec["prepared"])
+    x_te, _ = data.split("test")
+    _, y_tr = data.split_uint8("train")
+    probe = CurveProbe(ext, M.extract(ext.feature_module(), x_te), y_tr, spec["curve_points"],
+                       spec["curve_images"], spec["seed"])
+    train.run(cfg, project, spec["prepared"], spec["out"], probe=probe, tags=spec["tags"])
+
+
+if __name__ == "__main__":  # the training child process of a study
+    import argparse
+    import sys
+
+    from medsynth.errors import MedsynthError
+
+    ap = argparse.ArgumentParser(prog="python -m medsynth.components.study")
+    ap.add_argument("--train-cell", required=True, metavar="SPEC_JSON")
+    try:
+        train_cell(ap.parse_args().train_cell)
+    except MedsynthError as exc:
+        print(f"medsynth: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

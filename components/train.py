@@ -177,7 +177,8 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     import mlflow
 
     from medsynth.tracking import step_run
-    from medsynth.training.resources import PeakMemory, count_parameters, device_name
+    from medsynth.training.models import count_params
+    from medsynth.training.resources import PeakMemory, device_name
 
     config = to_dict(cfg) | {"seed": seed, "prepared": str(prepared_dir)}
     with step_run(project, "train", config, data_hash, tags=tags) as active:
@@ -186,7 +187,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
         trainer = Trainer(**trainer_kwargs, callback=MlflowCallback(out, probe=probe))
         mem = PeakMemory(trainer.device)
         mlflow.log_params({"model.resolution": trainer.spec.resolution, "model.num_classes": trainer.spec.num_classes,
-                           "model.params_g": count_parameters(trainer.G), "model.params_d": count_parameters(trainer.D),
+                           "model.params_g": count_params(trainer.G), "model.params_d": count_params(trainer.D),
                            "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size,
                            "device.name": device_name(trainer.device), "memory.kind": mem.kind})
         if probe is not None:

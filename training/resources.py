@@ -1,4 +1,4 @@
-"""What a training run costs: parameter counts and peak memory.
+"""What a training run costs: peak memory and the device it ran on.
 
 Peak memory is measured the way each device allows: on CUDA from the caching allocator
 (``torch.cuda.max_memory_allocated``, reset at the start); on CPU by sampling this process's
@@ -15,11 +15,6 @@ from typing import Any
 import torch
 
 MIB = 1024 * 1024
-
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Trainable parameters of ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _rss_bytes() -> int:

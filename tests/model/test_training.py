@@ -61,7 +61,7 @@ def test_conditional_sampling_above_chance(ct32: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         assert (clf(xv).argmax(1) == yv).float().mean() > 0.9  # the judge itself is reliable
     cfg = load_train_config({"train": {"model": "cgan", "ngf": 16, "ndf": 16, "batch_size": 32, "epochs": 10,
-                                       "max_steps": 150, "ema_decay": 0.95, "checkpoint_every": 1000,
+                                       "max_steps": 300, "ema_decay": 0.95, "checkpoint_every": 1000,
                                        "threads": 1}})
     res = Trainer(cfg, train_data(ct32), tmp_path / "run", seed=0).fit()
     sampler = GANSampler(res.generator, pd.classes)
