@@ -255,6 +255,10 @@ def discussion(cells: list[CellRuns]) -> list[str]:
     for c in (c for c in cells if c.conditional and c.values("cond_accuracy")):
         k = int(c.param("model.num_classes") or 1)
         acc, chance = _m(c.values("cond_accuracy")), 1.0 / k
+        if k < 2:
+            lines.append(f"- {c.name}: one class, so there is nothing to condition on; the cgan differs from the "
+                         "dcgan only by its class embedding and projection term.")
+            continue
         verdict = ("the requested class is recognised" if acc > chance + 0.5 * (1 - chance)
                    else "weakly conditioned" if acc > chance + 0.1 else "no better than chance: conditioning failed")
         lines.append(f"- {c.name}: conditional accuracy {acc:.2f} against chance {chance:.2f} ({k} classes): {verdict}.")
@@ -267,7 +271,8 @@ def discussion(cells: list[CellRuns]) -> list[str]:
         ra, rs = _m(c.values("utility_acc_real")), _m(c.values("utility_acc_synth_only"))
         delta = _m(b) - _m(d)
         verdict = "beat" if delta > 1e-9 else "tied with" if abs(delta) <= 1e-9 else "did not beat"
-        sep = "" if _separable(b, d) else f", within seed noise over {len(b)} seed(s)"
+        sep = (", larger than the seed spread" if _separable(b, d)
+               else f", within seed noise over {len(b)} seed(s)")
         sat = " Accuracy is near 1.0 for every arm, so this dataset cannot show a gain." if min(ra, _m(d)) > 0.98 else ""
         how = " (pseudo-labelled by classifier (a))" if _m(c.values("utility_pseudo_labels")) > 0.5 else ""
         lines.append(f"- **{c.name}**{how}: real + synthetic {verdict} the duplicated-real control (Δ accuracy {delta:+.3f}{sep}; "
@@ -333,6 +338,20 @@ def discussion(cells: list[CellRuns]) -> list[str]:
         ga, gb = int(a.param("model.params_g") or 0), int(b.param("model.params_g") or 0)
         lines.append(f"- **{a.dataset}**: cgan trains at {ib:.0f} images/s vs dcgan {ia:.0f} ({ib / max(ia, 1e-9):.2f}×) "
                      f"with {gb:,} vs {ga:,} generator parameters.")
+    reach = []
+    for c in cells:
+        times = []
+        for curve in c.curves.values():
+            if len(curve) >= 2:
+                final, i = curve[-1][1], len(curve) - 1
+                while i > 0 and curve[i - 1][1] <= 1.2 * final:  # earliest point from which it stays close
+                    i -= 1
+                times.append(curve[i][0] / max(curve[-1][0], 1e-9))
+        if times:
+            reach.append(f"{c.name} {100 * float(np.mean(times)):.0f}%")
+    if reach:
+        lines.append("- Share of the training time after which FID-domain stays within 20% of its final value "
+                     "(from the curves; lower = the budget could have been shorter): " + ", ".join(reach) + ".")
     devices = sorted({c.param("device.name") or "" for c in cells})
     if all(d.startswith("cpu") for d in devices):
         lines.append(f"- Every run here trained on the CPU ({', '.join(devices)}); the `full` profile (64 px, "
