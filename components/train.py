@@ -223,6 +223,16 @@ def _finish(res: Any, out: Path, data: Any, t0: float, run_id: str | None, uri: 
     return outcome
 
 
+def resume_note(outcome: TrainOutcome) -> str:
+    """What resuming did, for the command's summary line ('' for a fresh run)."""
+    if outcome.resumed_from_step is None:
+        return ""
+    if outcome.resumed_from_step >= outcome.global_step:
+        return (f" (the checkpoint in {outcome.out_dir / 'checkpoints'} was already complete: nothing was trained; "
+                "delete that folder, or use `medsynth train --no-resume`, to train again)")
+    return f" (resumed from step {outcome.resumed_from_step})"
+
+
 def metrics_of(outcome: TrainOutcome) -> dict[str, float]:
     """The step's DVC metrics."""
     keys = ("loss_d", "loss_g", "d_real", "d_fake", "diversity_ratio", "epoch_images_per_s")

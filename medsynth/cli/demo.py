@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         ext = step("features", lambda: features.ensure(f_cfg, project, ing_cfg.datasets))
         tr_cfg = stage(TrainConfig, "train")
         tres = step("train", lambda: train.run(tr_cfg, project, art / "preprocess", art / "train"))
-        print(f"    {tr_cfg.model} trained for {tres.global_step} steps; model {tres.model_uri}")
+        print(f"    {tr_cfg.model} trained for {tres.global_step} steps{train.resume_note(tres)}; model {tres.model_uri}")
         ev_cfg = stage(evaluate.EvaluateConfig, "evaluate")
         gen = train.load_generator(tres.model_uri)
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",

@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from medsynth.components.train import metrics_of, run
+    from medsynth.components.train import metrics_of, resume_note, run
     from medsynth.config import parse_overrides, read_params
     from medsynth.fileio import write_json
     from medsynth.project import load_project
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.metrics:
         write_json(args.metrics, metrics_of(res))
-    resumed = f" (resumed from step {res.resumed_from_step})" if res.resumed_from_step is not None else ""
+    resumed = resume_note(res)
     m = res.metrics
     print(f"trained {cfg.model} ({cfg.profile.value}) for {res.global_step} steps{resumed} in {res.seconds:.1f}s: "
           f"loss D {m.get('loss_d', float('nan')):.3f} G {m.get('loss_g', float('nan')):.3f}, "
