@@ -457,7 +457,10 @@ def write(project: Any, study_id: str, experiment: str, out: Path, command: str)
         f"{sum(len(c.seeds) for c in cells)} train + evaluate runs). Reproduce with `{command}`; every number "
         "below is read back from MLflow (experiment "
         f"`{experiment}`, tag `medsynth.study.id = {study_id}`).", "",
-        f"- Code: git {', '.join(c[:12] for c in commits)}",
+        f"- Code: git {', '.join(sorted({c[:12] + ('-dirty' if c.endswith('-dirty') else '') for c in commits}))}"
+        + (" (-dirty: the working tree had uncommitted changes when a run started)" if any(
+            c.endswith("-dirty") for c in commits) else "")
+        + "; the sources that decide training and evaluation results are pinned by the code digest in the study id",
         f"- Feature space: `{backbone}` (sha256 {ext_sha[:12]}); FID-domain/KID-domain/PRDC are computed in it"
         + ("" if len(shas) == 1 else " — WARNING: the runs used different extractors; values are not comparable"),
         "- Floors: the same metric for a sample of real training images against the real test split "

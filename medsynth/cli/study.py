@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--experiment", default="study", help="MLflow experiment of the study runs (default: study)")
     p.add_argument("--report-only", action="store_true",
                    help="do not train: rewrite the document from the runs already in MLflow")
+    p.add_argument("--study-id", default=None,
+                   help="with --report-only: report this study (e.g. one run by older code; the id is printed by "
+                   "every study and kept in the document) instead of the one the current settings and code give")
     p.set_defaults(func=_run)
 
 
@@ -46,13 +49,16 @@ def _run(args: argparse.Namespace) -> int:
     prof = study.get_profile(args.profile, seeds, cells)
     user = {k: v for k, v in ctx.overrides.items() if not k.startswith("project.")}
     plan = study.plan(prof, ctx.params, user, ctx.project, args.experiment)
+    if args.study_id and not args.report_only:
+        raise ConfigError("--study-id: only with --report-only (a run always uses the id of its settings and code)")
+    study_id = args.study_id or plan.study_id
     if not args.report_only:
         res = study.run(plan, ctx.params, ctx.project)
         print(f"study {res.study_id}: {len(res.ran)} runs done, {len(res.skipped)} reused, {res.seconds:.0f}s")
     out = Path(args.out)
     command = (f"medsynth study --profile {prof.name}" + (f" --seeds {args.seeds}" if args.seeds else "")
                + (f" --cells {args.cells}" if args.cells else ""))
-    study_report.write(ctx.project, plan.study_id, args.experiment, out, command)
+    study_report.write(ctx.project, study_id, args.experiment, out, command)
     print(f"results: {out} (figures in {out.parent / 'results'})")
-    print(f"MLflow  : experiment {args.experiment!r}, tag medsynth.study.id = {plan.study_id}")
+    print(f"MLflow  : experiment {args.experiment!r}, tag medsynth.study.id = {study_id}")
     return 0

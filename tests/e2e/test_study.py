@@ -78,6 +78,12 @@ def test_micro_study_writes_results_from_mlflow(project_home: Path, capsys: pyte
     assert "0 runs to do, 1 already finished" in capsys.readouterr().out
     assert len(_study_runs(project_home)) == n_before
     assert parse_tables(out.read_text()) == tables
+    # a study made by other settings or code is still reportable by its id
+    sid = ev.data.tags["medsynth.study.id"]
+    again = project_home / "again.md"
+    assert main(["study", "--profile", "micro", "--set", "train.lr_g=0.001", "--report-only",
+                 "--study-id", sid, "--out", str(again)]) == 0
+    assert parse_tables(again.read_text()) == tables and sid in again.read_text()
 
 
 def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pytest.CaptureFixture) -> None:
@@ -92,6 +98,8 @@ def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pyt
     assert main(["study", "--profile", "micro", "--report-only", "--out", str(out)]) != 0
     assert "no finished train+evaluate runs" in capsys.readouterr().err
     assert not out.exists()
+    assert main(["study", "--profile", "micro", "--study-id", "micro-0123456789"]) != 0
+    assert "only with --report-only" in capsys.readouterr().err
 
 
 def test_profiles_resolve_and_the_study_id_hashes_settings_not_seeds(project_home: Path, params: dict) -> None:
