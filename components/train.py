@@ -156,7 +156,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     """The train step. Raises ConfigError/InputError/TrainingError with one clear line.
 
     Besides the trainer's own metrics the run records its cost: ``model.params_g``/``params_d``,
-    ``device``, ``peak_memory_mib``/``memory_added_mib`` (see training/resources.py),
+    ``device.name``, ``peak_memory_mib``/``memory_added_mib`` (see training/resources.py),
     ``train_fit_seconds`` (training only, without ``probe`` time) and ``train_images_per_s_overall``.
     """
     from medsynth.prepared import PreparedData
