@@ -246,18 +246,24 @@ class StudyOutcome:
     seconds: float
 
 
-def _finished_runs(plan_: StudyPlan, project: ProjectConfig, step: str) -> dict[tuple[str, int], Any]:
-    """FINISHED runs of ``step`` of this study, by (cell, seed) (the newest wins)."""
+def finished_runs(project: ProjectConfig, experiment: str, study_id: str, step: str | None = None) -> list[Any]:
+    """FINISHED MLflow runs of study ``study_id`` (one ``medsynth.step`` or all), oldest first."""
     from mlflow.tracking import MlflowClient
 
     from medsynth.tracking import setup_mlflow, tracking_uri
 
-    exp_id = setup_mlflow(project, plan_.experiment)
-    client = MlflowClient(tracking_uri(project))
-    runs = client.search_runs([exp_id], filter_string=(
-        f"tags.`medsynth.study.id` = '{plan_.study_id}' and tags.`medsynth.step` = '{step}' "
-        "and attributes.status = 'FINISHED'"), order_by=["attributes.start_time ASC"], max_results=5000)
-    return {(r.data.tags["medsynth.study.cell"], int(r.data.tags["medsynth.study.seed"])): r for r in runs}
+    exp_id = setup_mlflow(project, experiment)
+    query = f"tags.`medsynth.study.id` = '{study_id}' and attributes.status = 'FINISHED'"
+    if step:
+        query += f" and tags.`medsynth.step` = '{step}'"
+    return MlflowClient(tracking_uri(project)).search_runs(
+        [exp_id], filter_string=query, order_by=["attributes.start_time ASC"], max_results=5000)
+
+
+def _finished_by_cell(plan_: StudyPlan, project: ProjectConfig, step: str) -> dict[tuple[str, int], Any]:
+    """FINISHED runs of ``step`` of this study, by (cell, seed) (the newest wins)."""
+    return {(r.data.tags["medsynth.study.cell"], int(r.data.tags["medsynth.study.seed"])): r
+            for r in finished_runs(project, plan_.experiment, plan_.study_id, step)}
 
 
 def prepare_dataset(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, dataset: str) -> Path:
@@ -295,8 +301,8 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
                                           "cells": [cell_name(*c) for c in prof.cells], "seeds": list(prof.seeds),
                                           "overrides": plan_.overrides})
     base_tags = {"medsynth.study.id": plan_.study_id, "medsynth.study.profile": prof.name}
-    done_eval = _finished_runs(plan_, project, "evaluate")
-    done_train = _finished_runs(plan_, project, "train")
+    done_eval = _finished_by_cell(plan_, project, "evaluate")
+    done_train = _finished_by_cell(plan_, project, "train")
     todo = [(m, d, s) for (m, d) in prof.cells for s in prof.seeds if (cell_name(m, d), s) not in done_eval]
     skipped = [f"{cell_name(m, d)}/seed {s}" for (m, d) in prof.cells for s in prof.seeds
                if (cell_name(m, d), s) in done_eval]
@@ -328,9 +334,10 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
             log(f"==> [{i}/{len(todo)}] {cell} seed {seed}: train")
             prev = done_train.get((cell, seed))
             summary = out / "train" / "train_summary.json"
-            if prev is not None and summary.is_file() and json.loads(summary.read_text()).get("run_id") == prev.info.run_id:
-                model_uri = json.loads(summary.read_text())["model_uri"]
-                log(f"    reusing finished training run {prev.info.run_id}")
+            finished = json.loads(summary.read_text()) if prev is not None and summary.is_file() else {}
+            if prev is not None and finished.get("run_id") == prev.info.run_id:
+                model_uri = finished["model_uri"]
+                log(f"    reusing finished training run {finished['run_id']}")
             else:
                 spec = {"params": params, "project": to_dict(project), "overrides": {
                             **plan_.overrides, "train.model": model, "train.seed": str(seed)},

@@ -64,6 +64,14 @@ class CellRuns:
         return None
 
     @property
+    def reference(self) -> str:
+        """The published MedMNIST v2 classifier result for this cell's class set ('' when none)."""
+        from medsynth.components.evaluate import medmnist_reference
+
+        ref = medmnist_reference((self.param("data.classes") or "").split(","))
+        return f"{ref['model']}: ACC {ref['acc']:.3f}, AUC {ref['auc']:.3f}" if ref else ""
+
+    @property
     def conditional(self) -> bool:
         return int(self.param("model.num_classes") or 0) > 0
 
@@ -72,13 +80,11 @@ def collect(project: Any, study_id: str, experiment: str, with_curves: bool = Tr
     """The FINISHED train/evaluate runs of ``study_id``, grouped by cell (in study order)."""
     from mlflow.tracking import MlflowClient
 
-    from medsynth.tracking import setup_mlflow, tracking_uri
+    from medsynth.components.study import finished_runs
+    from medsynth.tracking import tracking_uri
 
-    exp_id = setup_mlflow(project, experiment)
+    runs = finished_runs(project, experiment, study_id)
     client = MlflowClient(tracking_uri(project))
-    runs = client.search_runs([exp_id], filter_string=(
-        f"tags.`medsynth.study.id` = '{study_id}' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time ASC"], max_results=5000)
     cells: dict[str, CellRuns] = {}
     for r in runs:
         t = r.data.tags
@@ -183,7 +189,7 @@ COLUMNS: dict[str, list[tuple[str, Callable[[CellRuns], str]]]] = {
         ("AUC (b)", _metric("utility_auc_real_plus_synth", 3, na=_na_utility)),
         ("AUC (c)", _metric("utility_auc_synth_only", 3, na=_na_utility)),
         ("AUC (d)", _metric("utility_auc_real_dup", 3, na=_na_utility)),
-        ("MedMNIST v2 reference", lambda c: _na_utility(c) or c.__dict__.get("_reference") or "none published"),
+        ("MedMNIST v2 reference", lambda c: _na_utility(c) or c.reference or "none published"),
     ],
     "Compute (training only; evaluation excluded)": [
         ("training wall (s)", _metric("train_fit_seconds", 3, step="train")),
@@ -408,35 +414,15 @@ def _artifact(run_id: str, name: str, dst: Path) -> bool:
     return True
 
 
-def _reference_of(c: CellRuns) -> str:
-    """The MedMNIST v2 reference recorded in the evaluation's metrics.json artifact."""
-    import json
-
-    import mlflow
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            p = mlflow.artifacts.download_artifacts(run_id=c.evaluate[c.seeds[0]].info.run_id,
-                                                    artifact_path="evaluation/metrics.json", dst_path=tmp)
-            ref = json.loads(Path(p).read_text()).get("utility_reference")
-        except Exception:  # noqa: BLE001
-            return ""
-    return f"{ref['model']}: ACC {ref['acc']:.3f}, AUC {ref['auc']:.3f}" if ref else ""
-
-
 # -- the document ------------------------------------------------------------------------------
 def write(project: Any, study_id: str, experiment: str, out: Path, command: str) -> Path:
     """Write ``out`` (markdown) and its figures in ``<out dir>/results/``; returns ``out``."""
     import os
 
     from medsynth.fileio import atomic_path
-    from medsynth.tracking import setup_mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    setup_mlflow(project, experiment)
-    cells = collect(project, study_id, experiment)
-    for c in cells:
-        c.__dict__["_reference"] = _reference_of(c)
+    cells = collect(project, study_id, experiment)  # also points MLflow at the project's store
     fig_dir = out.parent / "results"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for old in fig_dir.glob("*.png"):
