@@ -68,8 +68,13 @@ def test_dicom_is_secondary_capture_marked_synthetic_without_identity(real_batch
     assert ds.ConversionType == "SYN" and ds.Modality == "OT"
     assert "SYNTHETIC" in ds.SeriesDescription and "SYNTHETIC" in ds.ImageComments
     assert ds.BurnedInAnnotation == "YES"
-    assert str(ds.PatientName) == "SYNTHETIC" and ds.PatientID == "SYNTHETIC"
+    assert str(ds.PatientName) == export.PATIENT_NAME == "SYNTHETIC^" and ds.PatientID == "SYNTHETIC"
+    assert ds.PatientName.family_name == "SYNTHETIC" and ds.PatientName.given_name == ""
     assert ds.PatientBirthDate == "" and ds.PatientSex == ""
+    # what the validator needs (tests/unit/test_dicom_conformance.py runs it): orientation and
+    # laterality unknown, Image Laterality standing in for the series' Laterality; times are UTC
+    assert ds.PatientOrientation == "" and ds.ImageLaterality == "" and "Laterality" not in ds
+    assert ds.TimezoneOffsetFromUTC == "+0000" and "SpecificCharacterSet" not in ds
     # overlay plane carries the marker too
     assert ds[0x60000022].value == "SYNTHETIC" and ds[0x60000010].value == ds.Rows
     # one study and series per export, a fresh instance UID per image, all valid DICOM UIDs
@@ -100,6 +105,19 @@ def test_28px_images_are_enlarged_and_marked(data_dir, record):
         x = z["test_images"][:1].astype(np.float32) / 127.5 - 1.0
     px = pydicom.dcmread(io.BytesIO(export.dicom_bytes(export.to_uint8(x[:, None])[0], record, 0, "1.2.3", "1.2.4"))).pixel_array
     assert px.shape[1] >= export.DICOM_MIN_SIDE and px.shape[1] % 28 == 0
+
+
+def test_dicom_bytes_alone_makes_fresh_uids_and_wants_uint8(record):
+    """The command line calls dicom_bytes directly: without study/series UIDs each file gets fresh ones."""
+    image = np.zeros((64, 64), dtype=np.uint8)
+    a, b = (pydicom.dcmread(io.BytesIO(export.dicom_bytes(image, record))) for _ in range(2))
+    assert a.InstanceNumber == 1 and a.SOPInstanceUID != b.SOPInstanceUID
+    assert a.StudyInstanceUID != b.StudyInstanceUID and a.SeriesInstanceUID != b.SeriesInstanceUID
+    assert a.StudyInstanceUID.is_valid and a.SeriesInstanceUID.is_valid
+    with pytest.raises(ValueError, match="uint8"):
+        export.dicom_bytes(image.astype(np.float32), record)
+    with pytest.raises(ValueError, match="uint8"):
+        export.dicom_bytes(image[None], record)
 
 
 def test_label_names_and_bad_shapes():
