@@ -1,9 +1,27 @@
 """The promotion gate: a policy from params.yaml decides whether a challenger may become champion.
 
-Pure logic over two metric mappings (challenger, current champion), so it is easy to test and the
-same code runs in ``medsynth promote``, the KFP ``dsl.If`` condition and the review commands.
+Pure logic over metric mappings (challenger, current champion), so it is easy to test and the
+same code runs in ``medsynth evaluate`` (which records the floors in metrics.json), ``medsynth
+promote``, the KFP ``dsl.If`` condition, the review commands and the app's live evaluation.
 Each check says what it compared and why it passed or failed; the list is stored as tags on the
 model version.
+
+Two kinds of checks:
+
+1. **Absolute floors** (:func:`floor_checks`), on for every candidate, the first champion too, so a
+   model that nothing beats yet is still held to "close to real": FID-domain <= k x the real-vs-real
+   floor, C2ST AUC <= t (0.5 = a classifier cannot tell synthetic from real), PRDC coverage >= c,
+   generated/real MS-SSIM diversity ratio in bounds (too low: noise; too high: mode collapse),
+   conditional accuracy above the majority-class share (what a judge that ignores the image
+   scores) and >= an absolute minimum, and privacy (near-copy share; share of synthetic images closer
+   to a training image than the training set's own 5th-percentile NN distance). For conditional
+   models the **worst class** decides each floor that has per-class values.
+2. **Relative checks**: FID-domain against the champion's (only when both were evaluated with the same
+   extractor sha256 and data hash; otherwise the comparison is skipped, saying why, and the floors
+   alone decide), utility against its duplicated-real control, stable metrics.
+
+A metric the policy needs but the evaluation does not carry fails its check ("not measured"), so an
+evaluation from an older protocol never passes by omission. A limit set to null turns its check off.
 """
 
 from __future__ import annotations
@@ -17,32 +35,50 @@ from medsynth.errors import ConfigError
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """``promote.gate`` in params.yaml. A limit set to null is not checked.
+    """``promote.gate`` in params.yaml (the limits live there; these defaults mirror it).
 
-    Metric names refer to keys of the evaluation's metrics.json.
+    Metric names refer to keys of the evaluation's metrics.json (per-class values:
+    ``<metric>_class_<class>``, e.g. ``c2st_auc_class_headct``).
     """
 
     fid_metric: str = "fid_domain"
     fid_tolerance: float = 0.10  # challenger FID-domain <= champion's x (1 + tolerance)
     max_fid: float | None = None  # absolute ceiling, also when there is no champion yet
+    # -- absolute floors (every candidate) --
+    max_fid_floor_ratio: float | None = 3.0  # k: FID-domain <= k x fid_domain_floor (worst class decides)
+    c2st_metric: str = "c2st_auc"
+    max_c2st_auc: float | None = 0.75  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
+    coverage_metric: str = "prdc_coverage"
+    min_coverage: float | None = 0.5  # c: share of real images with a generated neighbour (worst class)
+    diversity_metric: str = "diversity_ms_ssim_generated"
+    diversity_real_metric: str = "diversity_ms_ssim_real"
+    min_diversity_ratio: float | None = 0.5  # generated/real pair MS-SSIM: below = noise-like
+    max_diversity_ratio: float | None = 1.5  # above = mode collapse
+    cond_acc_metric: str = "cond_accuracy"
+    cond_majority_metric: str = "cond_majority_share"
+    min_conditional_accuracy: float | None = 0.5  # overall and the worst class (conditional models)
+    cond_accuracy_margin: float | None = 0.05  # overall >= majority-class share + margin
     near_copy_metric: str = "privacy_near_copy_share"
     max_near_copy_share: float | None = 0.02
-    cond_acc_metric: str = "cond_accuracy"
-    min_conditional_accuracy: float | None = 0.5  # conditional models only
+    p5_metric: str = "privacy_share_below_train_p5"
+    max_share_below_train_p5: float | None = 0.10  # ~0.05 when nothing is copied
+    # -- relative checks --
     utility_metric: str = "utility_acc_real_plus_synth"
     utility_control_metric: str = "utility_acc_real_dup"
     utility_tolerance: float | None = 0.02  # (b) >= (d) - tolerance, datasets with >= 2 classes
-    coverage_metric: str = "prdc_coverage"
-    min_coverage: float | None = None  # mode collapse: share of real images with a generated neighbour
-    diversity_metric: str = "diversity_ms_ssim_generated"
-    diversity_real_metric: str = "diversity_ms_ssim_real"
-    max_diversity_ratio: float | None = None  # generated pair MS-SSIM <= real pairs' x ratio
     unstable_flag: str = "unstable"  # metrics.json flag: too few samples for stable metrics
     allow_unstable: bool = False
 
     def check(self) -> None:
         if self.fid_tolerance < 0:
             raise ConfigError("promote.gate.fid_tolerance: must be >= 0")
+        lo, hi = self.min_diversity_ratio, self.max_diversity_ratio
+        if lo is not None and hi is not None and not 0 <= lo <= hi:
+            raise ConfigError(f"promote.gate: min_diversity_ratio {lo} must be in 0..max_diversity_ratio {hi}")
+        for name in ("max_fid_floor_ratio", "max_c2st_auc", "min_coverage", "max_share_below_train_p5"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ConfigError(f"promote.gate.{name}: must be >= 0 or null, got {v}")
 
 
 @dataclass
@@ -50,6 +86,10 @@ class Check:
     name: str
     passed: bool
     detail: str
+    value: Any = None  # the number the check decided on (the worst class's, for per-class floors)
+    limit: Any = None
+    floor: bool = False  # an absolute floor (recorded in metrics.json's gate_floors)
+    skipped: bool = False  # not applied, for the reason in ``detail`` (counts as passed)
 
 
 @dataclass
@@ -61,18 +101,33 @@ class GateResult:
     def failed(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
+    @property
+    def floors(self) -> dict[str, dict[str, Any]]:
+        """Each floor check as ``{value, limit, passed, detail}`` (metrics.json ``gate_floors``)."""
+        return floors_dict([c for c in self.checks if c.floor])
+
+    @property
+    def floors_passed(self) -> bool:
+        return all(c.passed for c in self.checks if c.floor)
+
     def summary(self) -> str:
+        skipped = [f"{c.name} skipped: {c.detail}" for c in self.checks if c.skipped]
         if self.passed:
-            return "gate passed: " + "; ".join(c.name for c in self.checks)
+            return "gate passed: " + "; ".join(c.name for c in self.checks if not c.skipped) + (
+                f" ({'; '.join(skipped)})" if skipped else "")
         return "gate failed: " + "; ".join(f"{c.name} ({c.detail})" for c in self.failed)
 
     def as_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "checks": [c.__dict__ for c in self.checks]}
 
 
+def floors_dict(checks: list[Check]) -> dict[str, dict[str, Any]]:
+    return {c.name: {"value": c.value, "limit": c.limit, "passed": c.passed, "detail": c.detail} for c in checks}
+
+
 def _num(metrics: dict[str, Any], key: str) -> float | None:
     v = metrics.get(key)
-    if v is None:
+    if v is None or isinstance(v, (dict, list)):
         return None
     try:
         f = float(v)
@@ -81,43 +136,203 @@ def _num(metrics: dict[str, Any], key: str) -> float | None:
     return None if math.isnan(f) else f
 
 
+def per_class(metrics: dict[str, Any], metric: str) -> dict[str, float]:
+    """``{class: value}`` of the keys ``<metric>_class_<class>``."""
+    prefix = f"{metric}_class_"
+    out = {}
+    for k in metrics:
+        if k.startswith(prefix) and (v := _num(metrics, k)) is not None:
+            out[k[len(prefix):]] = v
+    return out
+
+
+def _missing(name: str, metric: str, limit: Any) -> Check:
+    return Check(name, False, f"{metric} not measured (missing from the evaluation)", None, limit, floor=True)
+
+
+def _worst(values: dict[str, float], higher_is_worse: bool) -> tuple[str, float]:
+    key = max(values, key=values.get) if higher_is_worse else min(values, key=values.get)
+    return key, values[key]
+
+
+def _where(name: str) -> str:
+    return "" if name == "all" else f" (worst class: {name})"
+
+
+def _fid_ratio(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_only: bool) -> Check | None:
+    k = p.max_fid_floor_ratio
+    fid, fl = _num(m, p.fid_metric), _num(m, f"{p.fid_metric}_floor")
+    if fid is None or fl is None:
+        return None if measured_only else _missing("fid_floor_ratio", f"{p.fid_metric} / {p.fid_metric}_floor", k)
+    ratios = {"all": fid / max(fl, 1e-9)}
+    hi = _num(m, f"{p.fid_metric}_ratio_to_floor_hi")
+    note = ""
+    if m.get("small_reference") and hi is not None:  # small test split: the pessimistic end decides
+        ratios["all"] = max(ratios["all"], hi)
+        note = " (upper end of the bootstrap interval: small real test split)"
+    if conditional:
+        floors = per_class(m, f"{p.fid_metric}_floor")
+        for c, v in per_class(m, p.fid_metric).items():
+            if c in floors:
+                ratios[c] = v / max(floors[c], 1e-9)
+    who, r = _worst(ratios, higher_is_worse=True)
+    ok = r <= k
+    return Check("fid_floor_ratio", ok, f"{p.fid_metric} / real floor = {r:.2f}{note}{_where(who)} "
+                 f"{'<=' if ok else '>'} {k} (FID-domain {fid:.3f}, floor {fl:.3f})", round(r, 6), k, floor=True)
+
+
+def _bounded(name: str, p_metric: str, m: dict[str, Any], limit: float, conditional: bool, higher_is_worse: bool,
+             what: str, measured_only: bool, context: str = "") -> Check | None:
+    v = _num(m, p_metric)
+    if v is None:
+        return None if measured_only else _missing(name, p_metric, limit)
+    values = {"all": v, **(per_class(m, p_metric) if conditional else {})}
+    who, w = _worst(values, higher_is_worse)
+    ok = w <= limit if higher_is_worse else w >= limit
+    op = ("<=" if ok else ">") if higher_is_worse else (">=" if ok else "<")
+    return Check(name, ok, f"{p_metric}={w:.3f}{_where(who)} {op} {limit} ({what}){context}", round(w, 6), limit,
+                 floor=True)
+
+
+def _diversity(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_only: bool) -> Check | None:
+    lo, hi = p.min_diversity_ratio, p.max_diversity_ratio
+    g, r = _num(m, p.diversity_metric), _num(m, p.diversity_real_metric)
+    if g is None or not r:
+        return None if measured_only else _missing("diversity", f"{p.diversity_metric} / {p.diversity_real_metric}",
+                                                   [lo, hi])
+    ratios = {"all": g / r}
+    if conditional:
+        real = per_class(m, p.diversity_real_metric)
+        ratios.update({c: v / real[c] for c, v in per_class(m, p.diversity_metric).items() if real.get(c)})
+
+    def outside(x: float) -> float:  # log-distance outside [lo, hi]; 0 inside
+        below = math.log(lo / max(x, 1e-9)) if lo is not None and lo > 0 else 0.0
+        above = math.log(max(x, 1e-9) / hi) if hi is not None and hi > 0 else 0.0
+        return max(below, above, 0.0)
+
+    who = max(ratios, key=lambda c: (outside(ratios[c]), abs(math.log(max(ratios[c], 1e-9)))))
+    x = ratios[who]
+    ok = outside(x) == 0.0
+    why = "" if ok else (" (noise-like: more diverse than real)" if lo is not None and x < lo
+                         else " (mode collapse: images too alike)")
+    return Check("diversity", ok, f"generated/real pair MS-SSIM = {x:.3f}{_where(who)} "
+                 f"{'within' if ok else 'outside'} [{lo}, {hi}]{why}", round(x, 6), [lo, hi], floor=True)
+
+
+def _conditional(p: GatePolicy, m: dict[str, Any], measured_only: bool) -> list[Check]:
+    out: list[Check] = []
+    acc = _num(m, p.cond_acc_metric)
+    if acc is None:
+        return [] if measured_only else [_missing("conditional_accuracy", p.cond_acc_metric, p.min_conditional_accuracy)]
+    limits = []
+    if p.min_conditional_accuracy is not None:
+        limits.append((p.min_conditional_accuracy, "minimum"))
+    if p.cond_accuracy_margin is not None:
+        maj = _num(m, p.cond_majority_metric)
+        if maj is None:
+            if not measured_only:
+                out.append(_missing("conditional_accuracy", p.cond_majority_metric, None))
+        else:
+            limits.append((maj + p.cond_accuracy_margin, f"majority-class share {maj:.3f} + {p.cond_accuracy_margin}"))
+    if limits:
+        limit, why = max(limits)
+        ok = acc >= limit
+        out.append(Check("conditional_accuracy", ok, f"{acc:.3f} {'>=' if ok else '<'} {limit:.3f} ({why})",
+                         round(acc, 6), round(limit, 6), floor=True))
+    classes = {k.removeprefix(f"{p.cond_acc_metric}_"): v for k in m
+               if k.startswith(f"{p.cond_acc_metric}_") and (v := _num(m, k)) is not None}
+    if classes and p.min_conditional_accuracy is not None:
+        who, w = _worst(classes, higher_is_worse=False)
+        ok = w >= p.min_conditional_accuracy
+        out.append(Check("conditional_accuracy_worst_class", ok,
+                         f"class {who}: {w:.3f} {'>=' if ok else '<'} {p.min_conditional_accuracy} (images generated "
+                         "for this class that the judge recognises as it)", round(w, 6), p.min_conditional_accuracy,
+                         floor=True))
+    return out
+
+
+def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
+                 measured_only: bool = False) -> list[Check]:
+    """The absolute floors of ``policy`` applied to one evaluation's metrics.
+
+    ``measured_only``: skip floors whose metric is absent instead of failing them (the app's live
+    evaluation of a small batch, which measures only some of them).
+    """
+    p, m = policy, metrics
+    checks: list[Check | None] = []
+    if p.max_fid is not None and (fid := _num(m, p.fid_metric)) is not None:
+        ok = fid <= p.max_fid
+        checks.append(Check("fid_ceiling", ok, f"{p.fid_metric}={fid:.3f} {'<=' if ok else '>'} {p.max_fid}",
+                            fid, p.max_fid, floor=True))
+    if p.max_fid_floor_ratio is not None:
+        checks.append(_fid_ratio(p, m, conditional, measured_only))
+    if p.max_c2st_auc is not None:
+        ctl = _num(m, f"{p.c2st_metric}_floor")
+        checks.append(_bounded("c2st", p.c2st_metric, m, p.max_c2st_auc, conditional, True,
+                               "0.5 = indistinguishable from real", measured_only,
+                               f"; real-vs-real control {ctl:.3f}" if ctl is not None else ""))
+    if p.min_coverage is not None:
+        checks.append(_bounded("coverage", p.coverage_metric, m, p.min_coverage, conditional, False,
+                               "mode collapse / missing modes", measured_only))
+    if p.min_diversity_ratio is not None or p.max_diversity_ratio is not None:
+        checks.append(_diversity(p, m, conditional, measured_only))
+    if conditional:
+        checks.extend(_conditional(p, m, measured_only))
+    if p.max_near_copy_share is not None:
+        checks.append(_bounded("privacy", p.near_copy_metric, m, p.max_near_copy_share, False, True,
+                               "near-copies of training images", measured_only))
+    if p.max_share_below_train_p5 is not None:
+        checks.append(_bounded("privacy_p5", p.p5_metric, m, p.max_share_below_train_p5, False, True,
+                               "closer to a training image than the training set's own 5th-percentile NN distance; "
+                               "~0.05 when nothing is copied", measured_only))
+    return [c for c in checks if c is not None]
+
+
+def comparable(challenger: dict[str, Any], champion: dict[str, Any]) -> str | None:
+    """Why the two evaluations' scores cannot be compared (None when they can).
+
+    FID-domain depends on the feature extractor and on the real reference data: values from two
+    extractor versions or two dataset hashes are different scales.
+    """
+    for key, what in (("extractor_sha256", "feature extractor"), ("data_hash", "dataset hash")):
+        a, b = challenger.get(key), champion.get(key)
+        if not a or not b or a == "unknown" or b == "unknown":
+            return f"the champion's or challenger's {what} is not recorded"
+        if a != b:
+            return f"the champion was evaluated with another {what} ({str(b)[:12]} vs {str(a)[:12]})"
+    return None
+
+
 def evaluate_gate(
     policy: GatePolicy,
     challenger: dict[str, Any],
     champion: dict[str, Any] | None,
     conditional: bool,
 ) -> GateResult:
-    """Apply ``policy`` to the challenger's metrics (and the champion's, when there is one)."""
+    """Apply ``policy`` to the challenger's metrics (and the champion's, when there is one).
+
+    ``challenger``/``champion`` may carry ``extractor_sha256`` and ``data_hash`` (the evaluation
+    protocol); FID-domain is compared with the champion's only when both match.
+    """
     checks: list[Check] = []
     fid = _num(challenger, policy.fid_metric)
     if fid is None:
         checks.append(Check("fid_present", False, f"metric {policy.fid_metric!r} missing from the evaluation"))
-    else:
-        if policy.max_fid is not None:
-            ok = fid <= policy.max_fid
-            checks.append(Check("fid_ceiling", ok, f"{policy.fid_metric}={fid:.3f} {'<=' if ok else '>'} {policy.max_fid}"))
-        champ_fid = _num(champion or {}, policy.fid_metric)
-        if champ_fid is not None:
+    champ_fid = _num(champion or {}, policy.fid_metric)
+    if fid is not None and champ_fid is not None:
+        why_not = comparable(challenger, champion or {})
+        if why_not:
+            checks.append(Check("fid_vs_champion", True, f"{why_not}: FID-domain is not comparable, so the absolute "
+                                "floors alone decide (re-evaluate the champion to compare)", skipped=True))
+        else:
             limit = champ_fid * (1 + policy.fid_tolerance)
             ok = fid <= limit
             checks.append(Check(
                 "fid_vs_champion", ok,
-                f"{policy.fid_metric}={fid:.3f} {'<=' if ok else '>'} champion {champ_fid:.3f} x {1 + policy.fid_tolerance:.2f} = {limit:.3f}",
+                f"{policy.fid_metric}={fid:.3f} {'<=' if ok else '>'} champion {champ_fid:.3f} x "
+                f"{1 + policy.fid_tolerance:.2f} = {limit:.3f}", fid, limit,
             ))
-    if policy.max_near_copy_share is not None:
-        share = _num(challenger, policy.near_copy_metric)
-        if share is None:
-            checks.append(Check("privacy", False, f"metric {policy.near_copy_metric!r} missing"))
-        else:
-            ok = share <= policy.max_near_copy_share
-            checks.append(Check("privacy", ok, f"near-copy share {share:.4f} {'<=' if ok else '>'} {policy.max_near_copy_share}"))
-    if conditional and policy.min_conditional_accuracy is not None:
-        acc = _num(challenger, policy.cond_acc_metric)
-        if acc is None:
-            checks.append(Check("conditional_accuracy", False, f"metric {policy.cond_acc_metric!r} missing"))
-        else:
-            ok = acc >= policy.min_conditional_accuracy
-            checks.append(Check("conditional_accuracy", ok, f"{acc:.3f} {'>=' if ok else '<'} {policy.min_conditional_accuracy}"))
+    checks.extend(floor_checks(policy, challenger, conditional))
     if policy.utility_tolerance is not None:
         b, d = _num(challenger, policy.utility_metric), _num(challenger, policy.utility_control_metric)
         if b is not None and d is not None:  # only datasets with >= 2 classes report utility
@@ -125,18 +340,9 @@ def evaluate_gate(
             checks.append(Check(
                 "utility", ok,
                 f"real+synthetic ACC {b:.3f} {'>=' if ok else '<'} duplicated-real control {d:.3f} - {policy.utility_tolerance}",
+                b, d - policy.utility_tolerance,
             ))
-    if policy.min_coverage is not None:
-        cov = _num(challenger, policy.coverage_metric)
-        ok = cov is not None and cov >= policy.min_coverage
-        checks.append(Check("coverage", ok, f"{policy.coverage_metric}={cov if cov is None else round(cov, 3)} "
-                                            f"{'>=' if ok else '<'} {policy.min_coverage} (mode collapse)"))
-    if policy.max_diversity_ratio is not None:
-        g, r = _num(challenger, policy.diversity_metric), _num(challenger, policy.diversity_real_metric)
-        if g is not None and r:
-            ok = g <= r * policy.max_diversity_ratio
-            checks.append(Check("diversity", ok, f"generated MS-SSIM {g:.3f} {'<=' if ok else '>'} real {r:.3f} "
-                                                 f"x {policy.max_diversity_ratio}"))
     if challenger.get(policy.unstable_flag) and not policy.allow_unstable:
-        checks.append(Check("stable_metrics", False, "too few samples for stable metrics (see the evaluation report)"))
+        checks.append(Check("stable_metrics", False, "too few samples for stable metrics (the evaluation report says "
+                            "which set and how to fix it)"))
     return GateResult(passed=all(c.passed for c in checks) and bool(checks), checks=checks)

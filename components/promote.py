@@ -7,6 +7,13 @@
    A failing gate leaves the champion untouched. Holding the lock across read-compare-set means two
    promotions racing cannot leave ``champion`` on a version that did not beat the champion it saw.
 
+Evaluation integrity (:func:`candidate`): an evaluation is accepted only for the model it scored.
+Its ``model_uri`` must be the trained model's (same run), its data hash the training data's and its
+extractor sha256 the project's current extractor's; anything else is refused with one line saying
+which evaluation to run. FID-domain is compared with the champion's only when both evaluations used
+the same extractor and dataset hash (recorded as ``eval.*`` tags on every version); otherwise the
+comparison is skipped, saying why, and the gate's absolute floors alone decide.
+
 Review (``medsynth review``) and rollback use the same helpers, so every alias move is recorded the
 same way: ``champion.*`` tags on the version (who, when, why).
 """
@@ -25,13 +32,15 @@ from typing import Any
 
 from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate
 from medsynth.config import to_dict
-from medsynth.errors import ConfigError, RegistryError
+from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
 from medsynth.project import ProjectConfig
 from medsynth.tracking import first_line, setup_mlflow, step_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG = "metric."
+PROTOCOL_TAGS = {"extractor_sha256": "eval.extractor_sha256", "data_hash": "eval.data_hash",
+                 "model_uri": "eval.model_uri"}
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,12 @@ def version_metrics(mv: Any) -> dict[str, Any]:
         except ValueError:
             out[key] = v
     return out
+
+
+def version_protocol(mv: Any) -> dict[str, str]:
+    """How a version was evaluated (extractor sha256, data hash, model URI), from its ``eval.*`` tags."""
+    tags = mv.tags or {}
+    return {k: tags[t] for k, t in PROTOCOL_TAGS.items() if tags.get(t)}
 
 
 def get_alias(c: Any, name: str, alias: str) -> Any | None:
@@ -185,8 +200,9 @@ def try_promote(c: Any, project: ProjectConfig, cfg: PromoteConfig, name: str, v
     with registry_lock(project, name, cfg.lock_timeout_s):
         mv = c.get_model_version(name, version)
         champ = get_alias(c, name, CHAMPION)
-        champ_metrics = version_metrics(champ) if champ is not None and champ.version != version else None
-        gate = evaluate_gate(cfg.gate, version_metrics(mv), champ_metrics, conditional)
+        champ_metrics = (version_metrics(champ) | version_protocol(champ)
+                         if champ is not None and champ.version != version else None)
+        gate = evaluate_gate(cfg.gate, version_metrics(mv) | version_protocol(mv), champ_metrics, conditional)
         _tag(c, name, version, {
             "gate.passed": str(gate.passed).lower(),
             "gate.summary": gate.summary(),
@@ -211,6 +227,7 @@ def register(
     lineage: dict[str, Any],
     train_config: dict[str, Any],
     out_dir: Path,
+    protocol: dict[str, str] | None = None,
 ) -> PromoteResult:
     """Register ``model_uri`` as a new version of ``name`` and try to promote it."""
     import mlflow
@@ -231,6 +248,7 @@ def register(
                 "lineage.git_commit": lineage.get("git_commit", "unknown"),
                 "lineage.classes": json.dumps(lineage.get("classes", [])),
                 "synthetic": "true",
+                **{PROTOCOL_TAGS[k]: v for k, v in (protocol or {}).items() if k in PROTOCOL_TAGS and v},
             })
             c.set_registered_model_alias(name, CHALLENGER, version)
             gate, promoted, reason = try_promote(c, project, cfg, name, version, conditional)
@@ -259,17 +277,69 @@ class Candidate:
     metrics: dict[str, Any]
     lineage: dict[str, Any]
     train_params: dict[str, str]
+    protocol: dict[str, str] = field(default_factory=dict)  # extractor_sha256, data_hash, model_uri
 
     @property
     def conditional(self) -> bool:
         return bool(self.lineage.get("conditional")) and len(self.lineage.get("classes", [])) > 1
 
 
+def extractor_sha256(root: str | os.PathLike) -> str | None:
+    """The sha256 recorded in a feature extractor folder's meta.json (None when there is none)."""
+    meta = Path(root) / "meta.json"
+    try:
+        return str(json.loads(meta.read_text())["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _same_model(scored: str, info: dict[str, Any], train_dir: Path) -> bool:
+    """Whether the evaluation's model URI is the trained model (same URI, run, or generator file)."""
+    if scored == info.get("model_uri"):
+        return True
+    if scored.startswith("runs:/") and scored.split("/")[1] == info.get("run_id"):
+        return True
+    local = Path(scored)
+    return local.suffix == ".pt" and local.is_file() and local.resolve().parent == train_dir.resolve()
+
+
+def check_integrity(metrics_file: Path, metrics: dict[str, Any], info: dict[str, Any], train_dir: Path,
+                    data_hash: str, extractor: str | None) -> dict[str, str]:
+    """Refuse an evaluation of another model, other data or another extractor. Returns its protocol.
+
+    Raises:
+        InputError: one line naming the evaluation file, what differs and which evaluation to run.
+    """
+    proto = metrics.get("protocol") if isinstance(metrics.get("protocol"), dict) else {}
+    scored = str(metrics.get("model_uri") or proto.get("model_uri") or "")
+    fix = f"run `medsynth evaluate --model-uri {info.get('model_uri')}`"
+    if not scored:
+        raise InputError(f"{metrics_file}: the evaluation does not record which model it scored (no model_uri); {fix}")
+    if not _same_model(scored, info, train_dir):
+        raise InputError(f"{metrics_file}: evaluation of another model ({scored}); the candidate is "
+                         f"{info.get('model_uri')} (training run {info.get('run_id')}); {fix}")
+    ev_hash = str(proto.get("data_hash") or "")
+    if not ev_hash or ev_hash != data_hash:
+        raise InputError(f"{metrics_file}: evaluated on data hash {ev_hash[:12] or 'unknown'} but the model was "
+                         f"trained on {data_hash[:12]}; {fix} --data <the prepared data it was trained on>")
+    ev_ext = str(proto.get("extractor_sha256") or "")
+    if extractor is not None and ev_ext != extractor:
+        raise InputError(f"{metrics_file}: evaluated with feature extractor {ev_ext[:12] or 'unknown'} but the "
+                         f"project's extractor is {extractor[:12]}; scores from different extractors are not "
+                         f"comparable: {fix}")
+    return {"model_uri": scored, "data_hash": ev_hash, "extractor_sha256": ev_ext}
+
+
 def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
-              eval_dir: str | os.PathLike, dataset: str = "data") -> Candidate:
+              eval_dir: str | os.PathLike, dataset: str = "data", extractor: str | None = None) -> Candidate:
     """Read the train and evaluate outputs and the training run (lineage) into a :class:`Candidate`.
 
     The registered name is ``promote.model_name`` or ``medsynth-<dataset>-<model kind>``.
+    ``extractor``: the sha256 the evaluation's feature extractor must have (the project's current
+    one); None skips that check (e.g. a pipeline step that has no extractor folder).
+
+    Raises:
+        InputError: the evaluation is not of this model, data or extractor (:func:`check_integrity`).
     """
     from mlflow.exceptions import MlflowException
 
@@ -288,19 +358,22 @@ def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.Pa
     except MlflowException as exc:
         raise RegistryError(f"training run {info['run_id']}: {first_line(exc)}") from None
     params, tags = train_run.data.params, train_run.data.tags
+    data_hash = tags.get("medsynth.data_hash", "unknown")
+    protocol = check_integrity(metrics_file, metrics, info, train_dir, data_hash, extractor)
     kind = params.get("model", "gan")
     classes = list(info.get("classes", []))
     lineage = {
         "dataset": dataset,
         "classes": classes if kind != "dcgan" else [],
         "conditional": kind != "dcgan" and len(classes) > 1,
-        "data_hash": tags.get("medsynth.data_hash", "unknown"),
+        "data_hash": data_hash,
         "git_commit": tags.get("mlflow.source.git.commit", "unknown"),
         "run_id": info["run_id"],
         "eval_run_id": metrics.get("run_id", "unknown"),
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
-    return Candidate(cfg.model_name or f"medsynth-{dataset}-{kind}", info["model_uri"], flat, lineage, dict(params))
+    return Candidate(cfg.model_name or f"medsynth-{dataset}-{kind}", info["model_uri"], flat, lineage, dict(params),
+                     protocol)
 
 
 def preview_gate(cfg: PromoteConfig, project: ProjectConfig, cand: Candidate) -> GateResult:
@@ -311,16 +384,20 @@ def preview_gate(cfg: PromoteConfig, project: ProjectConfig, cand: Candidate) ->
     """
     setup_mlflow(project)
     champ = get_alias(client(), cand.name, CHAMPION)
-    return evaluate_gate(cfg.gate, cand.metrics, version_metrics(champ) if champ is not None else None,
-                         cand.conditional)
+    champ_metrics = version_metrics(champ) | version_protocol(champ) if champ is not None else None
+    return evaluate_gate(cfg.gate, cand.metrics | cand.protocol, champ_metrics, cand.conditional)
 
 
 def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
-        eval_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: str = "data") -> PromoteResult:
-    """The promote step: read the train and evaluate outputs, register, gate, promote.
+        eval_dir: str | os.PathLike, out_dir: str | os.PathLike, dataset: str = "data",
+        extractor: str | None = None) -> PromoteResult:
+    """The promote step: read the train and evaluate outputs, check they belong together, register,
+    gate, promote.
 
     Lineage (model kind, data hash, git commit, config) is read from the training run in MLflow,
-    so the model card says exactly how the registered model was made.
+    so the model card says exactly how the registered model was made. ``extractor``: the sha256 the
+    evaluation's extractor must have (see :func:`candidate`).
     """
-    c = candidate(cfg, project, train_dir, eval_dir, dataset)
-    return register(project, cfg, c.model_uri, c.name, c.metrics, c.lineage, c.train_params, Path(out_dir))
+    c = candidate(cfg, project, train_dir, eval_dir, dataset, extractor)
+    return register(project, cfg, c.model_uri, c.name, c.metrics, c.lineage, c.train_params, Path(out_dir),
+                    c.protocol)

@@ -9,8 +9,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from medsynth.cli import add_common
 
     p = sub.add_parser("promote", help="register the trained generator, gate it, move `champion` when it passes",
-                       description="Register the model from --train, gate its --eval metrics against the "
-                       "current champion (policy: promote.gate in params.yaml) and move the alias if it passes.")
+                       description="Register the model from --train, gate its --eval metrics (absolute floors, then the "
+                       "current champion; policy: promote.gate in params.yaml) and move the alias if it passes. "
+                       "An evaluation of another model, data hash or feature extractor is refused.")
     add_common(p)
     p.add_argument("--train", default=None, help="train output folder (default: <artifacts>/train)")
     p.add_argument("--eval", default=None, help="evaluate output folder (default: <artifacts>/evaluate)")
@@ -47,14 +48,22 @@ def _load(args: argparse.Namespace):
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from medsynth.cli import Context
+    from medsynth.components.evaluate import EvaluateConfig
+    from medsynth.components.features import FeaturesConfig, default_dir
     from medsynth.components.ingest import IngestConfig
-    from medsynth.components.promote import PromoteConfig, run
+    from medsynth.components.promote import PromoteConfig, extractor_sha256, run
 
     ctx = Context(args)
     dataset = ctx.stage(IngestConfig, "ingest").dataset
+    # the evaluation must have used the project's current extractor (evaluate.extractor or the default)
+    ev = ctx.stage(EvaluateConfig, "evaluate")
+    ext_dir = Path(ev.extractor) if ev.extractor else default_dir(ctx.project, ctx.stage(FeaturesConfig, "features"))
     res = run(ctx.stage(PromoteConfig, "promote"), ctx.project, ctx.path(args.train, "train"),
-              ctx.path(args.eval, "evaluate"), ctx.path(args.out, "promote"), dataset=dataset)
+              ctx.path(args.eval, "evaluate"), ctx.path(args.out, "promote"), dataset=dataset,
+              extractor=extractor_sha256(ext_dir))
     state = "promoted to champion" if res.promoted else "not promoted"
     print(f"{res.name} v{res.version}: {state}: {res.reason}")
     print(f"champion is now v{res.champion_version}" if res.champion_version else "no champion yet")

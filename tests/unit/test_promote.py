@@ -11,10 +11,14 @@ import pytest
 from medsynth.components.promote import CHALLENGER, CHAMPION, PromoteConfig, client, run
 from medsynth.components.review import decide, list_versions, rollback
 from medsynth.config import build
-from medsynth.errors import ConfigError, RegistryError
+from medsynth.errors import ConfigError, InputError, RegistryError
 
-GOOD = {"fid_domain": 20.0, "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9,
+# clears every absolute floor of the default gate (fid_domain <= 3 x floor 10, C2ST, coverage, ...)
+GOOD = {"fid_domain": 20.0, "fid_domain_floor": 10.0, "c2st_auc": 0.55, "prdc_coverage": 0.8,
+        "diversity_ms_ssim_generated": 0.22, "diversity_ms_ssim_real": 0.2, "privacy_near_copy_share": 0.0,
+        "privacy_share_below_train_p5": 0.05, "cond_accuracy": 0.9, "cond_majority_share": 0.34,
         "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85, "unstable": False}
+EXTRACTOR = "e" * 64
 
 
 def _log_model() -> tuple[str, str]:
@@ -33,7 +37,9 @@ def _log_model() -> tuple[str, str]:
     return info.model_uri, run.info.run_id
 
 
-def _candidate(project, tmp: Path, metrics: dict, tag: str) -> tuple[Path, Path]:
+def _candidate(project, tmp: Path, metrics: dict, tag: str, scored: str | None = None, data_hash: str = "abc",
+               extractor: str = EXTRACTOR) -> tuple[Path, Path]:
+    """A train folder and its evaluation; ``scored``/``data_hash``/``extractor`` fake a mismatched one."""
     from medsynth.tracking import setup_mlflow
 
     setup_mlflow(project)
@@ -44,22 +50,24 @@ def _candidate(project, tmp: Path, metrics: dict, tag: str) -> tuple[Path, Path]
     (train / "train_summary.json").write_text(json.dumps({
         "model_uri": uri, "run_id": run_id, "classes": ["AbdomenCT", "ChestCT", "HeadCT"],
     }))
-    (ev / "metrics.json").write_text(json.dumps(metrics))
+    protocol = {"data_hash": data_hash, "extractor_sha256": extractor}
+    (ev / "metrics.json").write_text(json.dumps({**metrics, "model_uri": scored or uri, "protocol": protocol}))
     return train, ev
 
 
 def test_promotion_gate_review_and_rollback(project, tmp_path):
     cfg = PromoteConfig(model_name="m")
     t1, e1 = _candidate(project, tmp_path, GOOD, "1")
-    r1 = run(cfg, project, t1, e1, tmp_path / "p1")
+    r1 = run(cfg, project, t1, e1, tmp_path / "p1", extractor=EXTRACTOR)
     assert r1.promoted and r1.champion_version == "1"
+    assert client().get_model_version("m", "1").tags["eval.extractor_sha256"] == EXTRACTOR
     card = (tmp_path / "p1" / "model_card.md").read_text()
     assert "not for diagnosis" in card and "abc" in card and "deadbeef" in card
 
     # worse FID than champion x 1.1: stays challenger, champion untouched, reasons recorded
     t2, e2 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 30.0}, "2")
     r2 = run(cfg, project, t2, e2, tmp_path / "p2")
-    assert not r2.promoted and "fid_vs_champion" in r2.reason
+    assert not r2.promoted and "fid_vs_champion" in r2.reason and "floors" not in r2.reason
     c = client()
     assert str(c.get_model_version_by_alias("m", CHAMPION).version) == "1"
     assert str(c.get_model_version_by_alias("m", CHALLENGER).version) == "2"
@@ -134,3 +142,38 @@ def test_unreachable_registry_is_one_clear_error(project, monkeypatch, tmp_path)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(RegistryError, match="cannot be reached"):
         list_versions(project, "m")
+
+
+def test_first_champion_must_clear_the_absolute_floors(project, tmp_path):
+    """No champion yet is no free pass: the demo's checkerboard champion of issue 12 is refused."""
+    blobs = {**GOOD, "fid_domain": 186.0, "fid_domain_floor": 0.15, "c2st_auc": 1.0, "prdc_coverage": 0.06}
+    t, e = _candidate(project, tmp_path, blobs, "blobs")
+    res = run(PromoteConfig(model_name="first"), project, t, e, tmp_path / "p")
+    assert not res.promoted and res.champion_version is None
+    assert all(name in res.reason for name in ("fid_floor_ratio", "c2st", "coverage"))
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"scored": "runs:/0123456789abcdef/generator"}, "evaluation of another model"),
+    ({"data_hash": "other-data"}, "evaluated on data hash other-data"),
+    ({"extractor": "f" * 64}, "evaluated with feature extractor ffffffffffff"),
+])
+def test_promote_refuses_an_evaluation_of_another_model_data_or_extractor(project, tmp_path, capsys, kw, match):
+    t, e = _candidate(project, tmp_path, GOOD, "x", **kw)
+    with pytest.raises(InputError, match=match) as err:
+        run(PromoteConfig(model_name="integrity"), project, t, e, tmp_path / "p", extractor=EXTRACTOR)
+    assert "\n" not in str(err.value) and str(e / "metrics.json") in str(err.value)
+    assert "medsynth evaluate --model-uri" in str(err.value)  # says what to run
+    with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|does not exist"):
+        client().get_registered_model("integrity")  # nothing was registered
+
+
+def test_cli_promote_integrity_refusal_is_one_line_and_non_zero(project, project_home, tmp_path, capsys):
+    from medsynth.cli import main
+
+    t, e = _candidate(project, tmp_path, GOOD, "cli", scored="images:/somewhere/else.npz")
+    capsys.readouterr()  # MLflow's warnings while logging the fixture model
+    rc = main(["promote", "--params", str(Path(__file__).resolve().parents[2] / "params.yaml"),
+               "--train", str(t), "--eval", str(e), "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "evaluation of another model (images:/somewhere/else.npz)" in err
