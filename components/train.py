@@ -189,7 +189,9 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
         mlflow.log_params({"model.resolution": trainer.spec.resolution, "model.num_classes": trainer.spec.num_classes,
                            "model.params_g": count_params(trainer.G), "model.params_d": count_params(trainer.D),
                            "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size,
-                           "device.name": device_name(trainer.device), "memory.kind": mem.kind})
+                           "device.name": device_name(trainer.device), "memory.kind": mem.kind,
+                           "precision.resolved": trainer.precision.value,
+                           "channels_last.resolved": trainer.fmt == torch.channels_last})
         if probe is not None:
             probe.attach(trainer)
         with mem:

@@ -24,6 +24,7 @@ class Profile(enum.StrEnum):
 
 
 class Precision(enum.StrEnum):
+    AUTO = "auto"  # bf16 (+ channels_last) on CUDA or a CPU with AMX, fp32 elsewhere
     FP32 = "fp32"
     BF16 = "bf16"  # autocast to bfloat16 (CPU or CUDA), fp32 master weights and losses
     FP16 = "fp16"  # CUDA only: autocast float16 with a GradScaler
@@ -56,6 +57,7 @@ class TrainConfig:
 
     profile: Profile = Profile.CUSTOM
     model: str = "cgan"  # a name in medsynth.training.registry (dcgan, cgan)
+    arch: str = "dcgan"  # network family: dcgan (pytorch/examples) | resnet (training/resnet.py)
     # profile keys: None = the profile's value (see PROFILES); resolved in __post_init__
     epochs: int | None = None
     max_steps: int | None = None  # stop after this many optimiser steps in total (0: epochs decide)
@@ -73,7 +75,7 @@ class TrainConfig:
     spectral_norm: bool = False
     diffaugment: list[str] = field(default_factory=list)  # e.g. [color, translation, cutout]
     ema_decay: float = 0.999  # 0 turns the EMA generator off (the raw G is then served)
-    precision: Precision = Precision.FP32
+    precision: Precision = Precision.AUTO
     channels_last: bool = False
     device: Device = Device.AUTO
     threads: int | None = None  # torch CPU threads (None: torch's default)
@@ -90,9 +92,11 @@ class TrainConfig:
                 object.__setattr__(self, key, value)  # frozen: filled once, at construction
 
     def check(self) -> None:
+        from medsynth.training.models import check_arch
         from medsynth.training.registry import get_kind
 
         get_kind(self.model)
+        check_arch(self.arch)
         check_policy(self.diffaugment)
         for name in ("epochs", "batch_size", "nz", "ngf", "ndf", "embed_dim", "checkpoint_every", "log_every"):
             v = getattr(self, name)
@@ -108,6 +112,24 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train.lr_g / train.lr_d: must be > 0")
+
+
+def resolve_precision(precision: Precision, device_type: str, fast_bf16: bool | None = None) -> Precision:
+    """``auto`` -> bf16 on CUDA or on a CPU with AMX, fp32 elsewhere (the choice is logged with the run).
+
+    Measured on a 2-core Xeon with AMX: bf16 + channels_last trains 2.4x and generates 2.3x faster
+    than fp32; on AVX2-only CPUs and on AVX-512 BF16 without AMX bfloat16 is slower
+    (docs/BENCHMARKS.md).
+    """
+    if precision is not Precision.AUTO:
+        return precision
+    if device_type == "cuda":
+        return Precision.BF16
+    if fast_bf16 is None:
+        from medsynth.training.distributed import cpu_has_fast_bf16
+
+        fast_bf16 = cpu_has_fast_bf16()
+    return Precision.BF16 if fast_bf16 else Precision.FP32
 
 
 def load_train_config(params: dict[str, Any], overrides: dict[str, str] | None = None) -> TrainConfig:

@@ -40,6 +40,7 @@ class ModelSpec:
     """Everything needed to rebuild a network (saved with checkpoints and served models)."""
 
     kind: str = "dcgan"
+    arch: str = "dcgan"  # dcgan (transposed convs, as pytorch/examples) | resize | resnet (training/resnet.py)
     resolution: int = 64
     channels: int = 1
     nz: int = 100
@@ -115,6 +116,15 @@ class _Condition(nn.Module):
         return e
 
 
+def _up(arch: str, c_in: int, c_out: int) -> list[nn.Module]:
+    """One 2x upsampling: a 4x4 stride-2 transposed conv (``dcgan``) or, for ``resize``, a
+    nearest-neighbour resize then a 3x3 conv, which cannot paint the checkerboard that the uneven
+    overlap of transposed convolutions does (Odena et al. 2016)."""
+    if arch == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)]
+
+
 class Generator(nn.Module):
     """DCGAN generator; conditional when ``spec.num_classes > 0``. Output in [-1, 1]."""
 
@@ -134,10 +144,10 @@ class Generator(nn.Module):
         ]
         # each block doubles the size and halves the channels: ... -> ngf x R/2 x R/2
         for _ in range(n_up - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            layers += [*_up(spec.arch, ch, ch // 2), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
             ch //= 2
         # last block: ngf x R/2 x R/2 -> channels x R x R
-        layers += [nn.ConvTranspose2d(ch, spec.channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [*_up(spec.arch, ch, spec.channels), nn.Tanh()]
         self.main = nn.Sequential(*layers)
         self.apply(init_weights)
         if self.cond is not None:
@@ -197,6 +207,33 @@ class Discriminator(nn.Module):
             phi = h.sum(dim=(2, 3))  # N x ch: sum-pooled features
             logit = logit + (self.cond(y).to(phi.dtype) * phi).sum(dim=1)  # projection term
         return logit
+
+
+ARCHS = ("dcgan", "resize", "resnet")
+
+
+def check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"train.arch: unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
+
+
+def build_generator(spec: ModelSpec) -> nn.Module:
+    """The generator network a spec describes (DCGAN or residual), freshly initialised."""
+    check_arch(spec.arch)
+    if spec.arch == "resnet":
+        from medsynth.training.resnet import ResGenerator
+
+        return ResGenerator(spec)
+    return Generator(spec)
+
+
+def build_discriminator(spec: ModelSpec) -> nn.Module:
+    check_arch(spec.arch)
+    if spec.arch == "resnet":
+        from medsynth.training.resnet import ResDiscriminator
+
+        return ResDiscriminator(spec)
+    return Discriminator(spec)
 
 
 def count_params(m: nn.Module) -> int:

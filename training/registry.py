@@ -34,7 +34,7 @@ def get_kind(name: str) -> ModelKind:
 
 def build_models(spec):  # -> tuple[Generator, Discriminator]
     """G and D for a :class:`~medsynth.training.models.ModelSpec` (checks kind and resolution)."""
-    from medsynth.training.models import Discriminator, Generator, layout
+    from medsynth.training.models import build_discriminator, build_generator, layout
 
     kind = get_kind(spec.kind)
     layout(spec.resolution)
@@ -42,4 +42,4 @@ def build_models(spec):  # -> tuple[Generator, Discriminator]
         raise ConfigError(f"{spec.kind}: a conditional model needs at least one class")
     if not kind.conditional and spec.num_classes:
         raise ConfigError(f"{spec.kind}: an unconditional model takes no classes")
-    return Generator(spec), Discriminator(spec)
+    return build_generator(spec), build_discriminator(spec)

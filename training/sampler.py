@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from medsynth.errors import ConfigError, TrainingError
-from medsynth.training.models import Generator, ModelSpec
+from medsynth.training.models import Generator, ModelSpec, build_generator
 
 MAX_IMAGES = 10_000  # one generate() call makes at most this many images (bounds memory)
 CHUNK = 256
@@ -106,7 +106,7 @@ def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         spec = ModelSpec.from_dict(payload["model_spec"])
-        net = Generator(spec)
+        net = build_generator(spec)
         net.load_state_dict(payload["state_dict"])
     except ConfigError:
         raise

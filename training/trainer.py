@@ -32,7 +32,7 @@ from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
 from medsynth.training import distributed as dist_util
 from medsynth.training.augment import diff_augment
-from medsynth.training.config import Precision, TrainConfig
+from medsynth.training.config import Precision, TrainConfig, resolve_precision
 from medsynth.training.ema import EMA
 from medsynth.training.losses import d_loss, d_prob, g_loss
 from medsynth.training.models import ModelSpec
@@ -119,9 +119,10 @@ class Trainer:
         if cfg.precision is Precision.FP16 and self.device.type != "cuda":
             raise ConfigError("train.precision: fp16 needs a CUDA device; valid on CPU: fp32, bf16")
         self._threads_before = torch.get_num_threads()
+        self.precision = resolve_precision(cfg.precision, self.device.type)
         if cfg.precision is Precision.BF16 and self.device.type == "cpu" and not dist_util.cpu_has_fast_bf16():
-            warnings.warn("train.precision=bf16 on a CPU without AVX-512 BF16/AMX: bfloat16 kernels are "
-                          "emulated and much slower than fp32 here (see docs/BENCHMARKS.md)", stacklevel=2)
+            warnings.warn("train.precision=bf16 on a CPU without AMX: bfloat16 kernels are "
+                          "slower than fp32 here (see docs/BENCHMARKS.md)", stacklevel=2)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)  # restored when fit() returns
         data = data.balanced_subset(cfg.max_train_images, seed)
@@ -129,7 +130,7 @@ class Trainer:
         classes = data.classes if kind.conditional else []
         mods = sorted(set(data.modalities))
         self.spec = ModelSpec(
-            kind=cfg.model, resolution=data.resolution, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
+            kind=cfg.model, arch=cfg.arch, resolution=data.resolution, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
             num_classes=len(classes), embed_dim=cfg.embed_dim, spectral_norm=cfg.spectral_norm,
             class_modality=[mods.index(m) for m in data.modalities] if classes and len(mods) > 1 else [],
         )
@@ -137,15 +138,17 @@ class Trainer:
         self.G, self.D = build_models(self.spec)  # raises on a resolution the model cannot make
         if kind.conditional and int(data.y.max()) >= len(classes):
             raise TrainingError(f"labels: {int(data.y.max())} is out of range for {len(classes)} classes")
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        # auto precision also turns channels_last on where bf16 was chosen (oneDNN/tensor cores want NHWC)
+        nhwc = cfg.channels_last or (cfg.precision is Precision.AUTO and self.precision is Precision.BF16)
+        fmt = torch.channels_last if nhwc else torch.contiguous_format
         self.G.to(self.device, memory_format=fmt)
         self.D.to(self.device, memory_format=fmt)
         self.fmt = fmt
         self.ema = EMA(self.G, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision is Precision.FP16)
-        self.amp_dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision is Precision.FP16)
+        self.amp_dtype = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(self.precision)
         self.G_ddp, self.D_ddp = self.G, self.D
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -242,6 +245,7 @@ class Trainer:
         net = self.ema.model if self.ema else self.G
         was = net.training
         net.eval()
+        self._calibrate(net)
         n = self.cfg.sample_count
         gen = torch.Generator().manual_seed(self.seed + 12_345)
         z = torch.randn(n, self.cfg.nz, generator=gen).to(self.device)
@@ -331,6 +335,7 @@ class Trainer:
             if self.info.is_main:
                 self.callback.on_epoch_end(ep, metrics, make_grid(self._last_fake))
         self._sync_buffers()
+        self._calibrate(self.ema.model if self.ema else self.G)
         net = (self.ema.model if self.ema else self.G).to("cpu").eval()
         if self.info.is_main:
             from medsynth.fileio import atomic_path
@@ -348,6 +353,15 @@ class Trainer:
         return {"loss_d": float(m[0]), "loss_g": float(m[1]), "d_real": float(m[2]), "d_fake": float(m[3]),
                 "d_fake_g": float(m[4]), "lr_g": self.opt_g.param_groups[0]["lr"],
                 "lr_d": self.opt_d.param_groups[0]["lr"], "images_per_s": images_per_s}
+
+    def _calibrate(self, net: torch.nn.Module) -> None:
+        """Residual G: batch-norm statistics re-estimated for the EMA weights (training/resnet.py)."""
+        if self.spec.arch != "resnet" or net is self.G:
+            return
+        from medsynth.training.resnet import recalibrate_batchnorm
+
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            recalibrate_batchnorm(net, self.cfg.nz, self.spec.num_classes, self.device, seed=self.seed)
 
     def _sync_buffers(self) -> None:
         """Batch-norm statistics drift apart per rank after the last local forward: take rank 0's."""

@@ -115,7 +115,7 @@ def test_generate_evaluate_export_and_feedback(registered):
     assert len(dcm) == 6 and all("SYNTHETIC_" in n for n in zf.namelist() if n.endswith((".png", ".dcm")))
     ds = pydicom.dcmread(io.BytesIO(zf.read(dcm[0])))
     assert list(ds.ImageType) == ["DERIVED", "SECONDARY"] and ds.BurnedInAnnotation == "YES"
-    assert "SYNTHETIC" in ds.SeriesDescription and str(ds.PatientName) == "SYNTHETIC"
+    assert "SYNTHETIC" in ds.SeriesDescription and ds.PatientName.family_name == "SYNTHETIC"
     # 5. feedback on one image, stored with nothing but what was typed
     at.selectbox(key="fb_target").set_value(3)
     at.radio(key="fb_rating").set_value("unrealistic")
