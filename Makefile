@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medsynth-installed
 
-.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study
+.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study zoo
 
 venv: $(STAMP)
 
@@ -41,6 +41,13 @@ loop-demo: $(STAMP)
 STUDY_PROFILE ?= quick
 study: $(STAMP)
 	$(BIN)/medsynth study --profile $(STUDY_PROFILE)
+
+# The shipped champions (training/zoo/): one trained generator per bundled dataset, each with its
+# evaluation report, metrics and model card, recorded in training/zoo/MANIFEST.json (sha256, sizes).
+# Resumable: re-running continues each training from its checkpoint under artifacts/zoo/.
+ZOO_DATASETS ?= ct pneumonia mri cxr multi
+zoo: $(STAMP)
+	@for d in $(ZOO_DATASETS); do $(BIN)/medsynth zoo build $$d || exit 1; done
 
 # Benchmarks (figures go to docs/BENCHMARKS.md; run on an otherwise idle machine).
 bench: $(STAMP)

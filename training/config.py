@@ -21,6 +21,7 @@ class Profile(enum.StrEnum):
     SMOKE = "smoke"  # ~20 s on 2 CPU cores: tests and CI
     DEMO = "demo"  # ~2-3 min on 2 CPU cores: `medsynth demo`
     FULL = "full"  # the pytorch/examples DCGAN settings, many epochs
+    ZOO = "zoo"  # the shipped champions (`medsynth zoo build`): narrow nets, many steps, on 2 CPU cores
 
 
 class Precision(enum.StrEnum):
@@ -48,6 +49,9 @@ PROFILES: dict[Profile, dict[str, int]] = {
     Profile.DEMO: {"epochs": 4, "ngf": 16, "ndf": 16, "batch_size": 32, "max_train_images": 3000,
                    "sample_count": 36},
     Profile.FULL: {"epochs": 25},
+    # zoo: half the pytorch/examples widths (a generator of ~0.7M parameters, ~3 MB shipped) and
+    # many small steps: quality per CPU minute (docs/BENCHMARKS.md, time-to-quality)
+    Profile.ZOO: {"epochs": 1000, "max_steps": 3000, "ngf": 32, "ndf": 32, "batch_size": 64, "sample_count": 64},
 }
 
 

@@ -1,0 +1,86 @@
+"""Precision resolution per CPU capability (faked flags) and the shipped-champion manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsynth.errors import InputError
+from medsynth.training import zoo
+from medsynth.training.config import Precision, resolve_precision
+from medsynth.training.distributed import cpu_flags, cpu_has_fast_bf16
+
+
+@pytest.mark.parametrize("flags, fast", [
+    ({"avx2", "fma"}, False),  # AMD EPYC / AVX2 only: bf16 is emulated
+    ({"avx512f", "avx512_bf16"}, False),  # AVX-512 BF16 without AMX: measured slower than fp32
+    ({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),  # Sapphire Rapids: AMX tiles
+])
+def test_fast_bf16_needs_amx(flags, fast):
+    assert cpu_has_fast_bf16(flags) is fast
+    want = Precision.BF16 if fast else Precision.FP32
+    assert resolve_precision(Precision.AUTO, "cpu", fast_bf16=fast) is want
+
+
+def test_auto_is_bf16_on_cuda_and_explicit_choices_win():
+    assert resolve_precision(Precision.AUTO, "cuda", fast_bf16=False) is Precision.BF16
+    assert resolve_precision(Precision.FP32, "cpu", fast_bf16=True) is Precision.FP32
+    assert resolve_precision(Precision.BF16, "cpu", fast_bf16=False) is Precision.BF16
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path: Path):
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert cpu_flags(str(f)) == {"fpu", "avx2", "amx_bf16"}
+    assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_trainer_logs_the_resolved_precision(tmp_path: Path):
+    from medsynth.training.config import TrainConfig
+    from medsynth.training.trainer import TrainData, Trainer
+
+    x = torch.randint(0, 255, (64, 1, 32, 32), dtype=torch.uint8)
+    cfg = TrainConfig(profile="smoke", model="dcgan", arch="resize", batch_size=16)
+    t = Trainer(cfg, TrainData(x, torch.zeros(64, dtype=torch.long), ["a"]), tmp_path)
+    assert t.precision is resolve_precision(Precision.AUTO, "cpu")
+    assert (t.fmt == torch.channels_last) == (t.precision is Precision.BF16 or cfg.channels_last)
+
+
+def _entry(tmp_path: Path) -> Path:
+    folder = tmp_path / "ct"
+    folder.mkdir(parents=True)
+    (folder / "generator.pt").write_bytes(b"weights")
+    (folder / "report.md").write_text("report")
+    zoo.write_entry("ct", folder, {"model": "cgan"}, zoo_dir=tmp_path)
+    return folder
+
+
+def test_manifest_records_sha256_and_size_and_verifies(tmp_path: Path):
+    folder = _entry(tmp_path)
+    man = json.loads((tmp_path / zoo.MANIFEST).read_text())
+    files = man["models"]["ct"]["files"]
+    assert files["generator.pt"] == {"sha256": zoo.sha256_of(folder / "generator.pt"), "size": 7}
+    assert man["total_bytes"] == 13
+    assert zoo.get("ct", zoo_dir=tmp_path).sha256 == files["generator.pt"]["sha256"]
+
+
+def test_tampered_or_missing_files_are_refused(tmp_path: Path):
+    folder = _entry(tmp_path)
+    (folder / "generator.pt").write_bytes(b"weightz")
+    with pytest.raises(InputError, match="sha256/size differs"):
+        zoo.get("ct", zoo_dir=tmp_path)
+    (folder / "generator.pt").unlink()
+    with pytest.raises(InputError, match="missing"):
+        zoo.get("ct", zoo_dir=tmp_path)
+    with pytest.raises(InputError, match="no shipped generator for dataset 'mri'"):
+        zoo.get("mri", zoo_dir=tmp_path)
+
+
+def test_shipped_zoo_matches_its_manifest():
+    """Every file the repository ships under training/zoo/ has the recorded sha256 and size."""
+    for name, entry in zoo.entries().items():
+        zoo.verify(entry)
+        assert entry.size < 8_000_000, f"{name}: shipped generator is larger than a few MB"
