@@ -191,7 +191,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
                            "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size,
                            "device.name": device_name(trainer.device), "memory.kind": mem.kind,
                            "precision.resolved": trainer.precision.value,
-                           "channels_last.resolved": trainer.fmt == torch.channels_last})
+                           "channels_last.resolved": str(trainer.fmt) == "torch.channels_last"})
         if probe is not None:
             probe.attach(trainer)
         with mem:
