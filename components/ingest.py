@@ -21,7 +21,7 @@ from typing import Any
 from medsynth.config import to_dict
 from medsynth.dataset import DatasetWriter
 from medsynth.errors import ConfigError, InputError
-from medsynth.fileio import atomic_dir, sha256_tree, write_json
+from medsynth.fileio import atomic_dir, read_parquet, sha256_tree, write_json
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
 from medsynth.readers import SourceConfig, read_source
@@ -128,9 +128,7 @@ def ingest_sources(
         with open(qdir / "records.jsonl", "w") as f:
             for r in rejected:
                 f.write(json.dumps(r) + "\n")
-        import pandas as pd
-
-        df = pd.read_parquet(tmp / "manifest.parquet")
+        df = read_parquet(tmp / "manifest.parquet")
         counts = {
             split or "unassigned": {str(k): int(v) for k, v in g["class_name"].value_counts().sort_index().items()}
             for split, g in df.groupby("split")

@@ -33,7 +33,7 @@ import numpy as np
 
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError
-from medsynth.fileio import atomic_dir, atomic_path, write_json
+from medsynth.fileio import atomic_dir, atomic_path, read_parquet, write_json, write_parquet
 from medsynth.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from medsynth.monitoring.features import PCA, Embedder, embed_in_batches, feature_frame
 from medsynth.monitoring.history import History
@@ -130,9 +130,7 @@ def _reference_sizes(prep: PreparedData, ids: np.ndarray) -> np.ndarray | None:
     mf = src / "manifest.parquet"
     if not src.parts or not mf.is_file():
         return None
-    import pandas as pd
-
-    df = pd.read_parquet(mf, columns=["id", "height", "width"]).set_index("id")
+    df = read_parquet(mf, columns=["id", "height", "width"]).set_index("id")
     try:
         hw = df.loc[list(ids)]
     except KeyError:
@@ -175,8 +173,6 @@ def reference_features(prep: PreparedData, cfg: MonitorConfig, project: ProjectC
 
     The PCA is fitted here, on the reference, and reused for every batch.
     """
-    import pandas as pd
-
     use_emb = embedder is not None and cfg.embedding_components > 0
     key = hashlib.sha256(json.dumps([prep.data_hash, FEATURE_VERSION, cfg.max_reference, project.seed,
                                      cfg.embedding_components if use_emb else 0, extractor_id if use_emb else ""]
@@ -184,7 +180,7 @@ def reference_features(prep: PreparedData, cfg: MonitorConfig, project: ProjectC
     cache = project.state_path() / "monitoring" / "reference" / key
     if (cache / "features.parquet").is_file():
         pca = PCA.from_arrays(dict(np.load(cache / "pca.npz"))) if (cache / "pca.npz").is_file() else None
-        return pd.read_parquet(cache / "features.parquet"), pca
+        return read_parquet(cache / "features.parquet"), pca
     x_u8, _ = prep.split_uint8("train")
     ids = prep.arrays["train_ids"]
     if len(x_u8) > cfg.max_reference:  # seeded subsample bounds time and memory on big references
@@ -197,7 +193,7 @@ def reference_features(prep: PreparedData, cfg: MonitorConfig, project: ProjectC
         pca = PCA.fit(emb, cfg.embedding_components)
     df = feature_frame(x, sizes=_reference_sizes(prep, ids), embeddings=emb, pca=pca)
     with atomic_dir(cache) as tmp:
-        df.to_parquet(tmp / "features.parquet", index=False)
+        write_parquet(df, tmp / "features.parquet")
         if pca is not None:
             np.savez(tmp / "pca.npz", **pca.to_arrays())
     return df, pca
@@ -301,7 +297,7 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
         out.mkdir(parents=True, exist_ok=True)
         result = compare(ref_df, cur_df, cfg, out)
         with atomic_path(out / "features.parquet") as tmp_pq:
-            cur_df.to_parquet(tmp_pq, index=False)
+            write_parquet(cur_df, tmp_pq)
         with open(out / "quarantine.jsonl", "w") as f:
             f.writelines(json.dumps(q) + "\n" for q in quarantine)
     finally:

@@ -25,7 +25,7 @@ from medsynth.components.monitor import (
 )
 from medsynth.config import to_dict
 from medsynth.errors import InputError
-from medsynth.fileio import atomic_path, write_json
+from medsynth.fileio import atomic_path, read_parquet, write_json, write_parquet
 from medsynth.monitoring.features import feature_frame
 from medsynth.project import ProjectConfig
 
@@ -48,8 +48,6 @@ def run_outputs(cfg: MonitorConfig, project: ProjectConfig, generator: Any, mode
 
 
 def _run_outputs(cfg, project, generator, model, out_dir, seed, track, history) -> CheckResult:
-    import pandas as pd
-
     t0 = time.perf_counter()
     key = hashlib.sha256(f"{model}:{FEATURE_VERSION}".encode()).hexdigest()[:16]
     ref_file = project.state_path() / "monitoring" / "outputs" / key / "reference.parquet"
@@ -57,8 +55,8 @@ def _run_outputs(cfg, project, generator, model, out_dir, seed, track, history) 
     if not ref_file.is_file():
         ref_df = feature_frame(_generate(generator, n, 0))
         with atomic_path(ref_file) as tmp:
-            ref_df.to_parquet(tmp, index=False)
-    ref_df = pd.read_parquet(ref_file)
+            write_parquet(ref_df, tmp)
+    ref_df = read_parquet(ref_file)
     previous = [e for e in history.events("output_check") if e.get("model") == model]
     s = seed if seed is not None else len(previous) + 1
     cur_df = feature_frame(_generate(generator, n, s))

@@ -35,7 +35,7 @@ from medsynth.components.validate_report import class_balance, report_md
 from medsynth.config import to_dict
 from medsynth.dataset import MANIFEST_COLUMNS, SPLITS, CanonicalDataset
 from medsynth.errors import ConfigError, InputError, ValidationFailed
-from medsynth.fileio import atomic_dir, sha256_file, write_json, write_text
+from medsynth.fileio import atomic_dir, sha256_file, write_json, write_parquet, write_text
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
 
@@ -311,7 +311,7 @@ def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir
                 fh.write(json.dumps(f) + "\n")
         data_hash = ""
         if passed:
-            passing[MANIFEST_COLUMNS].to_parquet(tmp / "manifest.parquet", index=False)
+            write_parquet(passing[MANIFEST_COLUMNS], tmp / "manifest.parquet")
             shutil.copy2(ingest_dir / "classes.json", tmp / "classes.json")
             (tmp / "shards").mkdir()
             for s in progress(sorted(passing["shard"].astype(str).unique()), desc="copy shards", unit="shard"):

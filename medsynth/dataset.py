@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medsynth.errors import InputError
+from medsynth.fileio import read_parquet, write_parquet
 
 MANIFEST_COLUMNS = [
     "id",  # stable id: <source key>:<split or part>:<index>[:<frame>]
@@ -154,7 +155,7 @@ class DatasetWriter:
         for key, imgs in self._groups.items():
             np.save(out / "shards" / f"{self._group_names[key]}.npy", np.stack(imgs))
         df = pd.DataFrame(self._rows, columns=MANIFEST_COLUMNS)
-        df.to_parquet(out / "manifest.parquet", index=False)
+        write_parquet(df, out / "manifest.parquet")
         (out / "classes.json").write_text(
             json.dumps({"classes": self.classes, "modalities": self.modalities}, indent=2) + "\n"
         )
@@ -165,13 +166,12 @@ class CanonicalDataset:
     """Read access to a canonical dataset folder."""
 
     def __init__(self, root: str | os.PathLike):
-        import pandas as pd
 
         self.root = Path(root)
         mf = self.root / "manifest.parquet"
         if not mf.is_file():
             raise InputError(f"{self.root}: not a canonical dataset (manifest.parquet missing; run `medsynth ingest`)")
-        self.manifest = pd.read_parquet(mf)
+        self.manifest = read_parquet(mf)
         meta = json.loads((self.root / "classes.json").read_text())
         self.classes: list[str] = meta["classes"]
         self.modalities: list[str] = meta["modalities"]

@@ -99,3 +99,31 @@ def sha256_tree(path: str | os.PathLike) -> str:
         h.update(rel.encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+# Parquet through Arrow's own file I/O, never through a Python file object.
+#
+# ``pandas.read_parquet(path)`` opens ``path`` with Python's ``open`` and hands pyarrow that file
+# object; every chunk read from it is then an ``arrow::py::PyBuffer`` wrapping a Python ``bytes``.
+# Arrow's I/O and CPU thread pools can drop the last reference to such a buffer a moment *after*
+# ``read_parquet`` has returned. When that happens while the interpreter is finalizing (the command
+# has already printed its success line), ``~PyBuffer`` calls ``PyGILState_Ensure`` on the worker
+# thread, CPython ends that thread with ``pthread_exit``, the forced unwind hits a ``noexcept``
+# destructor and libstdc++ calls ``std::terminate``: "terminate called without an active
+# exception", SIGABRT, exit 134 after a successful step. A path opened by Arrow itself yields
+# native buffers whose release needs no GIL, so the race has nothing to trip over.
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> Any:
+    """A parquet file as a pandas DataFrame, read by Arrow's native file I/O (see above)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(os.fspath(path), columns=columns).to_pandas()
+
+
+def write_parquet(df: Any, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame (without its index) to ``path`` with Arrow's native file I/O."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), os.fspath(path))
