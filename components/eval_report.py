@@ -61,6 +61,7 @@ def _fmt(v: Any) -> str:
 
 ROWS = [  # (label, generated key, floor/real key, direction)
     ("FID-domain", "fid_domain", "fid_domain_floor", "lower"),
+    ("C2ST AUC (0.5 = indistinguishable)", "c2st_auc", "c2st_auc_floor", "~0.5"),
     ("KID-domain (mean)", "kid_domain_mean", "kid_domain_floor_mean", "lower"),
     ("precision", "prdc_precision", "prdc_precision_floor", "higher"),
     ("recall", "prdc_recall", "prdc_recall_floor", "higher"),
@@ -93,6 +94,9 @@ def render(m: dict[str, Any]) -> str:
     if m["unstable"]:
         out += ["> **UNSTABLE: too few samples for stable metrics** -- " + "; ".join(m["unstable_reasons"])
                 + ". The numbers below are indicative only.", ""]
+    if m.get("small_reference"):
+        out += ["> **Small real reference set** -- " + "; ".join(m.get("small_reference_reasons", [])) + ".", ""]
+    out += _floors(m)
     out += ["## Protocol", "",
             f"- Metric names: {p['metric_names']}.",
             f"- Backbone: `{p['backbone']}` (sha256 `{p['extractor_sha256'][:16]}...`, its own test accuracy "
@@ -101,15 +105,21 @@ def render(m: dict[str, Any]) -> str:
             f"- Images: {p['images']['generated']} generated vs {p['reference_set']}; floor: {p['floor']}.",
             f"- Dataset: {p['dataset_resolution']} px, classes {', '.join(p['classes'])}, data hash `{p['data_hash'][:12]}`.",
             f"- KID: {p['kid']}. NN distance: {p['nn_distance']}. Diversity: {p['diversity']}.", "",
-            "## Quality and diversity", "", *table_lines(m), ""]
+            f"- Scored: {p.get('source', 'generator')} `{p.get('model_uri', '')}`"
+            + (f" (sha256 `{p['source_sha256'][:12]}`)" if p.get("source_sha256") else "") + ".",
+            f"- Bootstrap: {p.get('bootstrap', 'off')}.", *_c2st_protocol(p), "",
+            "## Quality and diversity", "", *table_lines(m), *_intervals(m), ""]
     if m.get("conditional"):
         out += ["## Conditional generation", "", f"Judge: {m.get('cond_judge')}.", ""]
         cls = [k for k in m if k.startswith("cond_accuracy_")]
         if "cond_accuracy" in m:
             out += [f"- accuracy on the requested label: **{_fmt(m['cond_accuracy'])}** "
                     f"(in-domain share {_fmt(m.get('cond_in_domain_share'))})"]
-        out += [f"- {k.removeprefix('cond_accuracy_')}: accuracy {_fmt(m[k])}, FID-domain "
-                f"{_fmt(m.get('fid_domain_class_' + k.removeprefix('cond_accuracy_')))}" for k in cls]
+        out += [f"- majority-class share (what a judge ignoring the image scores): {_fmt(m.get('cond_majority_share'))}"]
+        out += [f"- {c}: accuracy {_fmt(m[k])}, FID-domain {_fmt(m.get('fid_domain_class_' + c))} (floor "
+                f"{_fmt(m.get('fid_domain_floor_class_' + c))}), coverage {_fmt(m.get('prdc_coverage_class_' + c))}, "
+                f"C2ST AUC {_fmt(m.get('c2st_auc_class_' + c))}"
+                for k in cls for c in [k.removeprefix('cond_accuracy_')]]
         if m["per_class_unstable"]:
             out += [f"- unstable per-class FID (too few samples): {'; '.join(m['per_class_unstable'])}"]
         out += [""]
@@ -147,6 +157,40 @@ def render(m: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _floors(m: dict[str, Any]) -> list[str]:
+    """The gate's absolute floors in plain words, first thing in the report."""
+    floors = m.get("gate_floors")
+    if not floors:
+        return []
+    verdict = ("**PASSES the gate's absolute floors**" if m.get("gate_floors_passed")
+               else "**FAILS the gate's absolute floors**: " + ", ".join(k for k, v in floors.items() if not v["passed"]))
+    out = ["## Verdict", "", f"This set {verdict} (promote.gate in params.yaml; a candidate must pass them all to "
+           "become champion, the first champion too).", "", "| floor | value | limit | passed | detail |",
+           "| --- | --- | --- | --- | --- |"]
+    out += [f"| {k} | {_fmt(v['value'])} | {_fmt(v['limit'])} | {'yes' if v['passed'] else '**no**'} | {v['detail']} |"
+            for k, v in floors.items()]
+    return out + [""]
+
+
+def _intervals(m: dict[str, Any]) -> list[str]:
+    rows = [(label, k) for label, k in (("FID-domain", "fid_domain"), ("FID-domain floor", "fid_domain_floor"),
+                                        ("FID-domain / floor", "fid_domain_ratio_to_floor")) if f"{k}_lo" in m]
+    rows_c = [("C2ST AUC", "c2st_auc"), ("C2ST AUC, real-vs-real control", "c2st_auc_floor")]
+    out = [f"- {label}: {_fmt(m[k])} (bootstrap 90% interval {_fmt(m[k + '_lo'])}-{_fmt(m[k + '_hi'])})"
+           for label, k in rows]
+    out += [f"- {label}: {_fmt(m[k])} (95% interval {_fmt(m[k + '_lo'])}-{_fmt(m[k + '_hi'])})"
+            for label, k in rows_c if f"{k}_lo" in m]
+    return [""] + out if out else []
+
+
+def _c2st_protocol(p: dict[str, Any]) -> list[str]:
+    c = p.get("c2st") or {}
+    if not c.get("test"):
+        return ["- C2ST: off (evaluate.c2st)."]
+    return [f"- C2ST: {c['test']}; real side: {c.get('real')}; control: {c.get('control')}; CNN width {c.get('width')}, "
+            f"{c.get('epochs')} epochs, at most {c.get('max_images')} images per set, resized to {c.get('resolution')} px."]
+
+
 def _table_png(m: dict[str, Any], path: Path) -> None:
     lines = [f"{'metric':42s} {'generated':>11s} {'floor/real':>11s}"]
     for label, g, r, _ in ROWS:
@@ -168,7 +212,7 @@ def write(out: Path, m: dict[str, Any], details: dict[str, Any]) -> None:
     """Write report.md and the figures into ``out``."""
     x_g, x_te, x_tr = details["x_g"], details["x_te"], details["x_tr"]
     label = details.get("label", "SYNTHETIC")
-    synthetic = label == "SYNTHETIC"
+    synthetic = details.get("synthetic", label == "SYNTHETIC")
     n = min(details["grid"], len(x_g))
     _save(_grid(x_g[:n], 8), f"{label} samples ({n})", out / "synthetic_samples.png", synthetic)
     k = min(16, len(x_g))

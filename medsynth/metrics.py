@@ -115,6 +115,40 @@ def fid_kid(real_feats: np.ndarray, fake_feats: np.ndarray, kid_subset: int = 10
             "kid_subset_size": size}
 
 
+def frechet(real_feats: np.ndarray, fake_feats: np.ndarray) -> float:
+    """FID alone (torchmetrics, the same computation as :func:`fid_kid`), for bootstraps and the app."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    if real_feats.ndim != 2 or fake_feats.ndim != 2 or real_feats.shape[1] != fake_feats.shape[1]:
+        raise ValueError(f"feature sets must be [N, D] with the same D, got {real_feats.shape}, {fake_feats.shape}")
+    if len(real_feats) < 2 or len(fake_feats) < 2:
+        raise ValueError("FID needs at least two samples in each set")
+    fid = FrechetInceptionDistance(feature=_Precomputed(real_feats.shape[1]), normalize=True)
+    fid.update(torch.from_numpy(np.asarray(real_feats, np.float64)), real=True)
+    fid.update(torch.from_numpy(np.asarray(fake_feats, np.float64)), real=False)
+    return float(fid.compute())
+
+
+def bootstrap_fid(real_feats: np.ndarray, fake_feats: np.ndarray, floor_feats: np.ndarray | None,
+                  draws: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Paired bootstrap of FID (and its real floor and their ratio): each draw resamples every set.
+
+    The same resample of the real reference serves both FIDs of a draw, so the ratio's interval
+    reflects how the comparison, not the reference, varies. Returns arrays of ``draws`` values.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {"fid": [], "floor": [], "ratio": []}
+    for _ in range(draws):
+        r = real_feats[rng.integers(0, len(real_feats), len(real_feats))]
+        f = frechet(r, fake_feats[rng.integers(0, len(fake_feats), len(fake_feats))])
+        out["fid"].append(f)
+        if floor_feats is not None:
+            fl = frechet(r, floor_feats[rng.integers(0, len(floor_feats), len(floor_feats))])
+            out["floor"].append(fl)
+            out["ratio"].append(f / max(fl, 1e-9))
+    return {k: np.asarray(v) for k, v in out.items() if v}
+
+
 def fid_kid_images(module: nn.Module, real: np.ndarray, fake: np.ndarray, kid_subset: int = 1000,
                    kid_subsets: int = 50, batch_size: int = 256, seed: int = 0) -> dict[str, float]:
     """FID/KID straight from images with torchmetrics' ``feature=module`` (images in [-1, 1])."""
@@ -295,15 +329,30 @@ def privacy(synth: np.ndarray, train: np.ndarray, near_copy_ratio: float = 0.2,
     ``near_copy_ratio`` x the median training-to-training nearest-neighbour distance: a relative
     threshold, because "close" differs between, say, CT slices and chest X-rays.
     """
+    train_nn = train_self_nn(train, max_train_queries, seed)
+    if progress:
+        progress("privacy: training-set self distances done")
+    return privacy_against(synth, train, train_nn, near_copy_ratio)
+
+
+def train_self_nn(train: np.ndarray, max_queries: int = 2000, seed: int = 0) -> np.ndarray:
+    """Each of up to ``max_queries`` sampled training images to its nearest *other* training image.
+
+    The reference half of :func:`privacy`; the app computes it once per model and reuses it.
+    """
     if len(train) < 2:
         raise ValueError("privacy check needs at least two training images")
     rng = np.random.default_rng(seed)
-    q = rng.choice(len(train), size=min(max_train_queries, len(train)), replace=False)
+    q = rng.choice(len(train), size=min(max_queries, len(train)), replace=False)
     order = np.concatenate([q, np.setdiff1d(np.arange(len(train)), q)])
     # the sampled queries come first in ``order`` so exclude_same_index skips the image itself
     train_nn, _ = nearest_neighbours(train[order][: len(q)], train[order], exclude_same_index=True)
-    if progress:
-        progress("privacy: training-set self distances done")
+    return train_nn
+
+
+def privacy_against(synth: np.ndarray, train: np.ndarray, train_nn: np.ndarray,
+                    near_copy_ratio: float = 0.2) -> Privacy:
+    """The synthetic half of :func:`privacy`, given the training set's own NN distances."""
     synth_nn, idx = nearest_neighbours(synth, train)
     thr = near_copy_ratio * float(np.median(train_nn))
     return Privacy(synth_nn, idx, train_nn, thr, near_copy_ratio)

@@ -1,9 +1,13 @@
-"""``medsynth evaluate``: score a generator against the real test split (FID-domain, KID-domain,
-PRDC, SSIM/PSNR to nearest neighbour, diversity, conditional accuracy, privacy, utility).
+"""``medsynth evaluate``: score a generator, or any set of images, against the real test split
+(FID-domain, KID-domain, C2ST detectability, PRDC, SSIM/PSNR to nearest neighbour, diversity,
+conditional accuracy, privacy, utility) and check the gate's absolute floors (promote.gate).
 
-The generator is one of: --model-uri (MLflow ``runs:/<id>/...`` or ``models:/<name>@<alias>``),
---generator (a generator.pt written by training), or --reference SPLIT (held-out *real* images of
-that split: what real-vs-real scores look like). Writes metrics.json, report.md and figures to
+What is scored is one of: --model-uri (MLflow ``runs:/<id>/...`` or ``models:/<name>@<alias>``),
+--generator (a generator.pt written by training), --images PATH (an .npz with ``images`` uint8
+[N,H,W] and optional ``labels`` -- class indices or names -- or a folder of PNGs, optionally one
+subfolder per class: another generator's outputs, a published model's samples, degraded real
+images), or --reference SPLIT (held-out *real* images of that split: what real-vs-real scores look
+like). Every source goes through the same protocol. Writes metrics.json, report.md and figures to
 --out and logs everything to MLflow. The domain feature extractor is trained first when missing.
 """
 
@@ -21,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-uri", default=None, help="MLflow model URI: runs:/<run_id>/<path> or models:/<name>@<alias>")
     src.add_argument("--generator", default=None, help="a generator.pt file written by training")
+    src.add_argument("--images", default=None, metavar="PATH",
+                     help="an .npz (images uint8 [N,H,W], optional labels) or a folder of PNGs (optionally <class>/*.png)")
     src.add_argument("--reference", default=None, choices=["train", "val", "test"],
                      help="real images of this split as the 'generator' (a reference point, not synthetic)")
     p.add_argument("--data", default=None, help="preprocessed dataset (default: <artifacts>/preprocess)")
@@ -60,8 +66,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from medsynth.cli import Context
     from medsynth.components import features
-    from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, check_generator, run
+    from medsynth.components.evaluate import (
+        EvaluateConfig,
+        HeldOutReal,
+        check_generator,
+        image_set_from_files,
+        run,
+    )
     from medsynth.components.ingest import IngestConfig
+    from medsynth.components.promote import PromoteConfig
     from medsynth.prepared import PreparedData
     from medsynth.tracking import setup_mlflow
 
@@ -72,7 +85,11 @@ def _run(args: argparse.Namespace) -> int:
     data_dir, out = ctx.path(args.data, "preprocess"), ctx.path(args.out, "evaluate")
     data = PreparedData.load(data_dir)  # fail on a bad dataset before any training or loading
     track = not args.no_track
-    if args.reference:
+    gate = ctx.stage(PromoteConfig, "promote").gate  # the floors recorded in metrics.json
+    if args.images:
+        gen = image_set_from_files(args.images, data)  # a bad file is an error before any extractor training
+        uri = gen.source
+    elif args.reference:
         gen, uri = HeldOutReal(data, args.reference), f"reference:{args.reference}"
     elif args.generator:
         from medsynth.training.sampler import load_sampler
@@ -81,21 +98,28 @@ def _run(args: argparse.Namespace) -> int:
     else:
         setup_mlflow(project)  # the registry/tracking store the URI refers to
         gen, uri = load_generator(args.model_uri), args.model_uri
-    check_generator(gen, data)  # a mismatch is an error before any extractor training
+    if not args.images:
+        check_generator(gen, data)  # a mismatch is an error before any extractor training
     ingest = ctx.stage(IngestConfig, "ingest")
     ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track)
-    res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri)
+    res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri, gate=gate)
     if args.metrics:
         Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "metrics.json", args.metrics)
     m = res.metrics
-    flag = "  [UNSTABLE: too few samples, see report]" if m["unstable"] else ""
+    flag = "  [UNSTABLE: " + "; ".join(m["unstable_reasons"]) + "]" if m["unstable"] else ""
     print(f"FID-domain {m['fid_domain']:.3f} (real floor {m['fid_domain_floor']:.3f}), "
-          f"KID-domain {m['kid_domain_mean']:.4f}, precision {m.get('prdc_precision', float('nan')):.3f}, "
+          f"KID-domain {m['kid_domain_mean']:.4f}"
+          + (f", C2ST AUC {m['c2st_auc']:.3f} (real-vs-real {m['c2st_auc_floor']:.3f})" if "c2st_auc" in m else "")
+          + f", precision {m.get('prdc_precision', float('nan')):.3f}, "
           f"recall {m.get('prdc_recall', float('nan')):.3f}, near-copies {m['privacy_near_copy_share']:.3%}"
           + (f", conditional accuracy {m['cond_accuracy']:.3f}" if "cond_accuracy" in m else "")
           + (f", utility ACC real {m['utility_acc_real']:.3f} / +synthetic {m['utility_acc_real_plus_synth']:.3f}"
              if "utility_acc_real" in m else "") + flag)
+    failed = [f"{k} ({v['detail']})" for k, v in m["gate_floors"].items() if not v["passed"]]
+    print("gate floors: passed" if m["gate_floors_passed"] else "gate floors: FAILED: " + "; ".join(failed))
+    for reason in m.get("small_reference_reasons", []):
+        print(f"note: {reason}")
     print(f"backbone {m['protocol']['backbone']}, {m['n_generated']} generated vs {m['n_real_test']} real test images; "
           f"report {out / 'report.md'} ({res.seconds:.0f}s)")
     return 0
