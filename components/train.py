@@ -240,3 +240,53 @@ def metrics_of(outcome: TrainOutcome) -> dict[str, float]:
     keys = ("loss_d", "loss_g", "d_real", "d_fake", "diversity_ratio", "epoch_images_per_s")
     return {k: round(float(outcome.metrics[k]), 5) for k in keys if k in outcome.metrics} | {
         "global_step": outcome.global_step, "seconds": round(outcome.seconds, 2)}
+
+
+def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathLike,
+                   prepared_dir: str | os.PathLike) -> TrainOutcome | None:
+    """Record a shipped champion (training/zoo/) as a tracked training run, so the normal evaluate ->
+    promote steps can register and gate it like any freshly trained model.
+
+    The run carries the zoo's lineage (its build command, steps, the data hash it was trained on)
+    and the generator file checked against the manifest's sha256. Returns None when no shipped
+    model exists for ``dataset``, when its own evaluation failed the gate's floors, or when it was
+    trained on other data than ``prepared_dir`` holds (a different data hash): then nothing is
+    registered and the caller says why.
+    """
+    import shutil
+
+    import mlflow
+
+    from medsynth.prepared import PreparedData
+    from medsynth.tracking import step_run
+    from medsynth.training import zoo
+
+    if dataset not in zoo.entries():
+        return None
+    entry = zoo.get(dataset)  # sha256-checked
+    info = entry.info
+    data_hash = PreparedData.load(prepared_dir).data_hash
+    if not info.get("gate_floors_passed") or info.get("data_hash") != data_hash:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(entry.path, out / GENERATOR_FILE_NAME)
+    t0 = time.perf_counter()
+    config = {"model": info.get("model", "cgan"), "arch": info.get("arch", ""), "source": "zoo",
+              "zoo.command": info.get("command", ""), "zoo.sha256": entry.sha256,
+              "zoo.global_step": info.get("global_step", 0), "zoo.train_run_id": info.get("train_run_id", "")}
+    with step_run(project, "train", config, data_hash, tags={"medsynth.zoo": dataset}) as active:
+        if (entry.folder / "MODEL_CARD.md").is_file():
+            mlflow.log_artifact(str(entry.folder / "MODEL_CARD.md"))
+        uri = log_generator_model(out / GENERATOR_FILE_NAME, int(info.get("resolution", 64)), list(info.get("classes", [])))
+        run_id = active.info.run_id
+    outcome = TrainOutcome(out, out / GENERATOR_FILE_NAME, int(info.get("global_step", 0)), 0, None, {},
+                           time.perf_counter() - t0, run_id, uri)
+    write_json(out / "train_summary.json", {
+        "run_id": run_id, "model_uri": uri, "global_step": outcome.global_step, "epochs": 0,
+        "resumed_from_step": None, "resolution": info.get("resolution"), "classes": info.get("classes", []),
+        "metrics": {}, "seconds": outcome.seconds, "source": f"zoo:{dataset}"})
+    return outcome
+
+
+GENERATOR_FILE_NAME = "generator.pt"

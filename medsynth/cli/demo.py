@@ -2,6 +2,11 @@
 
 MLflow on a SQLite file under the project's state folder, artifacts under ``artifacts/``, no server,
 no Docker. Every step is nested under one parent MLflow run; the end prints where to look.
+
+When the project ships a trained generator for the dataset (training/zoo/, ``make zoo``), the demo
+registers it first -- evaluated on this machine's data and extractor, gated by the same absolute
+floors -- so the app serves a good model from the first minute; the short training that follows
+is a challenger that must beat it, and the demo prints which won and why.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
     from medsynth.tracking import parent_run, redact, tracking_uri
     from medsynth.training.config import TrainConfig
+    from medsynth.training.sampler import load_sampler
 
     ctx = Context(args)
     project, stage = ctx.project, ctx.stage
@@ -50,21 +56,26 @@ def _run(args: argparse.Namespace) -> int:
         print(f"    prepared {pres.n_images} images at {pre_cfg.resolution} px")
         f_cfg = stage(features.FeaturesConfig, "features")
         ext = step("features", lambda: features.ensure(f_cfg, project, ing_cfg.datasets))
+        ev_cfg = stage(evaluate.EvaluateConfig, "evaluate")
+        pr_cfg = stage(promote.PromoteConfig, "promote")
+        champ = step("shipped champion", lambda: _shipped_champion(project, ing_cfg.dataset, art, ev_cfg, pr_cfg, ext))
         tr_cfg = stage(TrainConfig, "train")
         tres = step("train", lambda: train.run(tr_cfg, project, art / "preprocess", art / "train"))
         print(f"    {tr_cfg.model} trained for {tres.global_step} steps{train.resume_note(tres)}; model {tres.model_uri}")
-        ev_cfg = stage(evaluate.EvaluateConfig, "evaluate")
-        gen = train.load_generator(tres.model_uri)
+        gen = load_sampler(tres.generator_path)
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
                                                      extractor=ext, model_uri=tres.model_uri))
         m = eres.metrics
         print(f"    FID-domain {m['fid_domain']:.2f} (real floor {m['fid_domain_floor']:.2f}), "
               f"near-copy share {m['privacy_near_copy_share']:.2%}"
               + (f", conditional accuracy {m['cond_accuracy']:.2f}" if "cond_accuracy" in m else ""))
-        pr_cfg = stage(promote.PromoteConfig, "promote")
         pres2 = step("promote", lambda: promote.run(pr_cfg, project, art / "train", art / "evaluate",
                                                     art / "promote", dataset=ing_cfg.dataset))
         print(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")
+        if champ is not None:
+            winner = (f"the challenger v{pres2.version} won" if pres2.promoted else
+                      f"the shipped champion v{champ.version} stays champion")
+            print(f"    challenger vs shipped champion: {winner}")
         run_id = run.info.run_id
 
     uri = tracking_uri(project)
@@ -80,3 +91,22 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  registry         : .venv/bin/medsynth review list --all   (champion: models:/{pres2.name}@champion)")
     print("  app              : .venv/bin/medsynth app   (Streamlit on http://127.0.0.1:8501)")
     return 0
+
+
+def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext):
+    """Register, evaluate and gate the shipped generator of ``dataset``; None when there is none."""
+    from medsynth.components import evaluate, promote, train
+    from medsynth.training.sampler import load_sampler
+
+    zres = train.import_shipped(project, dataset, art / "zoo_champion", art / "preprocess")
+    if zres is None:
+        print(f"    no shipped generator for {dataset!r} trained on this data (see `medsynth zoo list`): "
+              "the trained model is gated on its own")
+        return None
+    evaluate.run(ev_cfg, project, load_sampler(zres.generator_path), art / "preprocess", art / "evaluate_champion",
+                 extractor=ext, model_uri=zres.model_uri)
+    res = promote.run(pr_cfg, project, art / "zoo_champion", art / "evaluate_champion", art / "promote_champion",
+                      dataset=dataset)
+    state = "champion" if res.promoted else "not promoted"
+    print(f"    shipped generator {res.name} v{res.version}: {state} ({res.reason})")
+    return res if res.promoted else None
