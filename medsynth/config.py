@@ -181,14 +181,51 @@ def load_stage(
     return build(cls, raw, section)
 
 
-def check_overrides(overrides: dict[str, str], sections: dict[str, type]) -> None:
-    """Fail early on overrides whose section is not one of ``sections``."""
+def check_overrides(overrides: dict[str, str], sections: dict[str, Any]) -> None:
+    """Fail early on overrides whose section is not one of ``sections`` or that name no key."""
     for key in overrides:
-        head = key.split(".", 1)[0]
+        head, _, rest = key.partition(".")
         if head not in sections:
             raise ConfigError(
                 f"override {key!r}: unknown section {head!r}; valid: {', '.join(sorted(sections))}"
             )
+        if not rest:
+            raise ConfigError(f"override {key!r}: expected SECTION.KEY=VALUE, e.g. {head}.<key>=...")
+
+
+# Every top-level section of params.yaml and the dataclass that reads it ("module", "class"),
+# imported only when an override names the section (so `medsynth --help` stays instant).
+PARAMS_SECTIONS: dict[str, tuple[str, str]] = {
+    "project": ("medsynth.project", "ProjectConfig"),
+    "ingest": ("medsynth.components.ingest", "IngestConfig"),
+    "validate": ("medsynth.components.validate", "ValidateConfig"),
+    "preprocess": ("medsynth.components.preprocess", "PreprocessConfig"),
+    "features": ("medsynth.components.features", "FeaturesConfig"),
+    "train": ("medsynth.training.config", "TrainConfig"),
+    "evaluate": ("medsynth.components.evaluate", "EvaluateConfig"),
+    "promote": ("medsynth.components.promote", "PromoteConfig"),
+    "monitor": ("medsynth.components.monitor", "MonitorConfig"),
+    "app": ("medsynth.app.settings", "AppConfig"),
+}
+
+
+def check_all_overrides(params: dict[str, Any], overrides: dict[str, str]) -> None:
+    """Check every override against params.yaml's sections, whichever command runs.
+
+    A command reads only its own sections, so a misspelt section (``trian.epochs``) or key
+    (``train.epoch``) would otherwise be ignored silently. Each section an override names is built
+    here with the overrides applied: unknown sections and keys fail naming the valid ones, values
+    are type-checked.
+
+    Raises:
+        ConfigError: an unknown section or key, or a value of the wrong type.
+    """
+    import importlib
+
+    check_overrides(overrides, PARAMS_SECTIONS)
+    for section in sorted({k.partition(".")[0] for k in overrides}):
+        module, cls = PARAMS_SECTIONS[section]
+        load_stage(getattr(importlib.import_module(module), cls), section, params, overrides)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -50,11 +50,12 @@ class Context:
     """What every step command starts from: params.yaml, the checked overrides and the project."""
 
     def __init__(self, args: argparse.Namespace, extra: dict[str, str] | None = None):
-        from medsynth.config import parse_overrides, read_params
+        from medsynth.config import check_all_overrides, parse_overrides, read_params
         from medsynth.project import load_project
 
         self.overrides = parse_overrides(args.overrides) | (extra or {})
         self.params = read_params(args.params)
+        check_all_overrides(self.params, self.overrides)  # every section, not only this command's
         self.project = load_project(self.params, self.overrides)
 
     def stage(self, cls: type, section: str):

@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medsynth.components.train import metrics_of, resume_note, run
-    from medsynth.config import parse_overrides, read_params
+    from medsynth.config import check_all_overrides, parse_overrides, read_params
     from medsynth.fileio import write_json
     from medsynth.project import load_project
     from medsynth.training.config import load_train_config
@@ -44,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.model:
         overrides["train.model"] = args.model
     params = read_params(args.params)
+    check_all_overrides(params, overrides)
     project = load_project(params, overrides)
     cfg = load_train_config(params, overrides)
     inp = Path(args.inp) if args.inp else project.artifacts_path() / "preprocess"

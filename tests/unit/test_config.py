@@ -55,3 +55,32 @@ def test_fixed_tuple_fields_are_checked_per_position():
         build(W, {"window": [1, 2, 3]}, "w")
     with pytest.raises(ConfigError, match=r"w.window\[1\]: expected a number"):
         build(W, {"window": [1, "x"]}, "w")
+
+
+@pytest.mark.parametrize("command", [["ingest", "--no-track"], ["validate", "--no-track"], ["preprocess", "--no-track"],
+                                     ["train", "--no-track"], ["features", "--no-track"], ["monitor", "history"]])
+@pytest.mark.parametrize(("override", "message"), [
+    ("trian.epochs=3", r"unknown section 'trian'; valid: app, evaluate, features, ingest, monitor, preprocess, "
+                       r"project, promote, train, validate"),
+    ("nosuch.key=1", r"unknown section 'nosuch'"),
+    ("train.epoch=3", r"train: unknown key\(s\) epoch; valid: .*epochs"),
+    ("train=3", r"expected SECTION.KEY=VALUE"),
+])
+def test_every_command_refuses_a_misspelt_override(project_home, capsys, command, override, message):
+    """A misspelt section or key is an error on every command path, not only in the section it names."""
+    import re
+
+    from medsynth.cli import main
+
+    assert main([*command, "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not (project_home / "artifacts").exists()  # refused before any work
+
+
+def test_a_valid_override_of_another_section_is_accepted(params):
+    from medsynth.config import check_all_overrides
+
+    check_all_overrides(params, {"train.epochs": "3", "monitor.drift.p_threshold": "0.05"})
+    with pytest.raises(ConfigError, match="expected an integer"):
+        check_all_overrides(params, {"train.epochs": "three"})
