@@ -114,6 +114,7 @@ class EvaluateConfig:
     grid_images: int = 64
     inception_weights: str = ""
     c2st: bool = True  # classifier two-sample test (capacity and budget: medsynth/c2st.py C2STSettings)
+    c2st_max_images: int = 0  # images per set the C2ST uses (0 = C2STSettings' budget)
     bootstrap: int = 50  # paired bootstrap draws for the FID-domain intervals (0 = none)
 
     def check(self) -> None:
@@ -121,13 +122,15 @@ class EvaluateConfig:
                   "kid_subset_size": (2, 10_000), "prdc_k": (1, 100), "diversity_pairs": (2, 10_000),
                   "privacy_max_train_queries": (10, 50_000), "closest_pairs": (1, 256),
                   "utility_epochs": (1, 100), "utility_max_train": (10, 100_000), "grid_images": (1, 256),
-                  "bootstrap": (0, 1000)}
+                  "bootstrap": (0, 1000), "c2st_max_images": (0, 100_000)}
         for name, (lo, hi) in bounds.items():
             v = getattr(self, name)
             if not lo <= v <= hi:
                 raise ConfigError(f"evaluate.{name}: must be in {lo}..{hi}, got {v}")
         if not 0 < self.truncation <= 1:
             raise ConfigError(f"evaluate.truncation: must be in (0, 1], got {self.truncation}")
+        if 0 < self.c2st_max_images < 8:
+            raise ConfigError(f"evaluate.c2st_max_images: 0 (the default budget) or at least 8, got {self.c2st_max_images}")
         if not 0 <= self.near_copy_ratio < 1:
             raise ConfigError(f"evaluate.near_copy_ratio: must be in [0, 1), got {self.near_copy_ratio}")
 
@@ -374,6 +377,12 @@ def score(cfg: EvaluateConfig, s: ImageSet, data: PreparedData, extractor: Any, 
     tick("distribution")
     c2st_protocol: dict[str, Any] = {"enabled": False}
     if cfg.c2st:
+        if cfg.c2st_max_images:
+            import dataclasses
+
+            from medsynth.c2st import C2STSettings
+
+            c2st_settings = dataclasses.replace(c2st_settings or C2STSettings(), max_images=cfg.c2st_max_images)
         c2st_protocol = S.detectability(m, x_tr, y_tr, x_te, x_g, labels, data.classes, seed, c2st_settings)
     tick("c2st")
     nn_d, nn_i = M.nearest_neighbours(x_g, x_te)
