@@ -20,6 +20,7 @@ from typing import Any
 
 from medsynth.config import to_dict
 from medsynth.dataset import DatasetWriter
+from medsynth.deid import check_name, safe_label, scrub_path
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, read_parquet, sha256_tree, write_json
 from medsynth.progress import progress
@@ -94,6 +95,8 @@ def ingest_sources(
     if classes is None:
         classes, modalities = class_list(sources)
     assert modalities is not None
+    for c in classes:  # class names land in every artifact: none may look like an identifier
+        check_name(c, "a class name", "name the classes with --classes (or in params.yaml) instead")
     writer = DatasetWriter(classes, modalities)
     rejected: list[dict[str, Any]] = []
     kept: dict[tuple[str, str], int] = defaultdict(int)
@@ -109,8 +112,8 @@ def ingest_sources(
         for rec in progress(read_source(src, path, reject, data_dir), desc=f"ingest {path.name}", unit="img"):
             if src.split and not rec.split:
                 rec.split = src.split
-            if rec.class_name not in writer.classes:
-                reject(rec.id, f"{rec.source_file}: class {rec.class_name!r} not in {writer.classes}")
+            if rec.class_name not in writer.classes:  # a folder name, maybe a patient's: never stored as is
+                reject(rec.id, f"{rec.source_file}: class {safe_label(rec.class_name)} not in {writer.classes}")
                 continue
             if limit_per_class is not None:
                 k = (rec.split, rec.class_name)
@@ -140,7 +143,7 @@ def ingest_sources(
             "counts": counts,
             "classes": classes,
             "data_hash": data_hash,
-            "sources": [to_dict(s) for s in sources],
+            "sources": [to_dict(s) | {"path": scrub_path(s.path)} for s in sources],
         })
     return IngestResult(out_dir, len(df), len(rejected), data_hash, counts, time.perf_counter() - t0)
 

@@ -220,17 +220,80 @@ def burned_in_annotation(ds: Any) -> bool:
     return bool(image_type & {"SCREEN SAVE", "SCREENSHOT", "SECONDARY CAPTURE"})
 
 
+# The identifier rules for strings that come from paths and file metadata (folder and file names,
+# class names, ids, error texts). The same patterns decide what the DICOM tag checks above treat as
+# dates and UIDs; each rule has a name so a refusal can say which rule fired without repeating the
+# identifier itself.
+IDENTIFIER_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("a DICOM UID", re.compile(r"\d+(\.\d+){3,}")),
+    ("a date (year, month, day)", _DATE_LIKE),
+    ("a number of 5 or more digits (record, accession, phone or ID number)", re.compile(r"\d{5,}")),
+    ("a record-number label (MRN, PID, accession, SSN, NHS, DOB) with digits",
+     re.compile(r"(?i)(?<![a-z])(mrn|pid|acc|accession|ssn|nhs|dob|patid|patientid)[-_ #:.]*\d")),
+    ("a DICOM person name (the ^ separator)", re.compile(r"\^")),
+    ("an e-mail address", re.compile(r"[^\s@/]+@[^\s@/]+\.[a-z]{2,}", re.I)),
+)
+KNOWN_IDENTITY_RULE = "the patient's name or ID from the DICOM headers"
+
+
+def identifier_rule(text: str, known: Iterable[str] = ()) -> str | None:
+    """The name of the first identifier rule ``text`` matches (``known``: identity strings), or None."""
+    for name, pattern in IDENTIFIER_RULES:
+        if pattern.search(text):
+            return name
+    low = text.lower()
+    if any(k.lower() in low for k in known if k and len(k.strip()) >= 3):
+        return KNOWN_IDENTITY_RULE
+    return None
+
+
+def check_name(text: str, what: str, how_to_fix: str = "", known: Iterable[str] = ()) -> str:
+    """``text`` unchanged when it matches no identifier rule.
+
+    Raises:
+        InputError: it matches one; the message names ``what`` and the rule, never ``text``.
+    """
+    rule = identifier_rule(text, known)
+    if rule is None:
+        return text
+    from medsynth.errors import InputError
+
+    raise InputError(f"{what} looks like an identifier (rule: {rule}) and is refused: it would be stored in "
+                     "the dataset, its reports and MLflow" + (f"; {how_to_fix}" if how_to_fix else ""))
+
+
+def safe_label(text: str, known: Iterable[str] = ()) -> str:
+    """``repr(text)`` for messages and reports, or ``<withheld: rule>`` when it matches a rule."""
+    rule = identifier_rule(text, known)
+    return repr(text) if rule is None else f"<name withheld: {rule}>"
+
+
+_TOKEN_SPLIT = re.compile(r"([\s'\"`/\\:,;()\[\]{}<>=|]+)")
+
+
+def scrub_text(text: str, known: Iterable[str] = ()) -> str:
+    """``text`` (an error message, a reason) with every token that matches a rule replaced by a hash."""
+    known = list(known)
+    out = []
+    for tok in _TOKEN_SPLIT.split(text):
+        if tok and not _TOKEN_SPLIT.fullmatch(tok) and identifier_rule(tok, known) is not None:
+            out.append(f"x{pseudonym(tok, 'text', 12)}")
+        else:
+            out.append(tok)
+    return "".join(out)
+
+
 def scrub_path(rel_path: str, identifiers: Iterable[str] = ()) -> str:
-    """A relative path safe for the manifest: folder/file names that are UIDs, look like dates or
-    contain one of ``identifiers`` (patient name parts, id) are replaced by a hash."""
-    idents = [i.lower() for i in identifiers if i and len(i.strip()) >= 3]
+    """A relative path safe for the manifest: folder/file names that match an identifier rule (UIDs,
+    dates, long numbers, record-number labels, ...) or contain one of ``identifiers`` (patient name
+    parts, id) are replaced by a hash (a file keeps its extension)."""
+    idents = [i for i in identifiers if i and len(i.strip()) >= 3]
     parts = []
     for part in rel_path.split("/"):
         base, _, ext = part.rpartition(".")
         if not (base and ext.isalpha()):
             base, ext = part, ""
-        low = part.lower()
-        if _UID_LIKE.match(base) or _DATE_LIKE.search(part) or any(i in low for i in idents):
+        if identifier_rule(part, idents) is not None:
             parts.append(f"x{pseudonym(part, 'path', 12)}" + (f".{ext}" if ext else ""))
         else:
             parts.append(part)

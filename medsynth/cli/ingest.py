@@ -32,9 +32,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.input:
         from medsynth.readers import SourceConfig
 
-        classes = [c for c in (args.classes or "").split(",") if c] or _folder_classes(Path(args.input)) or ["unlabelled"]
-        src = build(SourceConfig, {"path": str(Path(args.input).resolve()), "format": args.format,
-                                   "modality": args.modality, "classes": classes}, "--input")
+        inp = Path(args.input)
+        src = build(SourceConfig, {"path": str(inp.resolve()), "format": args.format, "modality": args.modality,
+                                   "classes": input_classes(inp, args.format, args.classes)}, "--input")
         res = ingest_sources([src], Path.cwd(), out)
     else:
         res = run(ctx.stage(IngestConfig, "ingest"), ctx.project, out, track=not args.no_track)
@@ -43,15 +43,56 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+FOLDER_HINT = ("pass --classes NAME[,NAME...]: a single name labels every image, several names are matched "
+               "to folders named after them")
+
+
+def input_classes(inp, fmt: str, declared: str | None) -> list[str]:
+    """The class names of an ``--input``: ``--classes``, else (image folders only) the class folders.
+
+    Folder names become class names in every artifact, so each must pass the identifier rules
+    (:func:`medsynth.deid.check_name`). DICOM and NIfTI folders are named after patients, studies
+    and series far more often than after classes: their folder names are never taken as classes.
+
+    Raises:
+        InputError: the input does not exist, or a class folder's name looks like an identifier.
+    """
+    import sys
+
+    from medsynth.deid import check_name
+    from medsynth.errors import InputError
+    from medsynth.readers import SourceFormat, detect_format
+
+    if not inp.exists():
+        raise InputError(f"{inp}: no such file or folder (--input takes a path; check its spelling)")
+    names = [c.strip() for c in (declared or "").split(",") if c.strip()]
+    if names:
+        return names
+    kind = detect_format(inp) if fmt == "auto" else fmt
+    if kind == SourceFormat.IMAGE_FOLDER:
+        folders = _folder_classes(inp)
+        for name in folders:
+            check_name(name, "a class folder's name under --input (folder names become class names)", FOLDER_HINT)
+        if folders:
+            return folders
+    elif inp.is_dir() and any(d.is_dir() and not d.name.startswith(".") for d in inp.iterdir()):
+        print("medsynth ingest: note: folder names under a DICOM/NIfTI --input are not used as class names "
+              "(they often hold patient names or record numbers); every image is class 'unlabelled' -- "
+              + FOLDER_HINT, file=sys.stderr)
+    return ["unlabelled"]
+
+
 def _folder_classes(root) -> list[str]:
     """Class names of an image folder laid out as ``[split/]class/*.png`` (sorted), else []."""
+    from medsynth.readers.folder import SPLIT_NAMES
+
     if not root.is_dir():
         return []
     names = set()
     for d in root.iterdir():
         if not d.is_dir() or d.name.startswith("."):
             continue
-        if d.name in ("train", "val", "test"):
+        if d.name.lower() in SPLIT_NAMES:
             names.update(x.name for x in d.iterdir() if x.is_dir() and not x.name.startswith("."))
         else:
             names.add(d.name)

@@ -129,8 +129,11 @@ def read_source(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -
 
 
 def rel(path: Path, root: Path) -> str:
-    """Path relative to the input root when possible (what the manifest records)."""
+    """Path relative to the input root when possible (what the manifest records), with every folder
+    or file name that matches an identifier rule (:func:`medsynth.deid.scrub_path`) hashed."""
+    from medsynth.deid import scrub_path
+
     try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
+        return scrub_path(path.resolve().relative_to(root.resolve()).as_posix())
     except ValueError:
-        return path.name
+        return scrub_path(path.name)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.dataset import ImageRecord
+from medsynth.deid import scrub_path, scrub_text
 from medsynth.errors import InputError
 from medsynth.readers import IMAGE_EXTS, Reject, SourceConfig, rel
 
@@ -70,6 +71,14 @@ def split_and_class(dirs: list[str], src: SourceConfig, where: str) -> tuple[str
     )
 
 
+def error_text(exc: BaseException, f: Path, source: str) -> str:
+    """An exception's first line fit to store: the file's real path replaced by its manifest path,
+    any token that matches an identifier rule hashed."""
+    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    msg = msg.replace(str(f.resolve()), source).replace(str(f), source).replace(f.name, source.rsplit("/", 1)[-1])
+    return scrub_text(msg)[:200]
+
+
 def load_gray(path: Path) -> np.ndarray:
     """Decode one image file to a 2D grayscale array; raises ValueError/OSError when it cannot."""
     from PIL import Image, ImageOps
@@ -109,12 +118,12 @@ def read_image_folder(src: SourceConfig, path: Path, reject: Reject, rel_root: P
         if f.suffix.lower() not in IMAGE_EXTS:
             reject(source, f"{source}: not an image file (expected {', '.join(sorted(IMAGE_EXTS))})")
             continue
-        inner = f.relative_to(root).as_posix()
-        split, class_name = split_and_class(list(f.relative_to(root).parts[:-1]), src, str(f.parent))
+        inner = scrub_path(f.relative_to(root).as_posix())
+        split, class_name = split_and_class(list(f.relative_to(root).parts[:-1]), src, source)
         try:
             img = load_gray(f)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # PIL's errors for bad files
-            reject(source, f"{source}: cannot decode image ({exc})")
+            reject(source, f"{source}: cannot decode image ({error_text(exc, f, source)})")
             continue
         if min(img.shape) < 1:
             reject(source, f"{source}: empty image {img.shape}")

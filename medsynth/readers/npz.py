@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.dataset import SPLITS, ImageRecord
+from medsynth.deid import scrub_path
 from medsynth.errors import InputError
 from medsynth.readers import Reject, SourceConfig, rel
 
@@ -29,7 +30,7 @@ def read_npz(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -> I
     if not splits:
         raise InputError(f"{path}: no '<split>_images' arrays (found: {', '.join(names) or 'none'}); expected the MedMNIST layout")
     source = rel(path, rel_root)
-    key = path.name.removesuffix(".npz")
+    key = scrub_path(path.name.removesuffix(".npz"))
     with z:
         for split in splits:
             try:
