@@ -10,6 +10,8 @@ medians is the figure to read. Each lever is measured on its own:
 - ``ours fp32``: medsynth's Trainer.train_step (resident uint8 data, D frozen for the G
   backward, EMA update included).
 - ``ours fp32 channels_last``, ``ours bf16``, ``ours bf16 channels_last``.
+- ``ours default``: what a run gets without settings (``precision: auto``, channels_last): bf16 +
+  channels_last on an AMX CPU, fp32 + channels_last elsewhere (training/config.py resolve_precision).
 
 Peak memory: each configuration is run again in a fresh subprocess and its peak RSS read.
 Quality: ``--quality`` trains fp32 and bf16 for the same steps at a small size and reports
@@ -65,9 +67,10 @@ def make_variant(name: str, x: torch.Tensor, y: torch.Tensor, out: Path):
         resident = x.float() / 127.5 - 1.0
         g = torch.Generator().manual_seed(1)
         return lambda: ref.step(resident[torch.randint(0, len(resident), (64,), generator=g)])
-    precision = "bf16" if "bf16" in name else "fp32"
+    precision = "auto" if name == "ours default" else "bf16" if "bf16" in name else "fp32"
     cfg = load_train_config({"train": {"model": "dcgan", "ngf": 64, "ndf": 64, "batch_size": 64, "epochs": 1,
-                                       "precision": precision, "channels_last": "channels_last" in name}})
+                                       "precision": precision,
+                                       "channels_last": "channels_last" in name or name == "ours default"}})
     tr = Trainer(cfg, TrainData(x, y, ["AbdomenCT", "ChestCT", "HeadCT"]), out / name.replace(" ", "_"), seed=0)
     g = torch.Generator().manual_seed(1)
 
@@ -197,7 +200,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("MEDSYNTH_QUIET", "1")
     torch.set_num_threads(args.threads)
-    variants = ["reference", "reference+resident", "ours fp32", "ours fp32 channels_last"]
+    variants = ["reference", "reference+resident", "ours fp32", "ours fp32 channels_last", "ours default"]
     if not args.no_bf16:
         variants += ["ours bf16", "ours bf16 channels_last"]
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
