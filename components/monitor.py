@@ -34,6 +34,7 @@ import numpy as np
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, atomic_path, read_parquet, write_json, write_parquet
+from medsynth.monitoring.domain import DomainConfig, DomainResult, check_domain, envelope
 from medsynth.monitoring.drift import DriftConfig, DriftResult, detect_drift
 from medsynth.monitoring.features import PCA, Embedder, embed_in_batches, feature_frame
 from medsynth.monitoring.history import History
@@ -58,6 +59,7 @@ class MonitorConfig:
     feedback_url: str = ""  # SQLAlchemy URL ("" = sqlite:///<state>/feedback.db)
     experiment: str = "monitoring"
     drift: DriftConfig = field(default_factory=DriftConfig)
+    domain: DomainConfig = field(default_factory=DomainConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def check(self) -> None:
@@ -84,6 +86,7 @@ class CheckResult:
     warnings: list[str]
     seconds: float
     run_id: str | None = None
+    domain: DomainResult | None = None  # in-domain verdict (None for checks of generated outputs)
 
     @property
     def report_html(self) -> Path:
@@ -296,6 +299,10 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
         out = Path(out_dir) if out_dir else checks_dir / check_id
         out.mkdir(parents=True, exist_ok=True)
         result = compare(ref_df, cur_df, cfg, out)
+        if emb is None and embedder is not None:
+            emb = embed_in_batches(embedder, x)
+        bank, threshold = domain_envelope(prep, cfg, project, embedder, extractor_id) if emb is not None else (None, None)
+        domain = check_domain(cfg.domain, result.share_drifted, bank, threshold, emb)  # 5b. in-domain?
         with atomic_path(out / "features.parquet") as tmp_pq:
             write_parquet(cur_df, tmp_pq)
         with open(out / "quarantine.jsonl", "w") as f:
@@ -308,10 +315,10 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
         "reference_hash": prep.data_hash, "model": model, "n_images": n_images, "n_valid": n_valid,
         "n_quarantined": len(quarantine), "warnings": warnings, "seconds": seconds,
         "columns": list(cur_df.columns), "extractor": extractor_id or None, "notes": [note] if note else [],
-        "drift": result.to_dict(), "config": to_dict(cfg.drift),
+        "drift": result.to_dict(), "config": to_dict(cfg.drift), "domain": domain.to_dict(),
     }
     write_json(out / "summary.json", summary)
-    res = CheckResult(out, batch_hash, result, n_images, n_valid, len(quarantine), warnings, seconds)
+    res = CheckResult(out, batch_hash, result, n_images, n_valid, len(quarantine), warnings, seconds, domain=domain)
     if track:  # 6.
         res.run_id = log_check(cfg, project, "monitor", summary, result, out, batch_hash)
     history.append("check", batch=str(batch), batch_hash=batch_hash, n_images=n_images, n_valid=n_valid,
@@ -320,8 +327,27 @@ def _run(cfg, project, batch, params, out_dir, reference, modality, embedder, ex
                    reference_hash=prep.data_hash, model=model,
                    report=str(out / "report.html") if cfg.html_report else None,
                    summary=str(out / "summary.json"), run_id=res.run_id,
-                   drift_share_threshold=cfg.drift.drift_share)
+                   drift_share_threshold=cfg.drift.drift_share, domain=domain.verdict,
+                   domain_reason=domain.reason, domain_outlier_share=domain.outlier_share)
     return res
+
+
+def domain_envelope(prep: PreparedData, cfg: MonitorConfig, project: ProjectConfig, embedder: Embedder,
+                    extractor_id: str) -> tuple[np.ndarray, float]:
+    """The reference's domain-embedding envelope (``monitoring.domain.envelope``), cached by content."""
+    key = hashlib.sha256(json.dumps([prep.data_hash, extractor_id, to_dict(cfg.domain), project.seed]).encode()
+                         ).hexdigest()[:20]
+    cache = project.state_path() / "monitoring" / "domain" / f"{key}.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            return z["bank"], float(z["threshold"])
+    x_u8, _ = prep.split_uint8("train")
+    keep = np.random.default_rng(project.seed).permutation(len(x_u8))[: cfg.domain.max_reference]
+    bank, threshold = envelope(embed_in_batches(embedder, to_unit(x_u8[np.sort(keep)])), cfg.domain, project.seed)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, bank=bank, threshold=np.float64(threshold))
+    return bank, threshold
 
 
 def compare(ref_df, cur_df, cfg: MonitorConfig, out: Path) -> DriftResult:

@@ -26,7 +26,7 @@ from typing import Any
 
 from medsynth.errors import InputError
 
-KINDS = ("check", "output_check", "decision", "trigger", "error")
+KINDS = ("check", "output_check", "decision", "trigger", "approval", "error")
 
 
 def now_iso() -> str:
@@ -88,6 +88,10 @@ class History:
             out.update(ev.get("batches") or [])
         return out
 
+    def approved_batches(self) -> set[str]:
+        """Hashes of batches a person approved for retraining (``medsynth monitor approve``)."""
+        return {str(ev.get("batch_hash")) for ev in self._iter("approval") if ev.get("batch_hash")}
+
     def last_trigger_time(self) -> str | None:
         times = [ev["time"] for ev in self._iter("trigger")]
         return times[-1] if times else None
@@ -101,10 +105,15 @@ def history_table(events: list[dict[str, Any]], limit: int = 30) -> str:
         if kind in ("check", "output_check"):
             rows.append((ev["time"][:19], kind, str(ev.get("batch_hash", ""))[:12], str(ev.get("n_valid", "")),
                          "yes" if ev.get("drifted") else "no", f"{ev.get('share_drifted', 0):.2f}",
-                         ", ".join(ev.get("drifted_columns") or [])[:40]))
+                         (f"domain {ev['domain']}; " if ev.get("domain") else "")
+                         + ", ".join(ev.get("drifted_columns") or [])[:40]))
+        elif kind == "approval":
+            rows.append((ev["time"][:19], kind, str(ev.get("batch_hash", ""))[:12], "", "", "",
+                         f"by {ev.get('by', '?')}: {ev.get('reason', '')}"[:70]))
         elif kind in ("decision", "trigger"):
             fired = bool(ev.get("trigger", kind == "trigger"))
-            flag = ("TRIGGER" if fired else "none") + (" (dry)" if ev.get("dry_run") else "")
+            waiting = ev.get("action") == "await_approval"
+            flag = ("TRIGGER" if fired else "AWAIT" if waiting else "none") + (" (dry)" if ev.get("dry_run") else "")
             why = ev.get("reasons") if fired else ev.get("notes")
             rows.append((ev["time"][:19], kind, "", "", flag, "", ("; ".join(why or []))[:70]))
         else:

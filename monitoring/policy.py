@@ -11,8 +11,20 @@ reason whether it fired or not:
    retraining.
 
 Batches that went into a trigger are *consumed*: they never count again, so the same batch never
-triggers twice (checking it again only re-reports it). The decision lists the batches a retraining
-would add to the training data (every unconsumed batch), and what to run.
+triggers twice (checking it again only re-reports it).
+
+What a retraining may learn from is stricter than what may trigger it:
+
+- a batch the monitor found **off-domain** (``monitoring.domain``: another anatomy or modality) is
+  never eligible and counts for no rule; the decision lists it as excluded;
+- an **in-domain** batch is eligible once approved -- by a person (``medsynth monitor approve``,
+  recorded in the history) or by ``auto_approve: true``;
+- an **unverified** batch (no extractor to check it) is eligible only after a person's approval.
+
+Drift over in-domain and unverified batches confirms drift; the new-data rule counts eligible
+images only. Drift confirmed while no batch is eligible yet is ``await_approval``, not a trigger:
+retraining without the new data would not answer the drift. The decision lists the batches a
+retraining adds to the training data (every eligible, unconsumed batch).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ class PolicyConfig:
     feedback_min_ratings: int = 20
     feedback_max_unrealistic: float | None = 0.4
     new_data_min_images: int | None = 1000
+    auto_approve: bool = False  # true: in-domain batches are eligible without `medsynth monitor approve`
 
     def check(self) -> None:
         if self.consecutive_drift is not None and self.consecutive_drift < 1:
@@ -53,6 +66,8 @@ class BatchState:
     drifted: bool
     n_valid: int
     time: str
+    domain: str = "unverified"  # in | off | unverified (monitoring.domain)
+    approved: bool = False  # a person approved it for retraining (`medsynth monitor approve`)
 
 
 @dataclass
@@ -60,13 +75,15 @@ class Decision:
     """What the policy decided, why, and what a retraining would run on."""
 
     trigger: bool
-    action: str  # "retrain" | "none"
+    action: str  # "retrain" | "await_approval" | "none"
     reasons: list[str]  # the rules that fired
     notes: list[str]  # every rule's state, fired or not (the "why not")
     batches: list[str] = field(default_factory=list)  # hashes a retraining consumes
     batch_paths: list[str] = field(default_factory=list)  # where those batches are
     new_images: int = 0
     model: str | None = None
+    excluded: list[str] = field(default_factory=list)  # off-domain batch hashes: never used for retraining
+    pending: list[str] = field(default_factory=list)  # eligible once approved
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,15 +91,18 @@ class Decision:
     def summary_line(self) -> str:
         if self.trigger:
             return f"TRIGGER retraining: {'; '.join(self.reasons)}"
+        if self.action == "await_approval":
+            return f"AWAITING APPROVAL: {'; '.join(self.reasons + self.notes)}"
         return f"no trigger: {'; '.join(self.notes)}"
 
 
 def batch_states(checks: list[dict[str, Any]], consumed: set[str],
-                 reference_hash: str | None = None) -> list[BatchState]:
+                 reference_hash: str | None = None, approved: set[str] | None = None) -> list[BatchState]:
     """Distinct unconsumed batches in order of their first check, each with its latest result.
 
     Checks against another reference (a previous champion's training data) are ignored: their
-    verdict says nothing about the current model.
+    verdict says nothing about the current model. A check written before the in-domain check
+    existed is ``unverified``.
     """
     order: list[str] = []
     latest: dict[str, BatchState] = {}
@@ -95,7 +115,8 @@ def batch_states(checks: list[dict[str, Any]], consumed: set[str],
         if h not in latest:
             order.append(h)
         latest[h] = BatchState(h, str(ev.get("batch", "")), bool(ev.get("drifted")),
-                               int(ev.get("n_valid") or 0), str(ev.get("time", "")))
+                               int(ev.get("n_valid") or 0), str(ev.get("time", "")),
+                               str(ev.get("domain") or "unverified"), h in (approved or set()))
     return [latest[h] for h in order]
 
 
@@ -106,8 +127,9 @@ def decide(
     cfg: PolicyConfig,
     reference_hash: str | None = None,
     model: str | None = None,
+    approved: set[str] | None = None,
 ) -> Decision:
-    """Apply the three rules.
+    """Apply the three rules to the batches they may use (see the module docstring).
 
     Args:
         checks: the history's ``check`` events, oldest first.
@@ -116,10 +138,18 @@ def decide(
         cfg: ``monitor.policy``.
         reference_hash: only checks against this reference count (the champion's training data).
         model: the champion's name/version, recorded in the decision.
+        approved: hashes of batches a person approved for retraining.
     """
-    states = batch_states(checks, consumed, reference_hash)
+    every = batch_states(checks, consumed, reference_hash, approved)
+    off = [s for s in every if s.domain == "off"]
+    states = [s for s in every if s.domain != "off"]  # off-domain batches count for nothing
+    eligible = [s for s in states if s.approved or (cfg.auto_approve and s.domain == "in")]
+    pending = [s for s in states if s not in eligible]
     reasons: list[str] = []
     notes: list[str] = []
+    if off:
+        notes.append(f"{len(off)} off-domain batch(es) excluded, never used for retraining: "
+                     + ", ".join(s.batch_hash[:12] for s in off))
 
     # 1. drift over consecutive distinct batches
     n = cfg.consecutive_drift
@@ -146,23 +176,31 @@ def decide(
         fired = feedback.n_total >= cfg.feedback_min_ratings and share > cfg.feedback_max_unrealistic
         (reasons if fired else notes).append(("feedback: " if fired else "") + msg)
 
-    # 3. enough new validated data
-    new_images = sum(s.n_valid for s in states)
+    # 3. enough new validated, eligible data
+    new_images = sum(s.n_valid for s in eligible)
     if cfg.new_data_min_images is None:
         notes.append("new-data rule off")
     else:
         fired = new_images >= cfg.new_data_min_images
-        msg = f"{new_images} new validated images in {len(states)} unused batch(es) (threshold {cfg.new_data_min_images})"
+        msg = (f"{new_images} new validated images in {len(eligible)} approved in-domain batch(es) "
+               f"(threshold {cfg.new_data_min_images})")
         (reasons if fired else notes).append(("new data: " if fired else "") + msg)
 
-    trigger = bool(reasons)
+    if pending:
+        notes.append(f"{len(pending)} batch(es) wait for approval (`medsynth monitor approve HASH`): "
+                     + ", ".join(f"{s.batch_hash[:12]} ({s.domain})" for s in pending))
+    # drift alone, with nothing approved to learn from, waits for a person (or the policy)
+    waiting = bool(reasons) and not eligible and all(r.startswith("drift confirmed") for r in reasons)
+    trigger = bool(reasons) and not waiting
     return Decision(
         trigger=trigger,
-        action="retrain" if trigger else "none",
+        action="retrain" if trigger else ("await_approval" if waiting else "none"),
         reasons=reasons,
         notes=notes,
-        batches=[s.batch_hash for s in states] if trigger else [],
-        batch_paths=[s.batch for s in states] if trigger else [],
+        batches=[s.batch_hash for s in eligible] if trigger else [],
+        batch_paths=[s.batch for s in eligible] if trigger else [],
         new_images=new_images,
         model=model,
+        excluded=[s.batch_hash for s in off],
+        pending=[s.batch_hash for s in pending],
     )

@@ -7,13 +7,16 @@
   medsynth monitor history [--plot PNG]       table of checks and decisions, and a plot
   medsynth monitor outputs --generator URI    the champion's generated images against its first
                                               (evaluation-time) batch: catches a silently broken model
+  medsynth monitor approve HASH --reason TEXT   approve a checked in-domain batch for retraining
   medsynth monitor rate --model M --version V --rating unrealistic   add one rating (as the app does)
   medsynth monitor loop [--shift blur=1.0]    the whole loop: champion -> drifted batches -> trigger ->
                                               retraining on old + new data -> gate -> re-check
 
 A trigger starts the retraining pipeline on the accumulated data: locally through kfp.local
 (--launch local, the default) or as a run on a KFP cluster (--launch kfp --host URL). Batches used
-by a retraining never trigger again.
+by a retraining never trigger again. Only eligible batches are learnt from: a batch the monitor
+finds off-domain (another anatomy or modality) never is; an in-domain batch is once a person
+approves it (`monitor approve`) or `monitor.policy.auto_approve` is true.
 """
 
 from __future__ import annotations
@@ -66,6 +69,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--reference", default=None, help="prepared data of an existing champion (default: train one now)")
     lp.set_defaults(func=_loop)
 
+    a = ms.add_parser("approve", help="approve a checked in-domain batch for retraining (recorded in the history)")
+    add_common(a)
+    a.add_argument("batch", help="batch hash (>= 8 characters, see `monitor history`) or the path it was checked from")
+    a.add_argument("--reason", required=True, help="why this data may be learnt from (kept with the approval)")
+    a.add_argument("--by", default=None, help="who approves (default: $USER)")
+    a.set_defaults(func=_approve)
+
     r = ms.add_parser("rate", help="store one rating of a generated image (what the app does)")
     add_common(r)
     r.add_argument("--model", required=True)
@@ -111,6 +121,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"  warning: {w}")
     print(f"  batch {res.batch_hash[:12]}: {res.n_valid} of {res.n_images} images checked, "
           f"{res.n_quarantined} quarantined; {res.seconds:.1f}s")
+    if res.domain is not None:
+        print(f"  domain: {res.domain.verdict} ({res.domain.reason})"
+              + ("; never used for retraining" if res.domain.verdict == "off" else ""))
     report = f"report: {res.report_html}  " if res.report_html.is_file() else ""
     print(f"  {report}summary: {res.out_dir / 'summary.json'}")
     if args.generator:
@@ -121,6 +134,17 @@ def _check(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace) -> int:
     params, overrides, project, cfg = _setup(args)
     return _act(args, params, overrides, project, cfg)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    import getpass
+
+    from medsynth.components.trigger import approve
+
+    _, _, project, _ = _setup(args)
+    ev = approve(project, args.batch, args.by or getpass.getuser(), args.reason)
+    print(f"approved batch {ev['batch_hash'][:12]} ({ev['domain']}) for retraining, by {ev['by']}: {ev['reason']}")
+    return 0
 
 
 def _label(args: argparse.Namespace) -> str | None:
@@ -295,10 +319,14 @@ def _loop(args: argparse.Namespace) -> int:
         batches.append(path)
     print(f"2. {len(batches)} new batches of held-out real images with {shift.value}={strength:g} in {batch_dir}")
 
-    # 3. the monitor flags them; the policy triggers after two consecutive drifted batches
+    # 3. the monitor flags them; in-domain ones are approved (here by the demo, normally by a person);
+    #    the policy triggers after two consecutive drifted batches
     for b in batches[:2]:
         res = monitor.run(cfg, project, b, params, reference=ref_dir)
-        print(f"3. {b.name}: {res.drift.summary_line()}")
+        print(f"3. {b.name}: {res.drift.summary_line()}; domain {res.domain.verdict if res.domain else '?'}")
+        if res.domain is not None and res.domain.verdict != "off":
+            trigger.approve(project, res.batch_hash, "medsynth monitor loop (demo)",
+                            "held-out real images of the champion's own data, acquisition changed")
     decision = trigger.decide(cfg, project, reference=ref_dir)
     print(f"4. {decision.summary_line()}")
     if not decision.trigger:

@@ -49,7 +49,8 @@ def batches(tmp_path_factory) -> dict[str, Path]:
     ct = np.load(DATA / "mednist_ct_small.npz")["test_images"]
     out = {}
     for name, imgs in {"same": cxr["test_images"], "ped1": ped[:150], "ped2": ped[150:300],
-                       "ct": ct[:100], "noisy": apply_shift(cxr["val_images"], Shift.NOISE, 0.04)}.items():
+                       "ct": ct[:100], "ct2": ct[100:200], "noisy": apply_shift(cxr["val_images"], Shift.NOISE, 0.04),
+                       "blur": apply_shift(cxr["val_images"], Shift.BLUR, 1.0)}.items():
         np.savez(d / f"{name}.npz", test_images=imgs)
         out[name] = d / f"{name}.npz"
     png = d / "png_batch"
@@ -123,37 +124,69 @@ def test_bad_input_gives_clear_errors_and_keeps_history(project, params, cfg, re
 def test_drift_on_two_batches_triggers_once_and_dry_run_does_not_act(project, params, reference, batches, capsys):
     common = ["--reference", str(reference), "--set", "monitor.policy.new_data_min_images=null",
               "--set", "monitor.html_report=false"]
-    assert main(["monitor", "--batch", str(batches["ped1"]), "--dry-run", "--no-track", *common]) == 0
+    assert main(["monitor", "--batch", str(batches["noisy"]), "--dry-run", "--no-track", *common]) == 0
     out = capsys.readouterr().out
-    assert "DRIFT" in out and "[dry run] no trigger: 1 consecutive drifted batch(es) of 2" in out
+    assert "DRIFT" in out and "domain: unverified" in out
+    assert "[dry run] no trigger: 1 consecutive drifted batch(es) of 2" in out
     # the same content again is the same batch: it cannot confirm itself
-    assert main(["monitor", "--batch", str(batches["ped1"]), "--dry-run", "--no-track", *common]) == 0
+    assert main(["monitor", "--batch", str(batches["noisy"]), "--dry-run", "--no-track", *common]) == 0
     assert "no trigger" in capsys.readouterr().out
-    assert main(["monitor", "--batch", str(batches["ped2"]), "--dry-run", "--no-track", *common]) == 0
+    assert main(["monitor", "--batch", str(batches["blur"]), "--dry-run", "--no-track", *common]) == 0
+    out = capsys.readouterr().out  # confirmed drift, but nothing may be learnt from until a person approves
+    assert "[dry run] AWAITING APPROVAL: drift confirmed: 2 consecutive" in out and "wait for approval" in out
+    noisy = monitor.history_of(project).events("check")[0]["batch_hash"]
+    assert main(["monitor", "approve", noisy[:12], "--reason", "same chest X-rays, noisier detector",
+                 "--by", "dr-test"]) == 0
+    assert main(["monitor", "decide", "--dry-run", *common]) == 0
     out = capsys.readouterr().out
     assert "[dry run] TRIGGER retraining: drift confirmed: 2 consecutive" in out and "would retrain" in out
     hist = monitor.history_of(project)
     assert hist.events("trigger") == [] and hist.events("decision")[-1]["dry_run"] is True
-    # acting on it (here: recording the launch) consumes both batches: they never trigger again
+    assert hist.events("approval")[0]["by"] == "dr-test"
+    # acting on it (here: recording the launch) consumes the approved batch only
     cfg = load_stage(monitor.MonitorConfig, "monitor", params, {"monitor.policy.new_data_min_images": "null",
                                                                 "monitor.html_report": "false"})
     decision = trigger.decide(cfg, project, reference=reference)
-    assert decision.trigger and len(decision.batches) == 2
+    assert decision.trigger and decision.batches == [noisy] and len(decision.pending) == 1
     ref = monitor.load_reference(reference)
     new_params = trigger.retrain_params(params, decision, ref, {"ingest.dataset": "cxr"})
-    added = new_params["ingest"]["datasets"]["cxr"][-2:]
-    assert [Path(s["path"]).name for s in added] == ["ped1.npz", "ped2.npz"]
+    added = new_params["ingest"]["datasets"]["cxr"][len(params["ingest"]["datasets"]["cxr"]):]
+    assert [Path(s["path"]).name for s in added] == ["noisy.npz"]
     assert added[0]["classes"] == ["CXR"] and added[0]["modality"] == "XR"
     assert params["ingest"]["datasets"] != new_params["ingest"]["datasets"]  # original untouched
     with pytest.raises(ConfigError, match="the champion was trained on"):  # another dataset's classes
         trigger.retrain_params(params, decision, ref, {"ingest.dataset": "ct"})
     trigger.record_trigger(project, decision, {"runner": "test"})
     assert not trigger.decide(cfg, project, reference=reference).trigger
-    assert main(["monitor", "decide", "--dry-run", *common]) == 0
-    assert "no trigger: 0 consecutive" in capsys.readouterr().out
     assert main(["monitor", "history", "--plot", str(project.root / "h.png")]) == 0
     out = capsys.readouterr().out
-    assert "TRIGGER (dry)" in out and (project.root / "h.png").read_bytes()[:4] == b"\x89PNG"
+    assert "TRIGGER (dry)" in out and "approval" in out and (project.root / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_off_domain_batches_never_enter_a_retraining(project, params, reference, batches, capsys):
+    """CT slices and pediatric X-rays arriving at an adult chest X-ray champion: drift, but off-domain."""
+    common = ["--reference", str(reference), "--no-track", "--launch", "none", "--set", "monitor.html_report=false",
+              "--set", "monitor.policy.auto_approve=true", "--set", "monitor.policy.new_data_min_images=150"]
+    for name in ("ct", "ct2", "ped1", "ped2"):
+        assert main(["monitor", "--batch", str(batches[name]), "--modality", "XR", *common]) == 0
+        out = capsys.readouterr().out
+        assert "DRIFT" in out and "domain: off" in out and "never used for retraining" in out
+    assert "4 off-domain batch(es) excluded" in out and "TRIGGER" not in out
+    off = [e["batch_hash"] for e in monitor.history_of(project).events("check")]
+    with pytest.raises(InputError, match="off-domain data is never used for retraining"):
+        trigger.approve(project, off[0], "someone", "looks fine to me")
+    assert main(["monitor", "approve", off[1][:12], "--reason", "x"]) == 2
+    assert "off-domain" in capsys.readouterr().err
+    # an approved in-domain batch later: the retraining takes it, and none of the off-domain ones
+    cfg = load_stage(monitor.MonitorConfig, "monitor", params, {"monitor.html_report": "false",
+                                                                "monitor.policy.new_data_min_images": "150"})
+    monitor.run(cfg, project, batches["noisy"], params, reference=reference, track=False)
+    trigger.approve(project, str(batches["noisy"]), "dr-test", "same chest X-rays, noisier detector")
+    decision = trigger.decide(cfg, project, reference=reference)
+    assert decision.trigger and len(decision.batches) == 1 and sorted(decision.excluded) == sorted(off)
+    new_params = trigger.retrain_params(params, decision, monitor.load_reference(reference), {"ingest.dataset": "cxr"})
+    paths = [Path(s["path"]).name for s in new_params["ingest"]["datasets"]["cxr"]]
+    assert "noisy.npz" in paths and not {"ct.npz", "ct2.npz", "ped1.npz", "ped2.npz"} & set(paths)
 
 
 def test_feedback_ratings_trigger_for_the_champion(project, params, reference, capsys):

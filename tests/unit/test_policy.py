@@ -12,12 +12,12 @@ from medsynth.monitoring.history import History, history_table, plot_history
 from medsynth.monitoring.policy import PolicyConfig, batch_states, decide
 
 CFG = PolicyConfig(consecutive_drift=2, feedback_min_ratings=10, feedback_max_unrealistic=0.4,
-                   new_data_min_images=1000)
+                   new_data_min_images=1000, auto_approve=True)  # the rules; eligibility is tested below
 
 
-def check(h: str, drifted: bool, n: int = 100, ref: str = "R") -> dict:
+def check(h: str, drifted: bool, n: int = 100, ref: str = "R", domain: str = "in") -> dict:
     return {"kind": "check", "batch_hash": h, "batch": f"/b/{h}.npz", "drifted": drifted,
-            "n_valid": n, "reference_hash": ref, "time": "t"}
+            "n_valid": n, "reference_hash": ref, "time": "t", "domain": domain}
 
 
 def test_one_drifted_batch_is_not_enough_two_consecutive_are():
@@ -74,7 +74,8 @@ def test_enough_new_validated_data_triggers_even_without_drift():
 
 
 def test_rules_can_be_switched_off_and_bad_settings_are_rejected():
-    off = PolicyConfig(consecutive_drift=None, feedback_max_unrealistic=None, new_data_min_images=None)
+    off = PolicyConfig(consecutive_drift=None, feedback_max_unrealistic=None, new_data_min_images=None,
+                       auto_approve=True)
     d = decide([check("a", True, 10**6), check("b", True)], set(), FeedbackSummary("m", None, 99, 99), off)
     assert not d.trigger and d.notes == ["drift rule off", "feedback rule off", "new-data rule off"]
     with pytest.raises(ConfigError, match="consecutive_drift"):
@@ -112,3 +113,26 @@ def test_history_table_and_plot(tmp_path):
     png = plot_history(h.events(), tmp_path / "history.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_history([], tmp_path / "none.png") is None
+
+
+def test_off_domain_batches_are_never_eligible_nor_counted():
+    """Off-domain drift (hand X-rays at a chest model) neither triggers nor enters a retraining."""
+    checks = [check("hand1", True, 800, domain="off"), check("hand2", True, 800, domain="off")]
+    d = decide(checks, set(), None, CFG, approved={"hand1", "hand2"})
+    assert not d.trigger and d.batches == [] and d.excluded == ["hand1", "hand2"]
+    assert any("2 off-domain batch(es) excluded" in n for n in d.notes)
+    mixed = decide(checks + [check("a", True, 600), check("b", True, 600)], set(), None, CFG)
+    assert mixed.trigger and mixed.batches == ["a", "b"] and "hand1" not in mixed.batch_paths[0]
+
+
+def test_eligible_batches_wait_for_approval_unless_the_policy_approves():
+    manual = PolicyConfig(consecutive_drift=2, new_data_min_images=1000, auto_approve=False)
+    checks = [check("a", True, 600), check("b", True, 600, domain="unverified")]
+    waiting = decide(checks, set(), None, manual)
+    assert not waiting.trigger and waiting.action == "await_approval" and waiting.pending == ["a", "b"]
+    assert waiting.summary_line().startswith("AWAITING APPROVAL: drift confirmed")
+    one = decide(checks, set(), None, manual, approved={"a"})
+    assert one.trigger and one.batches == ["a"] and one.pending == ["b"]
+    auto = decide(checks, set(), None, CFG)  # the policy approves in-domain batches, never unverified ones
+    assert auto.trigger and auto.batches == ["a"]
+    assert decide(checks, set(), None, manual, approved={"a", "b"}).new_images == 1200
