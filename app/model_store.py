@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from medsynth.errors import MedsynthError, RegistryError
@@ -137,36 +136,19 @@ def default_version(versions: list[ModelVersion]) -> ModelVersion:
 def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> ImageGenerator:
     """The generator behind a model URI (``models:/name@champion``, ``models:/name/3``, ``runs:/...``).
 
-    Downloads the model's files by URI (the pyfunc model ``medsynth train`` logs holds
-    ``generator.pt``) and loads the weights with the training package's ``load_sampler``
-    (``torch.load(weights_only=True)``; no pickled code runs), which also gives the bf16 option
-    that ``components.train.load_generator`` (pyfunc) does not.
+    Weights only (``components.train.load_generator``): the model's ``generator.pt`` is downloaded,
+    checked against the sha256 its training run recorded, and read with
+    ``torch.load(weights_only=True)`` into the installed package's networks; the Python file stored
+    with the model is never run.
 
     Raises:
         RegistryError: the URI cannot be resolved or downloaded.
-        MedsynthError: the files are not a readable generator (from the training package).
+        MedsynthError: the file differs from the recorded one, or is not a readable generator.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from medsynth.components.train import load_generator as load_verified
 
     setup_mlflow(project)
-    sampler = _training_sampler()
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except MlflowException as exc:
-        raise RegistryError(f"{uri}: cannot be downloaded ({first_line(exc)})") from None
-    except Exception as exc:  # noqa: BLE001 - network/storage errors of every kind
-        raise RegistryError(f"{uri}: cannot be downloaded ({first_line(exc)})") from None
-    path = local if local.is_file() else next(iter(sorted(local.rglob(GENERATOR_FILE))), None)
-    if path is None:
-        raise RegistryError(f"{uri}: no {GENERATOR_FILE} in the model's files (was it logged by `medsynth train`?)")
-    return sampler.load_sampler(path, bf16=bf16)
-
-
-def _training_sampler() -> Any:
-    from medsynth.training import sampler
-
-    return sampler
+    return load_verified(uri, bf16=bf16)
 
 
 def _version(mv: Any, aliases: list[str]) -> ModelVersion:

@@ -6,7 +6,11 @@
 3. While training, an MLflow callback logs losses, D(x)/D(G(z)), learning rates, images/s, and
    per epoch the diversity statistic (mode collapse) and a sample grid PNG marked synthetic.
 4. Log the final EMA generator as an MLflow pyfunc model (weights + spec + our own loader, no
-   pickled code), so later steps load it by ``runs:/<id>/generator`` or ``models:/name@alias``.
+   pickled code), so the registry lists it; its sha256 goes into the run's tags (the tracking
+   database, not the artifact store). Later steps load it by ``runs:/<id>/generator`` or
+   ``models:/name@alias`` as *weights only* (:func:`load_generator`): the file is checked against
+   that sha256 and read with ``torch.load(weights_only=True)`` into the installed package's
+   networks. The stored ``train_pyfunc.py`` is never run by medsynth.
 
 Under torchrun only rank 0 opens the MLflow run and writes files; the others just train.
 """
@@ -29,6 +33,7 @@ from medsynth.training.config import TrainConfig
 
 MODEL_NAME = "generator"  # artifact name of the logged MLflow model inside the run
 PYFUNC_CODE = Path(__file__).with_name("train_pyfunc.py")
+SHA256_TAG = "medsynth.generator_sha256"  # run tag: sha256 of the logged generator.pt
 
 
 @dataclass
@@ -126,11 +131,19 @@ def save_grid_png(grid: np.ndarray, path: Path, epoch: int) -> Path:
 
 
 def log_generator_model(generator_path: Path, resolution: int, classes: list[str]) -> str:
-    """Log ``generator.pt`` as a pyfunc model (models-from-code: nothing is pickled). Returns its URI."""
+    """Log ``generator.pt`` as a pyfunc model (models-from-code: nothing is pickled). Returns its URI.
+
+    The file's sha256 is set as the run tag ``medsynth.generator_sha256`` first: whoever can write
+    to the artifact store cannot change it, and :func:`load_generator` refuses a file that differs.
+    """
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
+    from medsynth.fileio import sha256_file
+
+    sha = sha256_file(generator_path)
+    mlflow.set_tag(SHA256_TAG, sha)
     signature = ModelSignature(
         inputs=Schema([ColSpec("long", "seed"), ColSpec("long", "count"), ColSpec("long", "label", required=False)]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, resolution, resolution))]),
@@ -138,16 +151,90 @@ def log_generator_model(generator_path: Path, resolution: int, classes: list[str
     info = mlflow.pyfunc.log_model(
         name=MODEL_NAME, python_model=str(PYFUNC_CODE), artifacts={"generator": str(generator_path)},
         signature=signature, pip_requirements=["medsynth", "torch==2.13.0", "numpy", "pandas"],
-        metadata={"synthetic": True, "resolution": resolution, "classes": classes},
+        metadata={"synthetic": True, "resolution": resolution, "classes": classes, "generator_sha256": sha},
     )
     return info.model_uri
 
 
-def load_generator(uri: str) -> Any:
-    """An :class:`~medsynth.generator.ImageGenerator` from an MLflow model URI (runs:/, models:/)."""
-    import mlflow.pyfunc
+def source_run_id(client: Any, uri: str) -> str:
+    """The training run behind a model URI: ``runs:/<id>/...``, ``models:/<name>@<alias>``,
+    ``models:/<name>/<version>`` or an MLflow 3 logged-model id ``models:/m-...``.
 
-    return mlflow.pyfunc.load_model(uri).unwrap_python_model().sampler
+    Raises:
+        InputError: another kind of URI, or one that resolves to nothing.
+    """
+    from medsynth.errors import InputError
+
+    if uri.startswith("runs:/"):
+        run_id = uri[len("runs:/"):].split("/", 1)[0]
+        if run_id:
+            return run_id
+    elif uri.startswith("models:/"):
+        rest = uri[len("models:/"):].strip("/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, version = rest.rsplit("/", 1)
+            mv = client.get_model_version(name, version)
+        else:  # a logged model id (what log_model returns in MLflow 3)
+            return client.get_logged_model(rest).source_run_id
+        if mv.run_id:
+            return mv.run_id
+        if str(mv.source or "").startswith("models:/"):
+            return client.get_logged_model(str(mv.source)[len("models:/"):].strip("/")).source_run_id
+    raise InputError(f"{uri}: not a model URI medsynth can verify (runs:/<run_id>/generator, models:/<name>@<alias>, "
+                     "models:/<name>/<version>); for a local file use --generator generator.pt")
+
+
+def verified_generator_file(uri: str) -> Path:
+    """Download the generator of ``uri`` and check it against the sha256 recorded when it was logged.
+
+    Only bytes are fetched and hashed: no file of the model is imported or executed.
+
+    Raises:
+        RegistryError: the URI cannot be resolved or downloaded.
+        InputError: no recorded sha256, no generator.pt, or a file that differs from the recorded one.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from medsynth.errors import InputError, MedsynthError, RegistryError
+    from medsynth.fileio import sha256_file
+
+    client = MlflowClient()
+    try:
+        run_id = source_run_id(client, uri)
+        expected = client.get_run(run_id).data.tags.get(SHA256_TAG)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except MedsynthError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI or a dead store
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise RegistryError(f"{uri}: cannot be resolved or downloaded ({first})") from None
+    path = local if local.is_file() else next(iter(sorted(local.rglob(GENERATOR_FILE_NAME))), None)
+    if path is None:
+        raise InputError(f"{uri}: no {GENERATOR_FILE_NAME} in the model's files (was it logged by `medsynth train`?)")
+    if not expected:
+        raise InputError(f"{uri}: its training run {run_id} records no {SHA256_TAG} (logged before weights were "
+                         "verified): retrain it, or load a checked file with --generator generator.pt")
+    got = sha256_file(path)
+    if got != expected:
+        raise InputError(f"{uri}: {GENERATOR_FILE_NAME} has sha256 {got[:12]}..., the training run {run_id} recorded "
+                         f"{expected[:12]}...: the stored file was changed after training; refusing to load it")
+    return path
+
+
+def load_generator(uri: str, bf16: bool = False) -> Any:
+    """An :class:`~medsynth.generator.ImageGenerator` from an MLflow model URI (runs:/, models:/).
+
+    Weights only: :func:`verified_generator_file` checks the file, then the installed package's
+    ``load_sampler`` reads it with ``torch.load(weights_only=True)``. The model's stored Python
+    (``train_pyfunc.py``, for MLflow's own serving tools) is never executed here.
+    """
+    from medsynth.training.sampler import load_sampler
+
+    return load_sampler(verified_generator_file(uri), bf16=bf16)
 
 
 def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
