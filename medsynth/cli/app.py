@@ -71,8 +71,59 @@ def _run(args: argparse.Namespace) -> int:
         print(prefix + " ".join(cmd))
         return 0
     where = env.get("MLFLOW_TRACKING_URI") or "the embedded registry under .medsynth/"
-    print(f"medsynth app: http://{args.address}:{args.port}  (registry: {redact(where)}; Ctrl+C stops it)")
+    print(f"medsynth app: http://{args.address}:{args.port}  (registry: {redact(where)}; Ctrl+C stops it)",
+          flush=True)
+    return supervise(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
+
+
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+GRACE_S = 15.0  # after a forwarded signal, the server gets this long to stop before SIGKILL
+
+
+def supervise(proc) -> int:
+    """Wait for the server, forwarding stop signals to it; exit with it.
+
+    ``kill <pid of medsynth app>`` (SIGTERM), SIGHUP from a closed terminal and Ctrl+C reach the
+    Streamlit server too, so it stops and frees its port; a server that does not stop within
+    ``GRACE_S`` is killed. Returns the server's exit code (128 + N when signal N ended it).
+    """
+    import signal
+    import subprocess
+    import time
+
+    state: dict[str, float | None] = {"stopping_since": None}
+
+    def forward(signum, _frame) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        if state["stopping_since"] is None:
+            state["stopping_since"] = time.monotonic()
+
+    sigs = [getattr(signal, n) for n in FORWARDED if hasattr(signal, n)]
+    previous = {s: signal.signal(s, forward) for s in sigs}
     try:
-        return subprocess.run(cmd, env=env, check=False).returncode
-    except KeyboardInterrupt:
-        return 130
+        while True:
+            try:
+                rc = proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                since = state["stopping_since"]
+                if since is not None and time.monotonic() - since > GRACE_S:
+                    proc.kill()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 - rc if rc < 0 else rc
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the server gets SIGTERM when ``medsynth app`` dies, even by SIGKILL (no orphan on the port)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass

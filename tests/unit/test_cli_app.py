@@ -18,3 +18,39 @@ def test_app_defaults_to_localhost_and_passes_port_and_tracking_uri(capsys):
 def test_app_bad_port_is_one_line_error(capsys):
     assert main(["app", "--dry-run", "--port", "70000"]) != 0
     assert "--port: must be in 1..65535" in capsys.readouterr().err
+
+
+def test_stopping_medsynth_app_stops_streamlit_and_frees_the_port(tmp_path):
+    """`kill <pid of medsynth app>` (SIGTERM) reaches the Streamlit server: the port is free after."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"MEDSYNTH_HOME": str(tmp_path), "MEDSYNTH_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medsynth", "app", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the server is up when the port accepts a connection
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "medsynth app exited before listening"
+            time.sleep(0.3)
+        else:
+            raise AssertionError("streamlit did not start listening")
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc in (0, 128 + signal.SIGTERM)
+    with socket.socket() as s:  # nothing holds the port any more
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
