@@ -170,12 +170,16 @@ def run_generation(ctx: settings.AppContext, mv: model_store.ModelVersion, gen, 
 
 def compute_eval(ctx: settings.AppContext, batch: dict) -> None:
     """Live evaluation of the current batch, once (after the images are on screen)."""
+    from medsynth.components.promote import PromoteConfig
+    from medsynth.config import load_stage
+
     rec: export.GenerationRecord = batch["record"]
     try:
         with st.spinner("Live evaluation..."):
             ref = _reference(_env_key(), batch["uri"], batch["dataset"], batch["data_hash"], rec.resolution)
+            policy = load_stage(PromoteConfig, "promote", ctx.params).gate  # the gate's floors
             batch["eval"] = live_eval.evaluate_batch(batch["images"], batch["labels"], batch["classes"], ref,
-                                                     bootstrap=ctx.cfg.bootstrap, seed=rec.seed)
+                                                     bootstrap=ctx.cfg.bootstrap, seed=rec.seed, policy=policy)
             batch["ref"] = ref
     except MedsynthError as exc:
         batch["eval_error"] = str(exc)
@@ -218,6 +222,7 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
         st.info("Live evaluation is off (sidebar).")
         return
     ref: live_eval.Reference = batch["ref"]
+    (st.success if ev.passed else st.warning if ev.passed is None else st.error)(live_eval.verdict_sentence(ev))
     c = st.columns(3)
     c[0].metric("FID-domain (this batch)", "n/a" if ev.fid is None else f"{ev.fid:.2f}",
                 help="Fréchet distance in the project's domain-classifier feature space (not ImageNet Inception).")

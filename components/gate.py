@@ -176,6 +176,7 @@ def _fid_ratio(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_onl
             if c in floors:
                 ratios[c] = v / max(floors[c], 1e-9)
     who, r = _worst(ratios, higher_is_worse=True)
+    note = note if who == "all" else ""
     ok = r <= k
     return Check("fid_floor_ratio", ok, f"{p.fid_metric} / real floor = {r:.2f}{note}{_where(who)} "
                  f"{'<=' if ok else '>'} {k} (FID-domain {fid:.3f}, floor {fl:.3f})", round(r, 6), k, floor=True)

@@ -23,7 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 GATE_KEYS = ["fid_domain", "kid_domain_mean", "fid_domain_floor", "prdc_precision", "prdc_recall",
              "prdc_density", "prdc_coverage", "nn_ssim_mean", "nn_psnr_mean", "diversity_ms_ssim_generated",
              "diversity_ms_ssim_real", "cond_accuracy", "privacy_near_copy_share", "unstable"]
-FAST = dict(n_generated=200, min_samples=150, utility=False, kid_subsets=10, diversity_pairs=100, privacy_max_train_queries=500)
+FAST = dict(n_generated=200, min_samples=150, utility=False, kid_subsets=10, diversity_pairs=100, privacy_max_train_queries=500,
+            bootstrap=10)
+
+
+def cheap_c2st():
+    """A smaller C2ST budget for the tests (the detector still spots noise at AUC 1.0)."""
+    from medsynth.c2st import C2STSettings
+
+    return C2STSettings(resolution=32, epochs=3, max_images=400, bootstrap=50)
 
 
 def make_prepared(root: Path, npz: Path, classes: list[str]) -> Path:
@@ -79,14 +87,14 @@ class Noise:
 
 @pytest.fixture(scope="module")
 def scores(extractor, pneumonia):
-    cfg = EvaluateConfig(**FAST)
-    out = {name: compute(cfg, gen, pneumonia, extractor, conditional=True)[0] for name, gen in [
+    cfg, c2 = EvaluateConfig(**FAST), cheap_c2st()
+    out = {name: compute(cfg, gen, pneumonia, extractor, conditional=True, c2st_settings=c2)[0] for name, gen in [
         ("val", HeldOutReal(pneumonia, "val")), ("train", HeldOutReal(pneumonia, "train")),
         ("noise", Noise()), ("constant", Noise(constant=True))]}
     uncond = EvaluateConfig(**{**FAST, "utility": True})
     held = HeldOutReal(pneumonia, "val", conditional=False)
-    out["unconditional"] = compute(uncond, held, pneumonia, extractor, conditional=False)[0]
-    no_pseudo = EvaluateConfig(**{**FAST, "utility": True, "utility_pseudo_labels": False})
+    out["unconditional"] = compute(uncond, held, pneumonia, extractor, conditional=False, c2st_settings=c2)[0]
+    no_pseudo = EvaluateConfig(**{**FAST, "utility": True, "utility_pseudo_labels": False, "c2st": False})
     out["unconditional_no_pseudo"] = compute(no_pseudo, held, pneumonia, extractor, conditional=False)[0]
     return out
 
@@ -111,6 +119,14 @@ def test_held_out_real_scores_near_the_real_floor(scores):
     # PneumoniaMNIST itself holds a few exact val/train duplicates (about 1.5 %): not more
     assert m["privacy_near_copy_share"] < 0.05 and 0.7 < m["privacy_nn_median_ratio"] < 1.3
     assert m["unstable"] is False and "fid_domain_class_normal" in m
+    # the absolute floors of the gate: held-out real images clear every one of them
+    assert m["gate_floors_passed"] is True, {k: v["detail"] for k, v in m["gate_floors"].items() if not v["passed"]}
+    assert m["c2st_auc"] < 0.7 and m["c2st_auc_lo"] <= m["c2st_auc"] <= m["c2st_auc_hi"]
+    assert m["fid_domain_lo"] <= m["fid_domain_hi"] and m["fid_domain_ratio_to_floor_lo"] <= m["fid_domain_ratio_to_floor_hi"]
+    assert m["cond_majority_share"] == pytest.approx(0.74, abs=0.02)  # PneumoniaMNIST: 74 % pneumonia
+    assert {"c2st_auc_class_normal", "fid_domain_floor_class_normal", "prdc_coverage_class_pneumonia",
+            "diversity_ms_ssim_generated_class_normal"} <= set(m)
+    assert m["protocol"]["c2st"]["epochs"] == 3 and m["protocol"]["gate_policy"]["max_c2st_auc"] is not None
 
 
 def test_degenerate_generators_score_clearly_worse(scores):
@@ -123,11 +139,20 @@ def test_degenerate_generators_score_clearly_worse(scores):
     assert scores["constant"]["prdc_precision"] == 0.0
     assert scores["constant"]["diversity_ms_ssim_generated"] > 0.99  # total mode collapse
     assert scores["noise"]["nn_psnr_mean"] < real["nn_psnr_mean"]
+    for name in ("noise", "constant"):  # refused by the floors, whatever the champion
+        m = scores[name]
+        assert m["gate_floors_passed"] is False, name
+        assert not m["gate_floors"]["fid_floor_ratio"]["passed"] and not m["gate_floors"]["coverage"]["passed"], name
+    assert scores["noise"]["c2st_auc"] > 0.95 and not scores["noise"]["gate_floors"]["c2st"]["passed"]
+    assert not scores["noise"]["gate_floors"]["diversity"]["passed"]  # far more diverse than real
+    assert not scores["constant"]["gate_floors"]["diversity"]["passed"]  # total collapse
 
 
 def test_training_images_are_flagged_as_copies(scores):
     m = scores["train"]
     assert m["privacy_near_copy_share"] == 1.0 and m["privacy_nn_median_ratio"] == 0.0
+    assert m["privacy_share_below_train_p5"] == 1.0
+    assert not m["gate_floors"]["privacy"]["passed"] and not m["gate_floors"]["privacy_p5"]["passed"]
     assert scores["val"]["privacy_near_copy_share"] < m["privacy_near_copy_share"]
 
 
@@ -135,12 +160,14 @@ def test_run_writes_metrics_report_figures_and_mlflow(project, extractor, pneumo
     import mlflow
 
     cfg = EvaluateConfig(**{**FAST, "n_generated": 200, "min_samples": 100, "utility": True,
-                            "utility_epochs": 1, "utility_max_train": 100})
+                            "utility_epochs": 1, "utility_max_train": 100, "c2st": False})
     out = tmp_path / "eval"
     res = run(cfg, project, HeldOutReal(pneumonia, "val"), pneumonia.root, out, extractor=extractor,
               model_uri="reference:val")
     m = json.loads((out / "metrics.json").read_text())
     assert all(k in m for k in GATE_KEYS)
+    assert m["model_uri"] == "reference:val" and m["source"] == "reference"
+    assert "c2st_auc" not in m and m["gate_floors"]["c2st"]["passed"] is False  # off = not measured, never a pass
     for k in ("real", "real_plus_synth", "synth_only", "real_dup"):
         assert 0.0 <= m[f"utility_acc_{k}"] <= 1.0 and 0.0 <= m[f"utility_auc_{k}"] <= 1.0
     assert m["utility_pseudo_labels"] == 0.0  # a conditional generator's own labels were used
@@ -160,11 +187,30 @@ def test_run_writes_metrics_report_figures_and_mlflow(project, extractor, pneumo
 
 
 def test_too_few_samples_are_flagged_unstable(project, extractor, pneumonia, tmp_path):
-    cfg = EvaluateConfig(**{**FAST, "n_generated": 40, "min_samples": 200})
+    cfg = EvaluateConfig(**{**FAST, "n_generated": 40, "min_samples": 200, "c2st": False})
     res = run(cfg, project, HeldOutReal(pneumonia, "val"), pneumonia.root, tmp_path / "e", extractor=extractor, track=False)
     assert res.metrics["unstable"] is True
-    assert any("generated: 40 images" in r for r in res.metrics["unstable_reasons"])
+    assert any("generated: 40 images" in r and "raise evaluate.n_generated" in r for r in res.metrics["unstable_reasons"])
     assert "UNSTABLE" in (tmp_path / "e" / "report.md").read_text()
+
+
+def test_small_test_split_gets_intervals_and_a_reason_not_a_gate_that_never_passes(extractor, pneumonia, tmp_path):
+    """BreastMNIST-like: 155 real test images < min_samples = 200 (a property of the dataset)."""
+    from medsynth.components.gate import GatePolicy, evaluate_gate
+
+    arrays = dict(pneumonia.arrays)
+    for k in ("test_x", "test_y", "test_ids"):
+        arrays[k] = arrays[k][:155]
+    small = PreparedData(tmp_path, dict(pneumonia.meta), arrays)
+    cfg = EvaluateConfig(**{**FAST, "min_samples": 200, "c2st": False})
+    m = compute(cfg, HeldOutReal(small, "val"), small, extractor, conditional=True)[0]
+    assert m["unstable"] is False and m["small_reference"] is True  # n_generated = 200: nothing to fix
+    assert any("real test split: 155 images" in r and "upper end" in r for r in m["small_reference_reasons"])
+    assert m["fid_domain_ratio_to_floor_lo"] <= m["fid_domain_ratio_to_floor"] <= m["fid_domain_ratio_to_floor_hi"]
+    ratio = m["gate_floors"]["fid_floor_ratio"]
+    assert ratio["value"] >= m["fid_domain_ratio_to_floor_hi"] - 1e-6  # the pessimistic end (or a worse class)
+    res = evaluate_gate(GatePolicy(max_c2st_auc=None), m, None, conditional=True)
+    assert "stable_metrics" not in {c.name for c in res.checks}  # the small split alone does not block the gate
 
 
 class WrongShape(Noise):
@@ -235,3 +281,98 @@ def test_cli_unknown_model_uri_is_a_clear_error(project_home, pneumonia, capsys)
     rc = main(["evaluate", "--params", str(REPO / "params.yaml"), "--no-track",
                "--model-uri", "models:/no-such-model@champion", "--data", str(pneumonia.root)])
     assert rc == 2 and "models:/no-such-model@champion: cannot load the model" in capsys.readouterr().err
+
+
+def _cli_fast(extractor) -> list[str]:
+    """CLI overrides: the module's tiny extractor and a small budget (the protocol is the same)."""
+    sets = {"extractor": str(extractor.root), "min_samples": "100", "utility": "false", "kid_subsets": "10",
+            "diversity_pairs": "100", "privacy_max_train_queries": "300", "bootstrap": "10", "c2st_max_images": "120"}
+    return [a for k, v in sets.items() for a in ("--set", f"evaluate.{k}={v}")]
+
+
+def _val_uint8(pneumonia: PreparedData, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    x, y = pneumonia.split_uint8("val")
+    return x[:n, 0], y[:n]
+
+
+@pytest.mark.parametrize("layout", ["npz", "png"])
+def test_cli_scores_an_image_set_npz_or_png_folder(project_home, extractor, pneumonia, tmp_path, capsys, layout):
+    """`medsynth evaluate --images`: real held-out images brought as files pass the same protocol as a model."""
+    from PIL import Image
+
+    from medsynth.cli import main
+
+    x, y = _val_uint8(pneumonia)
+    if layout == "npz":
+        src = tmp_path / "set.npz"
+        np.savez(src, images=x, labels=np.array(["normal", "pneumonia"])[y])  # labels as class names
+    else:
+        src = tmp_path / "pngs"
+        for i, (img, c) in enumerate(zip(x, y, strict=True)):
+            (src / pneumonia.classes[c]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(src / pneumonia.classes[c] / f"{i:04d}.png")
+    out = tmp_path / "eval"
+    rc = main(["evaluate", "--params", str(REPO / "params.yaml"), "--no-track", "--images", str(src),
+               "--data", str(pneumonia.root), "--out", str(out), *_cli_fast(extractor)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "gate floors:" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["source"] == "images" and m["model_uri"] == f"images:{src.resolve()}"
+    assert m["n_generated"] == 120 and m["conditional"] is True and "cond_accuracy_normal" in m
+    assert len(m["protocol"]["source_sha256"]) == 64 and "c2st_auc" in m and "c2st_auc_class_pneumonia" in m
+    assert isinstance(m["gate_floors_passed"], bool) and "fid_floor_ratio" in m["gate_floors"]
+    assert m["fid_domain"] < 3 * m["fid_domain_floor"] + 1.0  # real images score near the real floor
+    report = (out / "report.md").read_text()
+    assert "## Verdict" in report and "absolute floors" in report
+
+
+def _bad_inputs(tmp: Path, pneumonia: PreparedData) -> dict[str, tuple[Path, str]]:
+    """Each bad input -> (path, what the one-line error must say)."""
+    from PIL import Image
+
+    x, y = _val_uint8(pneumonia, 20)
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def npz(name: str, **arrays) -> Path:
+        p = tmp / f"{name}.npz"
+        np.savez(p, **arrays)
+        return p
+
+    cases["rgb"] = (npz("rgb", images=np.repeat(x[..., None], 3, -1)), "expected [N, H, W]")
+    cases["float"] = (npz("float", images=x.astype(np.float32)), "expected uint8")
+    cases["empty"] = (npz("empty", images=np.zeros((0, 28, 28), np.uint8)), "no images")
+    cases["no_images_key"] = (npz("nokey", pictures=x), "no 'images' array")
+    cases["resolution"] = (npz("res", images=np.zeros((20, 32, 32), np.uint8)), "images are 32x32 px but the prepared data is 28x28")
+    cases["label_name"] = (npz("lname", images=x, labels=np.array(["cat"] * 20)), "label 'cat' names no class")
+    cases["label_index"] = (npz("lidx", images=x, labels=np.full(20, 7)), "label 7 is not a class index 0..1")
+    cases["label_count"] = (npz("lcount", images=x, labels=y[:5]), "one label per image")
+    (tmp / "mixed").mkdir()
+    Image.fromarray(x[0]).save(tmp / "mixed" / "a.png")
+    (tmp / "mixed" / "notes.txt").write_text("not an image")
+    cases["non_image"] = (tmp / "mixed", "notes.txt: not a PNG image")
+    (tmp / "broken").mkdir()
+    (tmp / "broken" / "b.png").write_bytes(b"\x89PNG garbage")
+    cases["broken_png"] = (tmp / "broken", "b.png: not a readable PNG")
+    (tmp / "empty_dir").mkdir()
+    cases["empty_dir"] = (tmp / "empty_dir", "no PNG images")
+    (tmp / "badclass" / "cats").mkdir(parents=True)
+    Image.fromarray(x[0]).save(tmp / "badclass" / "cats" / "a.png")
+    cases["class_folder"] = (tmp / "badclass", "cats: folder name names no class")
+    cases["missing"] = (tmp / "nope.npz", "not found")
+    (tmp / "set.csv").write_text("1,2\n")
+    cases["format"] = (tmp / "set.csv", "unknown format '.csv'")
+    return cases
+
+
+def test_cli_bad_image_sets_are_one_line_errors_naming_the_file(project_home, pneumonia, tmp_path, capsys):
+    from medsynth.cli import main
+
+    for name, (path, why) in _bad_inputs(tmp_path, pneumonia).items():
+        out = tmp_path / f"out-{name}"
+        rc = main(["evaluate", "--params", str(REPO / "params.yaml"), "--no-track", "--images", str(path),
+                   "--data", str(pneumonia.root), "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, (name, err)
+        assert len(err.splitlines()) == 1 and err.startswith("medsynth: error: "), (name, err)
+        assert path.name in err and why in err, (name, err)
+        assert not out.exists(), name  # nothing written, no extractor trained
