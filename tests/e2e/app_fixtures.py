@@ -19,8 +19,11 @@ DATA = REPO / "data"
 MODEL_NAME = "medsynth-ct-cgan"
 CT_CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]
 # gate-passing evaluation metrics (the evaluation component is not what these tests check)
-METRICS = {"fid_domain": 12.5, "kid_domain": 0.01, "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9,
+METRICS = {"fid_domain": 12.5, "fid_domain_floor": 10.0, "kid_domain": 0.01, "c2st_auc": 0.55, "prdc_coverage": 0.8,
+           "diversity_ms_ssim_generated": 0.22, "diversity_ms_ssim_real": 0.2, "privacy_near_copy_share": 0.0,
+           "privacy_share_below_train_p5": 0.05, "cond_accuracy": 0.9, "cond_majority_share": 0.34,
            "utility_acc_real_plus_synth": 0.95, "utility_acc_real_dup": 0.94}
+PROTOCOL = {"extractor_sha256": "0" * 64, "data_hash": "test-ct"}  # both versions: FID-domain comparable
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +75,7 @@ def register_generator(project, generator_file: Path, name: str = MODEL_NAME, me
         uri = log_generator_model(generator_file, 64, CT_CLASSES)
     res = register(project, PromoteConfig(), uri, name, dict(metrics or METRICS),
                    {"dataset": "ct", "classes": CT_CLASSES, "data_hash": "unknown", "run_id": run.info.run_id},
-                   {"model": "cgan"}, project.artifacts_path() / "promote")
+                   {"model": "cgan"}, project.artifacts_path() / "promote", protocol=PROTOCOL)
     return res.version
 
 

@@ -28,10 +28,18 @@ SMOKE = {
     "evaluate.diversity_pairs": "32",
     "evaluate.privacy_max_train_queries": "64",
     "evaluate.grid_images": "16",
-    # a 25-step generator on 64 images is flagged "unstable" and its conditional accuracy is a coin
-    # toss: relax those two checks so the gate passes and the promote branch runs too
+    # a 25-step generator on 64 images is flagged "unstable", its conditional accuracy is a coin toss and
+    # it is nowhere near the absolute quality floors: this test checks the pipeline's machinery (the
+    # dsl.If branch into promote), not a model, so it turns those checks off for this run only
     "promote.gate.allow_unstable": "true",
     "promote.gate.min_conditional_accuracy": "null",
+    "promote.gate.cond_accuracy_margin": "null",
+    "promote.gate.max_fid_floor_ratio": "null",
+    "promote.gate.max_c2st_auc": "null",
+    "promote.gate.min_coverage": "null",
+    "promote.gate.min_diversity_ratio": "null",
+    "promote.gate.max_diversity_ratio": "null",
+    "promote.gate.max_share_below_train_p5": "null",
 }
 
 
