@@ -82,11 +82,13 @@ def ingest_sources(
     limit_per_class: int | None = None,
     classes: list[str] | None = None,
     modalities: list[str] | None = None,
+    dataset: str | None = None,
 ) -> IngestResult:
     """Read ``sources`` (paths relative to ``data_dir``) into a canonical dataset at ``out_dir``.
 
     ``classes``/``modalities`` fix the label space (e.g. a monitoring batch must use the
-    reference's labels); by default they come from the sources in declaration order.
+    reference's labels); by default they come from the sources in declaration order. ``dataset``
+    names the data in ``ingest_report.json`` (``ingest.dataset``, or ``input-<name>`` for ``--input``).
 
     Raises:
         InputError: a source is missing, corrupt, empty or of an unknown type, or nothing usable was read.
@@ -142,6 +144,7 @@ def ingest_sources(
             "n_quarantined": len(rejected),
             "counts": counts,
             "classes": classes,
+            "dataset": dataset,
             "data_hash": data_hash,
             "sources": [to_dict(s) | {"path": scrub_path(s.path)} for s in sources],
         })
@@ -150,7 +153,7 @@ def ingest_sources(
 
 def run(cfg: IngestConfig, project: ProjectConfig, out_dir: str | os.PathLike, track: bool = True) -> IngestResult:
     """The ingest step: read the configured dataset into ``out_dir`` and log it to MLflow."""
-    result = ingest_sources(cfg.sources, project.data_path(), Path(out_dir), cfg.limit_per_class)
+    result = ingest_sources(cfg.sources, project.data_path(), Path(out_dir), cfg.limit_per_class, dataset=cfg.dataset)
     if track:
         import mlflow
 

@@ -35,7 +35,7 @@ from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
 from medsynth.project import ProjectConfig
-from medsynth.tracking import first_line, setup_mlflow, step_run
+from medsynth.tracking import first_line, latest_run_id, setup_mlflow, step_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG = "metric."
@@ -369,7 +369,7 @@ def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.Pa
         "data_hash": data_hash,
         "git_commit": tags.get("mlflow.source.git.commit", "unknown"),
         "run_id": info["run_id"],
-        "eval_run_id": metrics.get("run_id", "unknown"),
+        "eval_run_id": metrics.get("run_id") or latest_run_id({"medsynth.step": "evaluate", "medsynth.model_uri": protocol["model_uri"], "medsynth.data_hash": data_hash}) or "unknown",  # noqa: E501
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
     return Candidate(cfg.model_name or f"medsynth-{dataset}-{kind}", info["model_uri"], flat, lineage, dict(params),

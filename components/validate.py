@@ -38,8 +38,9 @@ from medsynth.errors import ConfigError, InputError, ValidationFailed
 from medsynth.fileio import atomic_dir, sha256_file, write_json, write_parquet, write_text
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
+from medsynth.readers import Modality
 
-MODALITIES = ("XR", "CT", "MR")
+MODALITIES = tuple(m.value for m in Modality)  # DICOM codes (medsynth.readers.Modality)
 SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "": 3}  # which copy of a repeated image is kept
 
 

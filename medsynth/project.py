@@ -9,6 +9,8 @@ from typing import Any
 
 from medsynth.config import load_stage
 
+BUNDLED_ROOT = Path(__file__).resolve().parents[1]  # the checkout: medsynth/ sits beside data/
+
 
 @dataclass(frozen=True)
 class ProjectConfig:
@@ -25,8 +27,20 @@ class ProjectConfig:
         return Path(os.environ.get("MEDSYNTH_HOME", ".")).resolve()
 
     def data_path(self) -> Path:
-        """The data folder: ``MEDSYNTH_DATA_DIR`` wins over params.yaml."""
-        return self._resolve(os.environ.get("MEDSYNTH_DATA_DIR") or self.data_dir)
+        """The data folder: ``MEDSYNTH_DATA_DIR`` wins over params.yaml.
+
+        ``MEDSYNTH_HOME`` moves the project's state (artifacts, MLflow store), not the bundled data:
+        a relative ``data_dir`` that does not exist under the home is the checkout's own
+        (``<repo>/data``, beside the installed package).
+        """
+        given = os.environ.get("MEDSYNTH_DATA_DIR")
+        if given:
+            return self._resolve(given)
+        path = self._resolve(self.data_dir)
+        bundled = BUNDLED_ROOT / self.data_dir
+        if not path.exists() and not Path(self.data_dir).expanduser().is_absolute() and bundled.is_dir():
+            return bundled
+        return path
 
     def artifacts_path(self) -> Path:
         return self._resolve(self.artifacts_dir)

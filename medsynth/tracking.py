@@ -177,3 +177,23 @@ def _param(v: Any) -> str:
 def _chunks(items: list, n: int) -> Iterator[list]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def latest_run_id(tags: dict[str, str]) -> str | None:
+    """The newest run (any experiment of the active tracking store) carrying all of ``tags``, or None.
+
+    Used to link a model card to the evaluation run of the same model and data when the step's
+    output files do not name it.
+    """
+    import mlflow
+
+    def quote(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("'", "\\'")
+
+    flt = " and ".join(f"tags.`{k}` = '{quote(str(v))}'" for k, v in tags.items())
+    try:
+        runs = mlflow.search_runs(search_all_experiments=True, filter_string=flt, max_results=1,
+                                  order_by=["attributes.start_time DESC"], output_format="list")
+    except Exception:  # noqa: BLE001 - a card without the link is better than no promotion
+        return None
+    return runs[0].info.run_id if runs else None

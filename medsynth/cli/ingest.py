@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: <artifacts>/ingest)")
     p.add_argument("--input", default=None, help="ingest this file or folder instead of the configured dataset")
     p.add_argument("--format", default="auto", help="format of --input: auto, npz, image_folder, dicom, nifti")
-    p.add_argument("--modality", default="CT", help="modality of --input: XR, CT or MR")
+    p.add_argument("--modality", default=None,
+                   help="modality of --input by DICOM code: XR (any X-ray), CR, DX, CT, MR, US, MG, PT; "
+                        "required unless --input is DICOM whose files say it")
     p.add_argument("--classes", default=None, help="comma-separated class names of --input (npz label order)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=_run)
@@ -33,14 +35,80 @@ def _run(args: argparse.Namespace) -> int:
         from medsynth.readers import SourceConfig
 
         inp = Path(args.input)
-        src = build(SourceConfig, {"path": str(inp.resolve()), "format": args.format, "modality": args.modality,
-                                   "classes": input_classes(inp, args.format, args.classes)}, "--input")
-        res = ingest_sources([src], Path.cwd(), out)
+        classes = input_classes(inp, args.format, args.classes)
+        src = build(SourceConfig, {"path": str(inp.resolve()), "format": args.format,
+                                   "modality": input_modality(inp, args.format, args.modality),
+                                   "classes": classes}, "--input")
+        res = ingest_sources([src], Path.cwd(), out, dataset=input_dataset_name(inp))
     else:
         res = run(ctx.stage(IngestConfig, "ingest"), ctx.project, out, track=not args.no_track)
     print(f"ingested {res.n_images} images ({res.n_quarantined} quarantined) into {res.out_dir} "
           f"in {res.seconds:.1f}s; data hash {res.data_hash[:12]}")
     return 0
+
+
+def input_modality(inp, fmt: str, given: str | None) -> str:
+    """``--modality``, else the Modality the DICOM files of ``inp`` declare (all the same).
+
+    Raises:
+        ConfigError: not given and the input does not say (not DICOM, or DICOM without one), or
+            its DICOM files declare several.
+    """
+    from medsynth.errors import ConfigError
+    from medsynth.readers import Modality, SourceFormat, detect_format
+
+    valid = ", ".join(m.value for m in Modality)
+    if given:
+        return given.upper()
+    kind = detect_format(inp) if fmt == "auto" else fmt
+    found = _dicom_modalities(inp) if kind == SourceFormat.DICOM else set()
+    if len(found) == 1:
+        return found.pop()
+    if len(found) > 1:
+        raise ConfigError(f"--modality: the DICOM files of --input declare several ({', '.join(sorted(found))}); "
+                          "ingest one modality at a time, or pass --modality")
+    why = "its DICOM files declare none of them" if kind == SourceFormat.DICOM else f"{kind} files do not say"
+    raise ConfigError(f"--modality is required for --input ({why}): one of {valid}")
+
+
+def _dicom_modalities(inp, limit: int = 200) -> set[str]:
+    """The project modality codes the (first ``limit``) DICOM headers under ``inp`` declare."""
+    import warnings
+
+    import pydicom
+
+    from medsynth.readers.dicom import MODALITY_MAP
+    from medsynth.readers.folder import source_files
+
+    out = set()
+    for f in source_files(inp)[:limit]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality"])
+        except Exception:  # noqa: BLE001 - unreadable files are the reader's to quarantine
+            continue
+        code = MODALITY_MAP.get(str(ds.get("Modality", "")).upper())
+        if code:
+            out.add(code)
+    return out
+
+
+def input_dataset_name(inp) -> str:
+    """The dataset name of an ``--input`` (``input-<name>``), for the report and the model name.
+
+    Never a bundled dataset's name (``ct`` ...), and never an identifier: a name that matches an
+    identifier rule is replaced by a hash.
+    """
+    import re
+
+    from medsynth.deid import identifier_rule, pseudonym
+
+    stem = inp.resolve().name.removesuffix(".gz").rsplit(".", 1)[0] if inp.is_file() else inp.resolve().name
+    slug = re.sub(r"[^a-z0-9]+", "-", stem.lower()).strip("-")[:40]
+    if not slug or identifier_rule(stem) is not None:
+        slug = pseudonym(stem, "dataset", 10)
+    return f"input-{slug}"
 
 
 FOLDER_HINT = ("pass --classes NAME[,NAME...]: a single name labels every image, several names are matched "

@@ -28,9 +28,25 @@ class SourceFormat(enum.StrEnum):
 
 
 class Modality(enum.StrEnum):
-    XR = "XR"
+    """Modalities by their DICOM code (PS3.3 C.7.3.1.1.1); XR is any projection X-ray."""
+
+    XR = "XR"  # projection radiography, unspecified
+    CR = "CR"  # computed radiography
+    DX = "DX"  # digital radiography
     CT = "CT"
     MR = "MR"
+    US = "US"  # ultrasound
+    MG = "MG"  # mammography
+    PT = "PT"  # PET
+
+
+# Codes of one family describe the same kind of image: an XR source accepts CR and DX files.
+MODALITY_FAMILY = {"XR": "XR", "CR": "XR", "DX": "XR"}
+
+
+def same_modality(a: str, b: str) -> bool:
+    """True when DICOM codes ``a`` and ``b`` are the same modality or the same family (XR, CR, DX)."""
+    return a == b or MODALITY_FAMILY.get(a, a) == MODALITY_FAMILY.get(b, b)
 
 
 @dataclass(frozen=True)

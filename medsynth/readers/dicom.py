@@ -30,14 +30,14 @@ import numpy as np
 from medsynth.dataset import ImageRecord
 from medsynth.deid import burned_in_annotation, identity_strings, pseudonym, scrub_path
 from medsynth.errors import InputError
-from medsynth.readers import Reject, SourceConfig, rel
+from medsynth.readers import Reject, SourceConfig, rel, same_modality
 from medsynth.readers.folder import MAX_SIDE, source_files, split_and_class
 
 MAX_FRAMES = 4096  # bound on frames per file (user-controlled size)
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-# DICOM modalities that map onto the project's three; others (SC, OT, ...) take the source's.
-MODALITY_MAP = {"CT": "CT", "MR": "MR", "CR": "XR", "DX": "XR", "DR": "XR", "RG": "XR", "MG": "XR",
-                "XA": "XR", "RF": "XR", "PX": "XR", "IO": "XR"}
+# DICOM modalities onto the project's (medsynth.readers.Modality); others (SC, OT, ...) take the source's.
+MODALITY_MAP = {"CT": "CT", "MR": "MR", "CR": "CR", "DX": "DX", "DR": "DX", "RG": "XR", "MG": "MG",
+                "US": "US", "PT": "PT", "XA": "XR", "RF": "XR", "PX": "XR", "IO": "XR"}
 
 
 class BadDicom(ValueError):
@@ -113,7 +113,7 @@ def _header(f: Path, root: Path, src: SourceConfig, rel_root: Path, idents: set[
         if not (0 < rows <= MAX_SIDE and 0 < cols <= MAX_SIDE and 0 < frames <= MAX_FRAMES):
             raise BadDicom(f"image size {frames}x{rows}x{cols} outside 1..{MAX_FRAMES} frames, 1..{MAX_SIDE} px")
         declared = MODALITY_MAP.get(str(ds.get("Modality", "")).upper())
-        if declared is not None and declared != src.modality.value:
+        if declared is not None and not same_modality(declared, src.modality.value):
             raise BadDicom(f"Modality {ds.Modality} does not match the source's modality {src.modality.value}")
         series = str(ds.get("SeriesInstanceUID", "") or "")
         volume = pseudonym(series, "series") if series else pseudonym(source, "file")

@@ -47,7 +47,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def cli(repo: Path, *args: str) -> int:
-    return main(["ingest", "--params", str(repo / "params.yaml"), *args])
+    """`medsynth ingest`; an --input is X-ray unless the call says otherwise (--modality is required)."""
+    modality = ["--modality", "XR"] if "--input" in args and "--modality" not in args else []
+    return main(["ingest", "--params", str(repo / "params.yaml"), *args, *modality])
 
 
 def one_error_line(capsys: pytest.CaptureFixture) -> str:
@@ -169,3 +171,37 @@ def test_mixed_sources_in_one_dataset(tmp_path: Path):
     png = m[m["source_format"] == "image"]
     assert (png["split"] == "train").all()  # the source's split fills in for folders without one
     assert sorted(png["class_name"]) == sorted(["normal", "pneumonia"][int(v)] for v in labels[:6, 0])
+
+
+def test_modality_is_a_dicom_code_required_unless_dicom_says_it(home, repo, tmp_path, capsys):
+    npz = small_npz(tmp_path / "Knee Ultrasound.npz")
+    capsys.readouterr()
+    assert main(["ingest", "--params", str(repo / "params.yaml"), "--input", str(npz), "--out", str(tmp_path / "o")]) == 2
+    err = one_error_line(capsys)
+    assert "--modality is required" in err and "XR, CR, DX, CT, MR, US, MG, PT" in err
+    assert cli(repo, "--input", str(npz), "--modality", "us", "--classes", "a,b", "--out", str(tmp_path / "us")) == 0
+    assert set(CanonicalDataset(tmp_path / "us").manifest["modality"]) == {"US"}
+    report = json.loads((tmp_path / "us" / "ingest_report.json").read_text())
+    assert report["dataset"] == "input-knee-ultrasound"  # named after the input, never a bundled set
+    dcm = tmp_path / "dcm"
+    dcm.mkdir()
+    (dcm / "a.dcm").write_bytes((DATA / "dicom_samples" / "CT_small.dcm").read_bytes())
+    assert main(["ingest", "--params", str(repo / "params.yaml"), "--input", str(dcm), "--classes", "head",
+                 "--out", str(tmp_path / "ct")]) == 0  # the DICOM file says CT
+    assert set(CanonicalDataset(tmp_path / "ct").manifest["modality"]) == {"CT"}
+
+
+def test_missing_input_hint_is_about_the_path(home, repo, tmp_path, capsys):
+    assert cli(repo, "--input", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")) == 2
+    err = one_error_line(capsys)
+    assert "no such file or folder" in err and "MEDSYNTH_DATA_DIR" not in err
+
+
+def test_home_moves_state_not_the_bundled_data(tmp_path, monkeypatch):
+    from medsynth.project import ProjectConfig
+
+    monkeypatch.setenv("MEDSYNTH_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("MEDSYNTH_DATA_DIR", raising=False)
+    project = ProjectConfig()
+    assert project.data_path() == DATA and (project.data_path() / "mednist_ct_small.npz").is_file()
+    assert project.artifacts_path() == tmp_path / "elsewhere" / "artifacts"
