@@ -1,6 +1,9 @@
 """The MLflow pyfunc model of a trained generator ("models from code": MLflow runs this file).
 
-MLflow executes this file when the model is logged and loaded, so it ends with
+MLflow executes this file when the model is logged and when MLflow's own tools load it (e.g.
+``mlflow models serve``); medsynth itself never does: ``components.train.load_generator`` reads
+only the sha256-checked ``generator.pt``, so a changed copy of this file in the artifact store runs
+nowhere in the pipeline, the evaluator or the app. It ends with
 ``mlflow.models.set_model`` -- the one module in the package with an import-time effect, and it
 is never imported by medsynth itself. Nothing is pickled: the model is this code plus the
 ``generator.pt`` artifact (spec + state dict), read with ``torch.load(weights_only=True)``.
