@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from medsynth import __version__
-from medsynth.errors import InputError, RegistryError
+from medsynth.errors import InputError
 from medsynth.project import ProjectConfig
 
 MAX_N = 10_000
@@ -95,27 +95,18 @@ def default_model_uri(project: ProjectConfig, dataset: str) -> str:
 
 
 def load(project: ProjectConfig, uri: str, bf16: bool) -> Any:
-    """A GANSampler for ``uri`` (weights only; no stored code runs)."""
+    """A GANSampler for ``uri`` (weights only, hash-checked; no stored code runs)."""
     from medsynth.training import sampler, zoo
 
     if uri.startswith("zoo:"):
         return sampler.load_sampler(zoo.get(uri[4:]).path, bf16=bf16)
     if "://" not in uri and ":/" not in uri:
         return sampler.load_sampler(uri, bf16=bf16)
-    import mlflow
-
+    from medsynth.components.train import load_generator
     from medsynth.tracking import setup_mlflow
 
     setup_mlflow(project)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except Exception as exc:  # noqa: BLE001 - MLflow/storage errors of every kind
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise RegistryError(f"{uri}: cannot be downloaded ({first})") from None
-    path = local if local.is_file() else next(iter(sorted(local.rglob("generator.pt"))), None)
-    if path is None:
-        raise RegistryError(f"{uri}: no generator.pt in the model's files (was it logged by `medsynth train`?)")
-    return sampler.load_sampler(path, bf16=bf16)
+    return load_generator(uri, bf16=bf16)  # sha256 recorded at training checked; weights only
 
 
 def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, str], req: GenerateRequest,
