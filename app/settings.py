@@ -14,7 +14,9 @@ from typing import Any
 from medsynth.config import load_stage, read_params
 from medsynth.errors import ConfigError, InputError
 from medsynth.project import ProjectConfig, load_project
+from medsynth.training.config import Precision, resolve_precision
 
+APP_PRECISIONS = (Precision.AUTO, Precision.FP32, Precision.BF16)  # fp16 needs CUDA and a scaler: not served
 MAX_SEED = 2**31 - 1  # torch.Generator takes 64-bit seeds; 31 bits keeps them typeable and portable
 
 
@@ -26,7 +28,7 @@ class AppConfig:
     default_count: int = 16
     max_interpolation_steps: int = 16
     min_truncation: float = 0.1  # z is scaled by truncation in (0, 1]
-    bf16: bool = False  # bfloat16 autocast for the generator on CPU (faster with AVX-512 BF16)
+    precision: Precision = Precision.AUTO  # auto | fp32 | bf16 (auto: training's resolve_precision)
     live_eval: bool = True  # run the quick metrics after each Generate
     reference_size: int = 1000  # real training images whose features form the FID-domain reference
     floor_pool: int = 500  # held-out real images used for the "real floor" at the same n
@@ -36,6 +38,8 @@ class AppConfig:
     features_dir: str = ""  # "" = <artifacts>/features/<features.name>
     feedback_url: str = ""  # "" = monitor.feedback_url, or sqlite:///<state>/feedback.db
     display_px: int = 160  # each image is enlarged (nearest neighbour) to about this size on screen
+    mlflow_ui_url: str = ""  # where run links in the model card point; "" = the tracking URI if http(s)
+    png_band: bool = True  # exported PNGs get a visible SYNTHETIC band (their metadata says so either way)
 
     def check(self) -> None:
         if not 1 <= self.max_count <= 1024:
@@ -52,6 +56,13 @@ class AppConfig:
             raise ConfigError("app.bootstrap: must be in 0..200")
         if not 28 <= self.display_px <= 512:
             raise ConfigError("app.display_px: must be in 28..512")
+        if self.precision not in APP_PRECISIONS:
+            raise ConfigError(f"app.precision: must be one of {', '.join(p.value for p in APP_PRECISIONS)}, "
+                              f"got {self.precision.value}")
+
+    def resolved_precision(self, device_type: str = "cpu") -> Precision:
+        """``auto`` -> bf16 on CUDA or a CPU with AMX, fp32 elsewhere (training's rule)."""
+        return resolve_precision(self.precision, device_type)
 
 
 @dataclass

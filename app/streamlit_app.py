@@ -84,7 +84,7 @@ def sidebar(ctx: settings.AppContext) -> tuple[model_store.ModelVersion, bool] |
                                   key=f"version_{name}", format_func=lambda v: by_version[v].label)
     mv = by_version[picked]
     st.session_state["_modality"] = settings.dataset_modality(ctx, mv.dataset, mv.classes)
-    bf16 = st.sidebar.checkbox("bfloat16 inference (faster on CPUs with AVX-512 BF16)", value=ctx.cfg.bf16,
+    bf16 = st.sidebar.checkbox("bfloat16 inference (faster on CPUs with AVX-512 BF16)", value=ctx.cfg.resolved_precision() == "bf16",
                                key="bf16")
     live = st.sidebar.checkbox("Live evaluation after Generate", value=ctx.cfg.live_eval, key="live_eval")
     st.session_state["_live"] = live
