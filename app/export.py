@@ -2,8 +2,9 @@
 
 Three things go into one zip (:func:`build_zip`):
 
-1. PNGs whose file names start with ``SYNTHETIC_`` and whose tEXt chunks say ``Synthetic: true``
-   and carry the generation parameters.
+1. PNGs whose file names start with ``SYNTHETIC_``, whose tEXt chunks say ``Synthetic: true``
+   and carry the generation parameters, and (by default) whose pixels carry the same visible
+   SYNTHETIC band as the DICOMs.
 2. DICOM Secondary Capture files (pydicom): ImageType ``DERIVED\\SECONDARY``, ConversionType
    ``SYN`` (synthetic image), SeriesDescription and ImageComments ``SYNTHETIC``, BurnedInAnnotation
    ``YES`` with the word SYNTHETIC burned into a footer band under the image *and* drawn in an
@@ -247,8 +248,13 @@ def dicom_bytes(image: np.ndarray, record: GenerationRecord, index: int = 0, stu
     return buf.getvalue()
 
 
-def build_zip(images: np.ndarray, record: GenerationRecord, png: bool = True, dicom: bool = True) -> bytes:
-    """A zip with ``png/``, ``dicom/`` (one new study and series per export) and ``generation.json``."""
+def build_zip(images: np.ndarray, record: GenerationRecord, png: bool = True, dicom: bool = True,
+              band: bool = True) -> bytes:
+    """A zip with ``png/``, ``dicom/`` (one new study and series per export) and ``generation.json``.
+
+    ``band``: each PNG is enlarged and carries the DICOMs' visible SYNTHETIC band (:func:`burn_in`), so a
+    screenshot or a PNG stripped of its metadata still says synthetic; off, PNGs hold the raw pixels.
+    """
     from pydicom.uid import generate_uid
 
     pixels = to_uint8(images)
@@ -263,7 +269,7 @@ def build_zip(images: np.ndarray, record: GenerationRecord, png: bool = True, di
         for i, img in enumerate(pixels):
             stem = file_stem(record, i)
             if png:
-                zf.writestr(f"png/{stem}.png", png_bytes(img, record, i))
+                zf.writestr(f"png/{stem}.png", png_bytes(burn_in(img) if band else img, record, i))
             if dicom:
                 zf.writestr(f"dicom/{stem}.dcm", dicom_bytes(img, record, i, study_uid, series_uid))
     return buf.getvalue()

@@ -43,8 +43,7 @@ def check_request(req: Request, max_count: int, max_seed: int, max_steps: int, m
     if req.interpolate and not 2 <= req.steps <= max_steps:
         raise InputError(f"Interpolation steps {req.steps} is out of range: choose 2..{max_steps}.")
     if not req.interpolate and not 1 <= n <= max_count:
-        raise InputError(f"Count {req.count} is out of range: choose 1..{max_count} images "
-                         "(app.max_count in params.yaml).")
+        raise InputError(f"Count {req.count} is out of range: choose 1..{max_count} images.")
     for name, s in (("Seed", req.seed), ("Second seed", req.seed_b)):
         if not 0 <= s <= max_seed:
             raise InputError(f"{name} {s} is out of range: choose 0..{max_seed}.")
@@ -52,6 +51,27 @@ def check_request(req: Request, max_count: int, max_seed: int, max_steps: int, m
         raise InputError(f"Truncation {req.truncation} is out of range: choose {min_truncation}..1.0.")
     if req.class_index != MIX and not 0 <= req.class_index < max(num_classes, 0):
         raise InputError(f"Class {req.class_index} is out of range for a model with {num_classes} classes.")
+
+
+def parse_whole(text: str | int, name: str, lo: int, hi: int) -> int:
+    """A number typed into a text box (a seed) as an int in ``lo..hi``; any other entry gets the range.
+
+    Text, not a number widget: browsers hold numbers as doubles, so a seed above 2**53 would be
+    rounded (or kept on screen while the previous value is used). Here what is typed is what is used.
+
+    Raises:
+        InputError: not a whole number, or out of range (the message gives the range).
+    """
+    s = str(text).strip()
+    if not s:
+        raise InputError(f"{name} is empty: type a whole number in {lo}..{hi}.")
+    if not re.fullmatch(r"[+-]?\d+", s):
+        raise InputError(f"{name} {s[:40]!r} is not a whole number: choose {lo}..{hi}.")
+    v = int(s)
+    if not lo <= v <= hi:
+        shown = s.lstrip("+") if len(s) <= 40 else s[:37] + "..."
+        raise InputError(f"{name} {shown} is out of range: choose {lo}..{hi}.")
+    return v
 
 
 def labels_for(n: int, class_index: int, num_classes: int) -> np.ndarray | None:

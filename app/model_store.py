@@ -60,8 +60,36 @@ class ModelVersion:
 
     @property
     def label(self) -> str:
-        alias = f" ({', '.join(self.aliases)})" if self.aliases else ""
-        return f"v{self.version}{alias}"
+        """``v3 · champion · approved by dr-who on 2026-12-01``: what the version picker shows."""
+        return f"v{self.version} · {self.status}"
+
+    @property
+    def status(self) -> str:
+        """The version's standing in words a reviewer reads (alias, review decision, gate).
+
+        ``champion · approved by X on DATE``, ``champion · chosen by the quality gate on DATE ·
+        awaiting review``, ``awaiting review``, ``rejected by X on DATE``, ``not promoted · failed the
+        quality gate``, ``not gated``.
+        """
+        t = self.tags
+        decision = t.get("review.decision", "pending")
+        by, at = t.get("review.by", "unknown"), _day(t.get("review.at", ""))
+        reviewed = f"{'approved' if decision == 'approved' else 'rejected'} by {by}" + (f" on {at}" if at else "")
+        if CHAMPION in self.aliases:
+            if decision == "approved":
+                return f"champion · {reviewed}"
+            since = _day(t.get("champion.since", ""))
+            how = "chosen by the quality gate" + (f" on {since}" if since else "")
+            return f"champion · {how} · awaiting review"
+        if decision == "rejected":
+            return reviewed
+        if self.gate_passed is False:
+            return "not promoted · failed the quality gate"
+        if decision == "approved":
+            return f"{reviewed} · not the champion"
+        if self.gate_passed is None:
+            return "not gated · awaiting review"
+        return "awaiting review" + (" · former champion" if t.get("champion.since") else "")
 
     @property
     def modality(self) -> str:
@@ -173,6 +201,11 @@ def _version(mv: Any, aliases: list[str]) -> ModelVersion:
         created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((mv.creation_timestamp or 0) / 1000)),
         review=tags.get("review.decision", "pending"), tags=tags,
     )
+
+
+def _day(stamp: str) -> str:
+    """``2026-12-01T10:00:00Z`` -> ``2026-12-01`` ("" stays "")."""
+    return stamp.split("T", 1)[0]
 
 
 def _alias(c: Any, name: str, alias: str) -> Any | None:

@@ -22,7 +22,10 @@ CT_CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]
 METRICS = {"fid_domain": 12.5, "fid_domain_floor": 10.0, "kid_domain": 0.01, "c2st_auc": 0.55, "prdc_coverage": 0.8,
            "diversity_ms_ssim_generated": 0.22, "diversity_ms_ssim_real": 0.2, "privacy_near_copy_share": 0.0,
            "privacy_share_below_train_p5": 0.05, "cond_accuracy": 0.9, "cond_majority_share": 0.34,
-           "utility_acc_real_plus_synth": 0.95, "utility_acc_real_dup": 0.94}
+           "utility_acc_real_plus_synth": 0.95, "utility_acc_real_dup": 0.94,
+           # what the app reads beside them: the real controls, one warning sign, the floors' verdict
+           "fid_domain_ratio_to_floor": 1.25, "c2st_auc_floor": 0.51, "prdc_coverage_floor": 0.85,
+           "prdc_recall": 0.2, "prdc_recall_floor": 0.7, "gate_floors_passed": True}
 PROTOCOL = {"extractor_sha256": "0" * 64, "data_hash": "test-ct"}  # both versions: FID-domain comparable
 
 

@@ -1,0 +1,297 @@
+"""How good a model is, in words a clinician reads: one verdict, a few key figures, every metric explained.
+
+Pure functions over a version's metrics (the evaluation's metrics.json keys, as the registry
+carries them), so the page only lays things out and the wording is testable without a browser.
+
+1. **Verdict** (:func:`verdict`): "realistic" when the gate's absolute floors passed
+   (``gate_floors_passed``), "needs work" when they failed, and "not judged" when the evaluation
+   predates the floors. Never from a class classifier alone: it calls noise its favourite class.
+2. **Key figures** (:func:`key_figures`): FID-domain beside its real floor, C2ST AUC beside its
+   real-vs-real control, coverage beside real's.
+3. **Every metric** (:func:`metric_rows`): grouped quality / diversity / privacy / utility, each
+   with a one-line meaning, which way is better, and a warning when a gate floor fails or the value
+   is far from what real images score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+REALISTIC, NEEDS_WORK, NOT_JUDGED = "realistic", "needs work", "not judged by the current floors"
+GROUPS = ("quality", "diversity", "privacy", "utility", "run details")
+
+# gate floor name -> the metric it decides on, and a plain name for the sentence
+FLOOR_METRIC = {"fid_ceiling": "fid_domain", "fid_floor_ratio": "fid_domain_ratio_to_floor", "c2st": "c2st_auc",
+                "coverage": "prdc_coverage", "diversity": "diversity_ms_ssim_generated",
+                "conditional_accuracy": "cond_accuracy", "conditional_accuracy_worst_class": "cond_accuracy",
+                "privacy": "privacy_near_copy_share", "privacy_p5": "privacy_share_below_train_p5"}
+FLOOR_WORDS = {"fid_ceiling": "too far from real images (FID-domain ceiling)",
+               "fid_floor_ratio": "too far from real images (FID-domain vs its real floor)",
+               "c2st": "easy to tell apart from real images (C2ST)",
+               "coverage": "misses kinds of real images (coverage)",
+               "diversity": "variety unlike real images (noise or mode collapse)",
+               "conditional_accuracy": "images often not of the requested class",
+               "conditional_accuracy_worst_class": "one class rarely looks like itself",
+               "privacy": "near-copies of training images", "privacy_p5": "too close to training images"}
+
+
+@dataclass(frozen=True)
+class Info:
+    group: str
+    label: str
+    meaning: str
+    better: str  # "lower", "higher", "closer to 0.5", "close to real", "reference"
+    real_key: str = ""  # the same measurement on real images, when there is one
+
+
+# 3. the catalogue: every metric a person may meet, in plain words
+CATALOGUE: dict[str, Info] = {
+    "fid_domain": Info("quality", "FID-domain", "distance between generated and real test images in the project's "
+                       "own medical-image feature space (not comparable with published ImageNet FID)", "lower",
+                       "fid_domain_floor"),
+    "fid_domain_floor": Info("quality", "FID-domain real floor", "the same distance for real training vs real test "
+                             "images: what 'as good as real' scores", "reference"),
+    "fid_domain_ratio_to_floor": Info("quality", "FID-domain ÷ real floor", "1 = as close to the test images as real "
+                                      "images are", "lower"),
+    "kid_domain_mean": Info("quality", "KID-domain", "like FID-domain, less biased on small sets", "lower",
+                            "kid_domain_floor_mean"),
+    "kid_domain_std": Info("quality", "KID-domain spread", "its standard deviation over subsets", "reference"),
+    "kid_domain_floor_mean": Info("quality", "KID-domain real floor", "KID-domain of real training vs real test "
+                                  "images", "reference"),
+    "c2st_auc": Info("quality", "Detectability (C2ST AUC)", "how well a classifier trained for it tells generated "
+                     "from real images: 0.5 = cannot tell, 1.0 = always can", "closer to 0.5", "c2st_auc_floor"),
+    "c2st_auc_floor": Info("quality", "Detectability control", "the same test on two sets of real images",
+                           "reference"),
+    "prdc_precision": Info("quality", "Precision", "share of generated images that resemble some real image",
+                           "higher", "prdc_precision_floor"),
+    "prdc_density": Info("quality", "Density", "how densely generated images sit among real ones (about 1 for real)",
+                         "close to real", "prdc_density_floor"),
+    "nn_ssim_mean": Info("quality", "Structural similarity to nearest real", "SSIM of each image to its nearest real "
+                         "test image", "close to real", "nn_ssim_mean_floor"),
+    "nn_psnr_mean": Info("quality", "Pixel similarity to nearest real (dB)", "PSNR of each image to its nearest real "
+                         "test image", "close to real", "nn_psnr_mean_floor"),
+    "cond_accuracy": Info("quality", "Class accuracy", "share of images the judge recognises as the class that was "
+                          "asked for", "higher", "cond_majority_share"),
+    "cond_majority_share": Info("quality", "Largest class share", "what a judge that ignores the image would score",
+                                "reference"),
+    "cond_in_domain_share": Info("quality", "In-domain share", "share of images the judge places in this dataset",
+                                 "higher"),
+    "fid_standard": Info("quality", "FID (ImageNet Inception)", "the standard FID, only with local Inception weights",
+                         "lower"),
+    "prdc_recall": Info("diversity", "Recall", "share of real images the generated set can reproduce", "higher",
+                        "prdc_recall_floor"),
+    "prdc_coverage": Info("diversity", "Coverage", "share of real images with a generated image close by; low = "
+                          "kinds of images are missing", "higher", "prdc_coverage_floor"),
+    "diversity_ms_ssim_generated": Info("diversity", "Sameness of generated pairs (MS-SSIM)", "how alike two random "
+                                        "generated images are; far above real = mode collapse, far below = noise",
+                                        "close to real", "diversity_ms_ssim_real"),
+    "diversity_ms_ssim_real": Info("diversity", "Sameness of real pairs (MS-SSIM)", "the same for real images",
+                                   "reference"),
+    "diversity_ssim_generated": Info("diversity", "Sameness of generated pairs (SSIM)", "as above, single scale",
+                                     "close to real", "diversity_ssim_real"),
+    "diversity_ssim_real": Info("diversity", "Sameness of real pairs (SSIM)", "the same for real images", "reference"),
+    "privacy_near_copy_share": Info("privacy", "Near-copies of training images", "share of generated images closer "
+                                    "to a training image than training images are to each other", "lower"),
+    "privacy_n_near_copies": Info("privacy", "Near-copies (count)", "how many generated images are near-copies",
+                                  "lower"),
+    "privacy_share_below_train_p5": Info("privacy", "Unusually close to training", "share closer to a training "
+                                         "image than 95% of training images are to theirs; about 0.05 when nothing "
+                                         "is copied", "lower"),
+    "privacy_nn_median_ratio": Info("privacy", "Distance to training ÷ training's own", "typical distance to the "
+                                    "nearest training image, relative to real images' own; well below 1 = copying",
+                                    "higher"),
+    "utility_acc_real": Info("utility", "Classifier accuracy, real data", "a classifier trained on real images, "
+                             "tested on real test images", "reference"),
+    "utility_acc_real_plus_synth": Info("utility", "Classifier accuracy, real + synthetic", "the same with synthetic "
+                                        "images added to training", "higher", "utility_acc_real_dup"),
+    "utility_acc_real_dup": Info("utility", "Classifier accuracy, real duplicated", "control: real images repeated "
+                                 "to the same count", "reference"),
+    "utility_acc_synth_only": Info("utility", "Classifier accuracy, synthetic only", "trained on synthetic images "
+                                   "alone", "higher", "utility_acc_real"),
+    "utility_auc_real": Info("utility", "Classifier AUC, real data", "as above, ROC AUC", "reference"),
+    "utility_auc_real_plus_synth": Info("utility", "Classifier AUC, real + synthetic", "as above, ROC AUC", "higher",
+                                        "utility_auc_real_dup"),
+    "utility_auc_real_dup": Info("utility", "Classifier AUC, real duplicated", "as above, ROC AUC", "reference"),
+    "utility_auc_synth_only": Info("utility", "Classifier AUC, synthetic only", "as above, ROC AUC", "higher",
+                                   "utility_auc_real"),
+    "utility_pseudo_labels": Info("utility", "Labels from a classifier", "1 = the synthetic images' labels came from "
+                                  "the real-data classifier", "reference"),
+}
+_WARN_FAR = 0.5  # beside no floor: a value under half (or over twice) what real images score is a warning
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    value: str
+    meaning: str
+    better: str
+    real: str = ""  # the real images' value, formatted
+    warning: str = ""  # why this number is a warning sign ("" = none)
+
+
+@dataclass
+class Verdict:
+    word: str  # REALISTIC | NEEDS_WORK | NOT_JUDGED
+    sentence: str
+    failed: list[str] = field(default_factory=list)  # floor names that failed
+
+    @property
+    def ok(self) -> bool | None:
+        return None if self.word == NOT_JUDGED else self.word == REALISTIC
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    value: str
+    beside: str  # the real floor / control it is read against
+    help: str
+
+
+def num(metrics: dict[str, Any], key: str) -> float | None:
+    v = metrics.get(key)
+    if isinstance(v, bool) or v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def floors(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """The gate's floors ``{name: {value, limit, passed, detail}}``: ``gate_floors`` (a dict, or JSON in a
+    registry tag), else the floor checks recorded with the version's gate result."""
+    raw = metrics.get("gate_floors")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raw = None
+    if isinstance(raw, dict) and raw:
+        return {str(k): v for k, v in raw.items() if isinstance(v, dict)}
+    return {str(c.get("name")): c for c in gate_checks or [] if c.get("floor") and not c.get("skipped")}
+
+
+def _passed_flag(metrics: dict[str, Any]) -> bool | None:
+    v = metrics.get("gate_floors_passed")
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return bool(v)
+    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "1.0", "0.0"):
+        return v.lower() in ("true", "1", "1.0")
+    return None
+
+
+def verdict(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> Verdict:
+    """1. The plain verdict from ``gate_floors_passed`` (absent: not judged by the current floors)."""
+    passed = _passed_flag(metrics)
+    fl = floors(metrics, gate_checks)
+    if passed is None:
+        return Verdict(NOT_JUDGED, "This version was evaluated before the quality floors existed, so nobody has "
+                       "measured it against real images the current way. Re-evaluate it before relying on it.")
+    if passed:
+        n = f" all {len(fl)}" if fl else ""
+        return Verdict(REALISTIC, f"Passes{n} quality floors: measured close to real images, varied, "
+                       "and not copying its training images.")
+    failed = [k for k, v in fl.items() if not v.get("passed", True)]
+    why = "; ".join(FLOOR_WORDS.get(k, k) for k in failed) or "see the measurements below"
+    return Verdict(NEEDS_WORK, f"Fails {len(failed) or 'some'} of the quality floors: {why}.", failed)
+
+
+def _f(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def key_figures(metrics: dict[str, Any]) -> list[Figure]:
+    """2. Up to three figures, each read against what real images score."""
+    out = []
+    fid, fl = num(metrics, "fid_domain"), num(metrics, "fid_domain_floor")
+    if fid is not None:
+        ratio = num(metrics, "fid_domain_ratio_to_floor") or (fid / fl if fl else None)
+        beside = f"real floor {_f(fl)}" + (f" · {ratio:.1f}× the floor" if ratio is not None else "")
+        out.append(Figure("Distance to real (FID-domain)", _f(fid), beside if fl is not None else "no real floor",
+                          CATALOGUE["fid_domain"].meaning + ". Lower is better; real images score the floor."))
+    auc, ctl = num(metrics, "c2st_auc"), num(metrics, "c2st_auc_floor")
+    if auc is not None:
+        out.append(Figure("Detectability (C2ST AUC)", f"{auc:.2f}",
+                          "0.5 = can't tell" + (f" · real vs real {ctl:.2f}" if ctl is not None else ""),
+                          CATALOGUE["c2st_auc"].meaning + "."))
+    cov, cov_real = num(metrics, "prdc_coverage"), num(metrics, "prdc_coverage_floor")
+    if cov is not None:
+        out.append(Figure("Coverage of real variety", f"{cov:.2f}",
+                          f"real {cov_real:.2f}" if cov_real is not None else "1.0 = every kind covered",
+                          CATALOGUE["prdc_coverage"].meaning + ". Higher is better."))
+    return out
+
+
+def _base(key: str) -> tuple[str, str]:
+    """``prdc_coverage_class_headct`` -> (``prdc_coverage``, ``headct``); ``cond_accuracy_headct`` likewise."""
+    if "_class_" in key:
+        base, _, cls = key.partition("_class_")
+        return base, cls
+    if key.startswith("cond_accuracy_") and key not in CATALOGUE:
+        return "cond_accuracy", key.removeprefix("cond_accuracy_")
+    return key, ""
+
+
+def _warning(key: str, info: Info, v: float, metrics: dict[str, Any], failed_metrics: dict[str, str]) -> str:
+    if key in failed_metrics:
+        return f"fails the gate's floor: {failed_metrics[key]}"
+    real = num(metrics, info.real_key) if info.real_key else None
+    if real is None or real == 0 or info.better in ("reference",):
+        return ""
+    ratio = v / real
+    if info.better == "higher" and ratio < _WARN_FAR:
+        return f"less than half of real's {real:.3g}"
+    if info.better == "lower" and ratio > 1 / _WARN_FAR:
+        return f"more than twice real's {real:.3g}"
+    if info.better == "close to real" and not _WARN_FAR <= ratio <= 1 / _WARN_FAR:
+        return f"far from real's {real:.3g}"
+    if info.better == "closer to 0.5" and v - 0.5 > 2 * max(real - 0.5, 0.05):
+        return f"far easier to detect than real vs real ({real:.2f})"
+    return ""
+
+
+def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, list[Row]]:
+    """3. Every numeric metric, grouped (quality, diversity, privacy, utility, run details), warnings marked."""
+    fl = floors(metrics, gate_checks)
+    failed_metrics = {FLOOR_METRIC[k]: str(v.get("detail") or k) for k, v in fl.items()
+                      if not v.get("passed", True) and k in FLOOR_METRIC}
+    groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
+    for key in sorted(metrics):
+        v = num(metrics, key)
+        if v is None or key.endswith(("_lo", "_hi")):
+            continue
+        base, cls = _base(key)
+        info = CATALOGUE.get(base)
+        if info is None:
+            groups["run details"].append(Row(key, key.replace("_", " "), _f(v, 4), "", ""))
+            continue
+        label = info.label + (f" · class {cls}" if cls else "")
+        real_key = f"{info.real_key}_class_{cls}" if cls and info.real_key else info.real_key
+        real = num(metrics, real_key) if real_key else None
+        lo, hi = num(metrics, f"{key}_lo"), num(metrics, f"{key}_hi")
+        value = _f(v) + (f" ({_f(lo)}–{_f(hi)})" if lo is not None and hi is not None else "")
+        warn = "" if cls else _warning(key, info, v, metrics, failed_metrics)
+        if cls and info.real_key:
+            warn = _warning(key, Info(info.group, info.label, info.meaning, info.better, real_key), v, metrics, {})
+        groups[info.group].append(Row(key, label, value, info.meaning, info.better, _f(real) if real is not None
+                                      else "", warn))
+    for k, v in fl.items():  # a failed floor whose metric is not among the numbers still shows up
+        if not v.get("passed", True) and FLOOR_METRIC.get(k) not in metrics:
+            groups["quality"].append(Row(k, FLOOR_WORDS.get(k, k), _f(num(v, "value")), str(v.get("detail", "")),
+                                         "", warning="fails the gate's floor"))
+    return {g: rows for g, rows in groups.items() if rows}
+
+
+def warnings(groups: dict[str, list[Row]]) -> list[Row]:
+    return [r for rows in groups.values() for r in rows if r.warning]
