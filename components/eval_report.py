@@ -87,7 +87,9 @@ def render(m: dict[str, Any]) -> str:
     """The markdown report."""
     p = m["protocol"]
     out = ["# medsynth evaluation report", "",
-           "All generated images in this report are **SYNTHETIC** and not for diagnosis.", ""]
+           ("The scored images were supplied by the user (`medsynth evaluate --images`); treat them as "
+            "**SYNTHETIC**: not for diagnosis." if p.get("source") == "images" else
+            "All generated images in this report are **SYNTHETIC** and not for diagnosis."), ""]
     if m.get("real_reference"):
         out += ["> Reference run: the \"generator\" returned **real held-out images**, so these numbers show "
                 "what real-vs-real looks like; they are not a model's scores.", ""]
