@@ -64,7 +64,7 @@ def parse_whole(text: str | int, name: str, lo: int, hi: int) -> int:
     """
     s = str(text).strip()
     if not s:
-        raise InputError(f"{name} is empty: type a whole number in {lo}..{hi}.")
+        raise InputError(f"{name} is empty: choose {lo}..{hi}.")
     if not re.fullmatch(r"[+-]?\d+", s):
         raise InputError(f"{name} {s[:40]!r} is not a whole number: choose {lo}..{hi}.")
     v = int(s)

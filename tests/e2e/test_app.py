@@ -187,15 +187,14 @@ def test_compare_with_real_and_nearest_training_image(registered):
     at.number_input(key="count").set_value(4)
     at = at.button(key="generate").click().run()
     _no_traceback(at)
-    captions = [c for img in at.get("imgs") for c in (getattr(img, "proto", None) and
-                                                      [i.caption for i in img.proto.imgs] or [])]
+    captions = [c for img in at.image for c in img.captions]
     assert sum(c.startswith("SYNTHETIC #") and c.endswith("abdomen CT") for c in captions) == 4
     assert sum(c == "REAL · abdomen CT" for c in captions) == 4
     assert sum("| REAL training image, distance" in c for c in captions) == 4
     assert "Quality: " not in _texts(at.warning)  # the batch verdict is off with the live check off
 
 
-@pytest.mark.parametrize("typed", ["9007199254740993", "-1", "2147483648", "12abc", " "])
+@pytest.mark.parametrize("typed", ["9007199254740993", "12abc"])  # every other entry: test_app_logic.py
 def test_every_out_of_range_seed_gets_the_range_and_nothing_stale_is_shown(registered, typed):
     at = _app().run()
     at.number_input(key="count").set_value(2)

@@ -1,11 +1,15 @@
-"""The app's pure logic: bounded requests, class names people read, labels, the live FID."""
+"""The app's pure logic: bounded requests and seeds, class names people read, labels, the live FID, the verdict
+and measurements in words, status labels, the model card."""
 
 from __future__ import annotations
+
+import json
+import re
 
 import numpy as np
 import pytest
 
-from medsynth.app import generate, live_eval
+from medsynth.app import generate, live_eval, quality
 from medsynth.errors import InputError
 
 
@@ -72,3 +76,113 @@ def test_enlarge_keeps_pixels_crisp():
     big = generate.enlarge(img, 6)
     assert big.shape == (6, 6) and np.array_equal(big[::3, ::3], img)
     assert generate.side_by_side(img, img).shape == (2, 8)
+
+
+@pytest.mark.parametrize(("typed", "msg"), [
+    ("9007199254740993", "Seed 9007199254740993 is out of range: choose 0..2147483647."),  # past 2**53
+    ("2147483648", "Seed 2147483648 is out of range"),
+    ("-1", "Seed -1 is out of range"),
+    ("1e3", "Seed '1e3' is not a whole number: choose 0..2147483647."),
+    ("4.5", "Seed '4.5' is not a whole number"),
+    ("  ", "Seed is empty: choose 0..2147483647."),
+])
+def test_every_bad_seed_entry_gets_the_range(typed, msg):
+    with pytest.raises(InputError, match=re.escape(msg)):
+        generate.parse_whole(typed, "Seed", 0, 2**31 - 1)
+
+
+def test_the_seed_used_is_the_seed_typed():
+    assert generate.parse_whole(" 2147483647 ", "Seed", 0, 2**31 - 1) == 2**31 - 1
+    assert generate.parse_whole("+7", "Seed", 0, 10) == 7
+
+
+# -- the verdict and the measurements, in words ------------------------------------------------------
+
+GOOD = {"fid_domain": 12.5, "fid_domain_floor": 10.0, "fid_domain_ratio_to_floor": 1.25, "c2st_auc": 0.55,
+        "c2st_auc_floor": 0.51, "prdc_coverage": 0.8, "prdc_coverage_floor": 0.85, "prdc_recall": 0.11,
+        "prdc_recall_floor": 0.7, "privacy_near_copy_share": 0.0, "utility_acc_real_plus_synth": 0.9,
+        "kid_subset_size": 50.0, "gate_floors_passed": True,
+        "gate_floors": {"fid_floor_ratio": {"value": 1.25, "limit": 3, "passed": True, "detail": "ok"},
+                        "coverage": {"value": 0.8, "limit": 0.5, "passed": True, "detail": "ok"}}}
+
+
+def test_verdict_comes_from_the_gate_floors():
+    assert quality.verdict(GOOD).word == "realistic"
+    bad = {**GOOD, "gate_floors_passed": False, "gate_floors": json.dumps(
+        {"fid_floor_ratio": {"value": 97.6, "limit": 3, "passed": False, "detail": "ratio 97.6 > 3"}})}
+    v = quality.verdict(bad)  # a registry tag carries gate_floors as JSON text
+    assert v.word == "needs work" and v.failed == ["fid_floor_ratio"] and "too far from real images" in v.sentence
+    old = {k: v for k, v in GOOD.items() if not k.startswith("gate_floors")}
+    assert quality.verdict(old).word == "not judged by the current floors"
+    # no gate_floors recorded: the floor checks stored with the gate result name what failed
+    checks = [{"name": "c2st", "passed": False, "floor": True, "detail": "0.97 > 0.75"},
+              {"name": "fid_vs_champion", "passed": True, "floor": False, "detail": ""}]
+    v = quality.verdict({"gate_floors_passed": False}, checks)
+    assert v.failed == ["c2st"] and "easy to tell apart" in v.sentence
+
+
+def test_key_figures_sit_beside_the_real_floor():
+    figs = {f.label: f for f in quality.key_figures(GOOD)}
+    assert figs["Distance to real (FID-domain)"].value == "12.5"
+    assert figs["Distance to real (FID-domain)"].beside == "real floor 10 · 1.2× the floor"
+    assert figs["Detectability (C2ST AUC)"].beside == "0.5 = can't tell · real vs real 0.51"
+    assert figs["Coverage of real variety"].beside == "real 0.85"
+    assert quality.key_figures({}) == []
+
+
+def test_measurements_are_grouped_explained_and_warnings_marked():
+    failed = {**GOOD, "gate_floors": {"fid_floor_ratio": {"passed": False, "detail": "97.57 > 3"}},
+              "gate_floors_passed": False}
+    groups = quality.metric_rows(failed)
+    assert list(groups) == ["quality", "diversity", "privacy", "utility", "run details"]
+    rows = {r.key: r for rs in groups.values() for r in rs}
+    assert rows["prdc_recall"].warning == "less than half of real's 0.7" and rows["prdc_recall"].better == "higher"
+    assert "fails the gate's floor" in rows["fid_domain_ratio_to_floor"].warning
+    assert rows["c2st_auc"].warning == "" and rows["c2st_auc"].better == "closer to 0.5"
+    assert rows["prdc_coverage"].warning == ""  # 0.8 vs real 0.85: fine
+    assert rows["kid_subset_size"] in groups["run details"]  # settings, not quality
+    assert all(r.meaning for g in ("quality", "diversity", "privacy", "utility") for r in groups[g])
+
+
+# -- standing in the registry, and the model card ----------------------------------------------------
+
+def _mv(aliases=(), gate=True, **tags):
+    from medsynth.app.model_store import ModelVersion
+
+    return ModelVersion(name="m", version="3", aliases=list(aliases), metrics={}, gate_passed=gate, gate_summary="",
+                        gate_checks=[], card="", classes=[], dataset="ct", data_hash="abc", created="2026-12-01",
+                        review=tags.get("review.decision", "pending"), tags=dict(tags))
+
+
+@pytest.mark.parametrize(("mv", "status"), [
+    (_mv(["champion"], **{"review.decision": "approved", "review.by": "dr-who", "review.at": "2026-11-30T10:00:00Z"}),
+     "champion · approved by dr-who on 2026-11-30"),
+    (_mv(["champion", "challenger"], **{"champion.since": "2026-12-01T08:00:00Z"}),
+     "champion · chosen by the quality gate on 2026-12-01 · awaiting review"),
+    (_mv(["challenger"]), "awaiting review"),
+    (_mv(["challenger"], gate=False), "not promoted · failed the quality gate"),
+    (_mv(**{"review.decision": "rejected", "review.by": "dr-no", "review.at": "2026-11-02T00:00:00Z"}),
+     "rejected by dr-no on 2026-11-02"),
+])
+def test_status_labels_a_reviewer_reads(mv, status):
+    assert mv.status == status and mv.label == f"v3 · {status}"
+
+
+def test_model_card_is_a_document_with_fixed_headings():
+    from medsynth.app import card
+    from medsynth.components.gate import GateResult
+    from medsynth.components.promote import model_card
+
+    stored = model_card("m", "3", {"dataset": "ct", "classes": ["HeadCT"], "run_id": "r" * 32, "eval_run_id": "e" * 32,
+                                   "git_commit": "c" * 40}, GOOD, GateResult(True), {"model": "cgan"})
+    parsed = card.parse_stored(stored)
+    assert parsed["lineage"]["evaluation run"] == "e" * 32 and parsed["config"] == {"model": "cgan"}
+    assert parsed["intended_use"].startswith("Research")
+    link = card.run_link("e" * 32, "7", "http://mlflow:5000")
+    assert link == f"[eeeeeeeeeeee](http://mlflow:5000/#/experiments/7/runs/{'e' * 32})"
+    doc = card.document(_mv(["champion"]), parsed, "CT", "head CT", "realistic", link, card.run_link("r", None, ""))
+    headings = [ln for ln in doc.splitlines() if ln.startswith("#")]
+    assert headings == ["#### m · version 3", "##### Intended use", "##### Data", "##### Training", "##### Evaluation",
+                        "##### Promotion gate", "##### Review"]
+    assert "fid_domain" not in doc and "| metric |" not in doc and f"evaluation run: {link}" in doc
+    assert card.run_link(None, None, "") == "not recorded"

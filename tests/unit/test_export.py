@@ -56,7 +56,15 @@ def test_zip_holds_marked_pngs_dicoms_and_parameters(real_batch, record):
     meta = json.loads(text["medsynth.generation"])
     assert meta["index"] == 1 and meta["label_name"] == "ChestCT" and meta["seed"] == 42
     px = np.asarray(Image.open(io.BytesIO(zf.read(first))))
+    # by default the pixels are enlarged (nearest neighbour) and carry the DICOMs' visible SYNTHETIC band
+    assert np.array_equal(px, export.burn_in(export.to_uint8(real_batch)[1]))
+    band = px[-export.FOOTER_ROWS:]
+    assert band.max() == 255 and (band == 255).mean() > 0.02  # the word is drawn, so a screenshot shows it
+    # without the band: exactly the generated pixels
+    raw = zipfile.ZipFile(io.BytesIO(export.build_zip(real_batch, record, dicom=False, band=False)))
+    px = np.asarray(Image.open(io.BytesIO(raw.read(first))))
     assert np.array_equal(px, export.to_uint8(real_batch)[1])
+    assert export.read_png_text(raw.read(first))["Synthetic"] == "true"
 
 
 def test_dicom_is_secondary_capture_marked_synthetic_without_identity(real_batch, record):
