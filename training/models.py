@@ -50,6 +50,7 @@ class ModelSpec:
     embed_dim: int = 64  # label embedding size fed to G with z (cgan)
     class_modality: list[int] = field(default_factory=list)  # per class: modality index (cgan)
     spectral_norm: bool = False
+    minibatch_std: bool = False  # D sees the batch's per-feature spread (Karras et al. 2018): fights collapse
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -186,8 +187,8 @@ class Discriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, True))
             ch *= 2
         self.features = nn.Sequential(*layers)
-        # ch x base x base -> 1 logit (the unconditional term psi)
-        self.out = sn(nn.Conv2d(ch, 1, base, 1, 0, bias=False))
+        # ch (+1 minibatch-std map) x base x base -> 1 logit (the unconditional term psi)
+        self.out = sn(nn.Conv2d(ch + int(spec.minibatch_std), 1, base, 1, 0, bias=False))
         self.cond = None
         if spec.num_classes > 0:
             self.cond = _Condition(spec.num_classes, ch, spec.class_modality)
@@ -200,7 +201,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)  # ch x base x base
-        logit = self.out(h).flatten()  # N
+        logit = self.out(minibatch_std(h) if self.spec.minibatch_std else h).flatten()  # N
         if self.cond is not None:
             if y is None:
                 raise ConfigError("conditional discriminator: labels are required")
@@ -234,6 +235,23 @@ def build_discriminator(spec: ModelSpec) -> nn.Module:
 
         return ResDiscriminator(spec)
     return Discriminator(spec)
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Append one feature map: the standard deviation of the features across a group of images.
+
+    A generator that makes the same image for every z gives D a zero here, which real batches
+    never do, so collapse is penalised directly (ProGAN's minibatch standard deviation).
+    ``[N, C, H, W] -> [N, C + 1, H, W]``.
+    """
+    n, c, hh, ww = h.shape
+    g = min(group, n)
+    while n % g:
+        g -= 1
+    y = h.float().reshape(g, n // g, c, hh, ww)
+    s = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # n // g
+    s = s.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, hh, ww).reshape(n, 1, hh, ww)
+    return torch.cat([h, s.to(h.dtype)], dim=1)
 
 
 def count_params(m: nn.Module) -> int:
