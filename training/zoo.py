@@ -47,7 +47,8 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict[str, Any]:
+def read_manifest(zoo_dir: Path | None = None) -> dict[str, Any]:
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
     path = zoo_dir / MANIFEST
     if not path.is_file():
         return {"models": {}}
@@ -57,8 +58,9 @@ def read_manifest(zoo_dir: Path = ZOO_DIR) -> dict[str, Any]:
         raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
 
 
-def entries(zoo_dir: Path = ZOO_DIR) -> dict[str, ZooEntry]:
+def entries(zoo_dir: Path | None = None) -> dict[str, ZooEntry]:
     """Every shipped champion by dataset name (empty when none is shipped)."""
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
     out = {}
     for name, m in sorted(read_manifest(zoo_dir).get("models", {}).items()):
         files = m.get("files", {})
@@ -68,12 +70,13 @@ def entries(zoo_dir: Path = ZOO_DIR) -> dict[str, ZooEntry]:
     return out
 
 
-def get(dataset: str, zoo_dir: Path = ZOO_DIR) -> ZooEntry:
+def get(dataset: str, zoo_dir: Path | None = None) -> ZooEntry:
     """The shipped champion for ``dataset``, its files checked against the manifest.
 
     Raises:
         InputError: no shipped model for this dataset, or a file whose sha256/size differs.
     """
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
     found = entries(zoo_dir)
     if dataset not in found:
         valid = ", ".join(found) or "none shipped"
@@ -83,12 +86,13 @@ def get(dataset: str, zoo_dir: Path = ZOO_DIR) -> ZooEntry:
     return entry
 
 
-def verify(entry: ZooEntry, zoo_dir: Path = ZOO_DIR) -> None:
+def verify(entry: ZooEntry, zoo_dir: Path | None = None) -> None:
     """Every file of an entry has the sha256 and size the manifest records.
 
     Raises:
         InputError: a file is missing or differs (names the file and what differs).
     """
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
     files = read_manifest(zoo_dir)["models"][entry.dataset].get("files", {})
     for rel, want in files.items():
         path = zoo_dir / entry.dataset / rel
@@ -99,8 +103,9 @@ def verify(entry: ZooEntry, zoo_dir: Path = ZOO_DIR) -> None:
                              "or truncated and is not loaded")
 
 
-def write_entry(dataset: str, folder: Path, info: dict[str, Any], zoo_dir: Path = ZOO_DIR) -> None:
+def write_entry(dataset: str, folder: Path, info: dict[str, Any], zoo_dir: Path | None = None) -> None:
     """Record (or replace) the manifest entry of ``zoo_dir/dataset`` from the files now in it."""
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
     from medsynth.fileio import atomic_path
 
     manifest = read_manifest(zoo_dir)
