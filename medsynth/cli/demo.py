@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"    {tr_cfg.model} trained for {tres.global_step} steps{train.resume_note(tres)}; model {tres.model_uri}")
         gen = load_sampler(tres.generator_path)
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
-                                                     extractor=ext, model_uri=tres.model_uri))
+                                                     extractor=ext, model_uri=tres.model_uri, gate=pr_cfg.gate))
         m = eres.metrics
         print(f"    FID-domain {m['fid_domain']:.2f} (real floor {m['fid_domain_floor']:.2f}), "
               f"near-copy share {m['privacy_near_copy_share']:.2%}"
@@ -104,7 +104,7 @@ def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext):
               "the trained model is gated on its own")
         return None
     evaluate.run(ev_cfg, project, load_sampler(zres.generator_path), art / "preprocess", art / "evaluate_champion",
-                 extractor=ext, model_uri=zres.model_uri)
+                 extractor=ext, model_uri=zres.model_uri, gate=pr_cfg.gate)
     res = promote.run(pr_cfg, project, art / "zoo_champion", art / "evaluate_champion", art / "promote_champion",
                       dataset=dataset)
     state = "champion" if res.promoted else "not promoted"

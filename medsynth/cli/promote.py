@@ -57,7 +57,7 @@ def _promote(args: argparse.Namespace) -> int:
     from medsynth.components.promote import PromoteConfig, extractor_sha256, run
 
     ctx = Context(args)
-    dataset = ctx.stage(IngestConfig, "ingest").dataset
+    dataset = _ingested_dataset(ctx) or ctx.stage(IngestConfig, "ingest").dataset
     # the evaluation must have used the project's current extractor (evaluate.extractor or the default)
     ev = ctx.stage(EvaluateConfig, "evaluate")
     ext_dir = Path(ev.extractor) if ev.extractor else default_dir(ctx.project, ctx.stage(FeaturesConfig, "features"))
@@ -68,6 +68,18 @@ def _promote(args: argparse.Namespace) -> int:
     print(f"{res.name} v{res.version}: {state}: {res.reason}")
     print(f"champion is now v{res.champion_version}" if res.champion_version else "no champion yet")
     return 0
+
+
+def _ingested_dataset(ctx) -> str:
+    """The dataset name the ingest step recorded (``input-<name>`` for ``--input`` data), so a model
+    trained on ad-hoc data is not registered under a bundled dataset's name; '' when unknown."""
+    import json
+
+    report = ctx.project.artifacts_path() / "ingest" / "ingest_report.json"
+    try:
+        return str(json.loads(report.read_text()).get("dataset") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def _review(args: argparse.Namespace) -> int:
