@@ -74,7 +74,7 @@ CATALOGUE: dict[str, Info] = {
     "nn_psnr_mean": Info("quality", "Pixel similarity to nearest real (dB)", "PSNR of each image to its nearest real "
                          "test image", "close to real", "nn_psnr_mean_floor"),
     "cond_accuracy": Info("quality", "Class accuracy", "share of images the judge recognises as the class that was "
-                          "asked for", "higher", "cond_majority_share"),
+                          "asked for (compare: largest class share)", "higher"),
     "cond_majority_share": Info("quality", "Largest class share", "what a judge that ignores the image would score",
                                 "reference"),
     "cond_in_domain_share": Info("quality", "In-domain share", "share of images the judge places in this dataset",
@@ -267,11 +267,15 @@ def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | Non
     failed_metrics = {FLOOR_METRIC[k]: str(v.get("detail") or k) for k, v in fl.items()
                       if not v.get("passed", True) and k in FLOOR_METRIC}
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
-    for key in sorted(metrics):
+    shown_as_real = {i.real_key for i in CATALOGUE.values() if i.real_key}
+    order = {k: i for i, k in enumerate(CATALOGUE)}
+    for key in sorted(metrics, key=lambda k: (order.get(_base(k)[0], len(order)), k)):
         v = num(metrics, key)
         if v is None or key.endswith(("_lo", "_hi")):
             continue
         base, cls = _base(key)
+        if base not in CATALOGUE and base in shown_as_real:
+            continue  # a real images' value: it sits in the "real images" column of its metric
         info = CATALOGUE.get(base)
         if info is None:
             groups["run details"].append(Row(key, key.replace("_", " "), _f(v, 4), "", ""))

@@ -154,7 +154,10 @@ def show_measurements(groups: dict[str, list[quality.Row]]) -> None:
                "⚠️ marks a warning sign: a failed quality floor, or a value far from what real images score.")
     for group, rows in groups.items():
         st.markdown(f"**{group.capitalize()}**")
-        lines = ["| measurement | value | real images | better | what it means |", "| --- | --- | --- | --- | --- |"]
+        if group == "run details":
+            st.caption("Counts and settings of the evaluation run.")
+        lines = ["| measurement | value | real images (or control) | better | what it means |",
+                 "| --- | --- | --- | --- | --- |"]
         for r in rows:
             value = f":red[**{r.value}**]" if r.warning else r.value
             label = f"⚠️ {r.label}" if r.warning else r.label
