@@ -209,8 +209,8 @@ def markdown(res: dict) -> str:
                      f"{64 * gf / 0.08:.0f} GFLOP/s, about the fp32 FMA peak of 2 AVX2 cores.")
     if not m["bf16_flags"]:
         lines.append("This CPU has no native bf16 instructions (no AVX-512 BF16, no AMX), so bf16 convolutions get no "
-                     "fast kernels and autocast only adds casts: bf16 is slower than fp32 here, and the app's default "
-                     "stays fp32 (`app.bf16: false`). Re-run on a CPU with AVX-512 BF16 / AMX for the bf16 target.")
+                     "fast kernels and autocast only adds casts: bf16 is slower than fp32 here, and the app's "
+                     "`precision: auto` resolves to fp32. Re-run on a CPU with AMX for the bf16 target.")
     lines += ["", f"bf16 vs fp32 on the same {q['n']} latents: max |diff| {q['max_abs_diff']:.4f} on [-1, 1] "
               f"= {q['max_levels']:.0f} 8-bit levels (mean {q['mean_levels']:.2f} levels, "
               f"{100 * q['share_pixels_changed']:.1f}% of pixels changed)."]
