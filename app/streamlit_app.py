@@ -213,7 +213,7 @@ def controls(ctx: settings.AppContext, mv: model_store.ModelVersion, gen) -> gen
     count = c[1].number_input(f"Images (1–{cfg.max_count})", value=cfg.default_count, step=1, key="count")
     seed_text = c[2].text_input("Seed", value="0", key="seed",
                                 help=f"Any whole number 0–{settings.MAX_SEED}. The same seed gives the same images.")
-    clicked = c[3].button("Generate", type="primary", key="generate", use_container_width=True)
+    clicked = c[3].button("Generate", type="primary", key="generate", width="stretch")
     o = st.columns([2, 3, 3, 4], vertical_alignment="center")
     o[0].toggle("Compare with real", key="compare_real", help="Real images of the same class beside the synthetic ones.")
     o[1].toggle("Nearest training image", key="nearest",
