@@ -31,6 +31,9 @@ from typing import Any
 import numpy as np
 
 from medsynth import __version__
+from medsynth.imaging import (
+    uint8_frames as to_uint8,  # float [n,(1,)R,R] -> uint8 [n,R,R]; callers use export.to_uint8
+)
 
 MARKER = "SYNTHETIC"
 # PN with its component delimiter: family name SYNTHETIC, nothing else. A bare "SYNTHETIC" is read by
@@ -64,16 +67,6 @@ class GenerationRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images ``[n, 1, R, R]`` (or ``[n, R, R]``) in [-1, 1] -> uint8 ``[n, R, R]``."""
-    x = np.asarray(images, dtype=np.float32)
-    if x.ndim == 4:
-        x = x[:, 0]
-    if x.ndim != 3:
-        raise ValueError(f"images: expected [n, 1, R, R] or [n, R, R], got shape {x.shape}")
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _slug(text: str) -> str:

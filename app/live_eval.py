@@ -58,9 +58,9 @@ def scorer_from_extractor(ex: Any) -> Scorer:
     """A :class:`Scorer` over the project's domain feature extractor (``components/features.py``).
 
     Features go through :func:`medsynth.metrics.extract` and probabilities through the evaluation's
-    resize (``eval_scores.to_res``), so a 28 px model is scored in the same space as a 64 px one.
+    resize (``imaging.to_res``), so a 28 px model is scored in the same space as a 64 px one.
     """
-    from medsynth.components.eval_scores import to_res
+    from medsynth.imaging import to_res
     from medsynth.metrics import extract
     from medsynth.training.classifier import predict_proba
 

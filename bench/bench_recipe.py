@@ -155,7 +155,7 @@ def main() -> int:
         fake, labels = arm.sample(64)
         from PIL import Image
 
-        from medsynth.training.sampler import make_grid
+        from medsynth.imaging import make_grid
 
         out.mkdir(parents=True, exist_ok=True)
         Image.fromarray(make_grid(fake)).save(out / f"SYNTHETIC_{arm.name.split()[0]}_grid.png")

@@ -10,22 +10,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medsynth.imaging import make_grid
+
 BAND = 12  # px of the label band above each panel
 
 
-def _u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def _grid(images: np.ndarray, cols: int, pad: int = 2) -> np.ndarray:
-    """[N,1,R,R] in [-1,1] -> one uint8 mosaic (scaled 2x below 64 px so it stays visible)."""
-    n, r = len(images), images.shape[-1]
-    rows = int(np.ceil(n / cols))
-    out = np.full((rows * (r + pad) + pad, cols * (r + pad) + pad), 255, np.uint8)
-    for i, im in enumerate(_u8(images[:, 0])):
-        y, x = pad + (i // cols) * (r + pad), pad + (i % cols) * (r + pad)
-        out[y : y + r, x : x + r] = im
-    return np.kron(out, np.ones((2, 2), np.uint8)) if r < 64 else out
+def _mosaic(images: np.ndarray, cols: int) -> np.ndarray:
+    """[N,1,R,R] in [-1,1] -> one uint8 mosaic on white (scaled 2x below 64 px so it stays visible)."""
+    return make_grid(images, cols, pad=2, fill=255, scale=2 if images.shape[-1] < 64 else 1)
 
 
 def _save(panel: np.ndarray, title: str, path: Path, synthetic: bool) -> None:
@@ -48,7 +40,7 @@ def _pairs(a: np.ndarray, b: np.ndarray, per_row: int = 8) -> np.ndarray:
     """Pairs side by side: columns alternate a[i] (synthetic), b[i] (real)."""
     both = np.empty((2 * len(a), *a.shape[1:]), np.float32)
     both[0::2], both[1::2] = a, b
-    return _grid(both, 2 * min(per_row, max(len(a), 1)))
+    return _mosaic(both, 2 * min(per_row, max(len(a), 1)))
 
 
 def _fmt(v: Any) -> str:
@@ -216,7 +208,7 @@ def write(out: Path, m: dict[str, Any], details: dict[str, Any]) -> None:
     label = details.get("label", "SYNTHETIC")
     synthetic = details.get("synthetic", label == "SYNTHETIC")
     n = min(details["grid"], len(x_g))
-    _save(_grid(x_g[:n], 8), f"{label} samples ({n})", out / "synthetic_samples.png", synthetic)
+    _save(_mosaic(x_g[:n], 8), f"{label} samples ({n})", out / "synthetic_samples.png", synthetic)
     k = min(16, len(x_g))
     _save(_pairs(x_g[:k], x_te[details["nn_index"][:k]]), f"{label} | nearest real test image",
           out / "nearest_neighbours.png", False)

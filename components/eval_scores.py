@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.imaging import to_res
+
 
 def key(name: str) -> str:
     """A class name as part of a metrics key (``CT/HeadCT`` -> ``ct_headct``)."""
@@ -114,18 +116,6 @@ def _judge(m: dict[str, Any], extractor: Any, classes: list[str], x_g: np.ndarra
         sel = labels == c
         if sel.any():
             m[f"cond_accuracy_{key(name)}"] = float((pred[sel] == c).mean())
-
-
-def to_res(x: np.ndarray, r: int) -> np.ndarray:
-    """Images resized (bilinear, antialiased when shrinking) to the judge's resolution."""
-    import torch
-    import torch.nn.functional as F
-
-    if x.shape[-1] == r:
-        return x
-    t = F.interpolate(torch.from_numpy(x), size=(r, r), mode="bilinear", align_corners=False,
-                      antialias=x.shape[-1] > r)
-    return t.clamp(-1, 1).numpy()
 
 
 def utility(m: dict[str, Any], cfg: Any, x_tr: np.ndarray, y_tr: np.ndarray, x_g: np.ndarray,

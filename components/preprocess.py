@@ -30,12 +30,12 @@ from medsynth.config import to_dict
 from medsynth.dataset import CanonicalDataset
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, write_json
-from medsynth.prepared import SPLITS, to_uint8
+from medsynth.imaging import RESOLUTIONS, to_uint8
+from medsynth.prepared import SPLITS
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
 from medsynth.transforms import ImageTransform
 
-RESOLUTIONS = (28, 32, 64)
 CHUNK = 2048  # images per batched transform call (bounds peak memory)
 
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from medsynth.imaging import resize_tensor
 
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; capped so means stay finite
 
@@ -51,9 +52,9 @@ class DomainFeatures(nn.Module):
         x = x.float()
         if x.shape[1] != 1:  # RGB input: luminance-agnostic mean
             x = x.mean(1, keepdim=True)
-        r, s = self.resolution, x.shape[-1]
+        r = self.resolution
         if x.shape[-2:] != (r, r):
-            x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=s > r).clamp(0, 1)
+            x = resize_tensor(x, r, 0.0, 1.0)
         self.trunk.eval()
         return self.trunk(x * 2.0 - 1.0)
 

@@ -21,18 +21,12 @@ from typing import Any
 import numpy as np
 
 from medsynth.errors import InputError
+from medsynth.imaging import to_uint8, to_unit
+
+# to_unit / to_uint8 are re-exported for their importers; they live in medsynth/imaging.py.
+__all__ = ["SPLITS", "PreparedData", "to_uint8", "to_unit"]
 
 SPLITS = ("train", "val", "test")
-
-
-def to_unit(x_uint8: np.ndarray) -> np.ndarray:
-    """uint8 storage -> float32 in [-1, 1]."""
-    return x_uint8.astype(np.float32) / 127.5 - 1.0
-
-
-def to_uint8(x_unit: np.ndarray) -> np.ndarray:
-    """float in [-1, 1] -> uint8 storage (clipped, rounded)."""
-    return np.clip(np.rint((np.asarray(x_unit, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 @dataclass

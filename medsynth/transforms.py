@@ -6,8 +6,8 @@
 1. ``to_unit_range``: intensities to [0, 1] -- CT in Hounsfield units through a window
    (centre/width, clipped); 8-bit images divided by 255; anything else by robust percentiles.
 2. ``square``: pad the short side symmetrically (keeps anatomy undistorted) or centre-crop.
-3. ``resize``: antialiased bilinear resize to the target resolution (or zero-pad when the image is
-   smaller and ``upscale`` is off, e.g. 28 px MedMNIST -> 32 px).
+3. ``resize``: antialiased bilinear resize to the target resolution (``imaging.resize_tensor``), or
+   zero-pad when the image is smaller and ``upscale`` is off (e.g. 28 px MedMNIST -> 32 px).
 4. ``to_signed``: [0, 1] -> [-1, 1].
 
 Reference and current data pass through identical code, so drift and FID see the same pixels.
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from medsynth.imaging import resize_tensor
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,7 @@ class ImageTransform:
             out[o : o + s, o : o + s] = img
             return out
         t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
-        t = F.interpolate(t, size=(r, r), mode="bilinear", align_corners=False, antialias=s > r)
-        return t[0, 0].clamp_(0.0, 1.0).numpy()
+        return resize_tensor(t, r, 0.0, 1.0)[0, 0].numpy()
 
     @staticmethod
     def to_signed(img: np.ndarray) -> np.ndarray:
@@ -105,5 +106,5 @@ class ImageTransform:
                 o = (r - h) // 2
                 x = F.pad(x, (o, r - h - o, o, r - h - o))
             else:
-                x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=h > r).clamp_(0, 1)
+                x = resize_tensor(x, r, 0.0, 1.0)
         return (x * 2.0 - 1.0).numpy()

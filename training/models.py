@@ -31,8 +31,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from medsynth.errors import ConfigError
-
-RESOLUTIONS = (28, 32, 64)
+from medsynth.imaging import RESOLUTIONS
 
 
 @dataclass(frozen=True)

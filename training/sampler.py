@@ -1,5 +1,5 @@
 """Making images from a trained generator: the :class:`~medsynth.generator.ImageGenerator` of a
-GAN, sample grids and the diversity statistic used to spot mode collapse.
+GAN and the diversity statistic used to spot mode collapse (sample grids: ``medsynth.imaging``).
 """
 
 from __future__ import annotations
@@ -114,19 +114,6 @@ def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise TrainingError(f"{path}: not a readable generator file ({first})") from None
     return GANSampler(net, payload.get("classes", []), bf16=bf16, device=device)
-
-
-def make_grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
-    """[n, 1, R, R] in [-1, 1] -> one uint8 [H, W] image, square-ish grid with black padding."""
-    n, _, r, _ = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (r + pad) + pad, cols * (r + pad) + pad), dtype=np.uint8)
-    u8 = np.clip(np.rint((images[:, 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    for i in range(n):
-        rr, cc = divmod(i, cols)
-        grid[pad + rr * (r + pad) : pad + rr * (r + pad) + r, pad + cc * (r + pad) : pad + cc * (r + pad) + r] = u8[i]
-    return grid
 
 
 def diversity(images: torch.Tensor | np.ndarray, size: int = 16) -> float:

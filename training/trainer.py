@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from medsynth.errors import ConfigError, TrainingError
+from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
 from medsynth.training import distributed as dist_util
@@ -37,7 +38,7 @@ from medsynth.training.ema import EMA
 from medsynth.training.losses import d_loss, d_prob, g_loss
 from medsynth.training.models import ModelSpec
 from medsynth.training.registry import build_models, get_kind
-from medsynth.training.sampler import diversity, generator_payload, make_grid
+from medsynth.training.sampler import diversity, generator_payload
 
 GENERATOR_FILE = "generator.pt"
 
@@ -205,7 +206,7 @@ class Trainer:
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
         cfg, dev = self.cfg, self.device
         gen = torch.Generator(dev).manual_seed(step_seed(self.seed, self.info.rank, self.global_step))
-        real = self.data.x[idx].to(dev, non_blocking=True).float().div_(127.5).sub_(1.0)
+        real = to_unit_tensor(self.data.x[idx].to(dev, non_blocking=True))
         real = real.contiguous(memory_format=self.fmt)
         y = self.data.y[idx].to(dev) if self.spec.num_classes else None
         b = real.shape[0]
@@ -274,7 +275,7 @@ class Trainer:
                 continue
             idx = pool[torch.randperm(len(pool), generator=g)[: max(len(f), 8)]]
             fd.append(diversity(f))
-            rd.append(diversity(self.data.x[idx].float() / 127.5 - 1.0))
+            rd.append(diversity(to_unit_tensor(self.data.x[idx])))
         fake_div, real_div = float(np.mean(fd)) if fd else 0.0, float(np.mean(rd)) if rd else 0.0
         ratio = float(np.mean([a / max(b, 1e-8) for a, b in zip(fd, rd, strict=True)])) if fd else 0.0
         return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": ratio,
