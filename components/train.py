@@ -335,10 +335,10 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
     promote steps can register and gate it like any freshly trained model.
 
     The run carries the zoo's lineage (its build command, steps, the data hash it was trained on)
-    and the generator file checked against the manifest's sha256. Returns None when no shipped
-    model exists for ``dataset``, when its own evaluation failed the gate's floors, or when it was
-    trained on other data than ``prepared_dir`` holds (a different data hash): then nothing is
-    registered and the caller says why.
+    and the generator file checked against the manifest's sha256. Whether it becomes champion is
+    the gate's decision (its absolute floors apply to a shipped model as to any other). Returns
+    None when no shipped model exists for ``dataset`` or when it was trained on other data than
+    ``prepared_dir`` holds (a different data hash): then nothing is registered and the caller says why.
     """
     import shutil
 
@@ -353,7 +353,7 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
     entry = zoo.get(dataset)  # sha256-checked
     info = entry.info
     data_hash = PreparedData.load(prepared_dir).data_hash
-    if not info.get("gate_floors_passed") or info.get("data_hash") != data_hash:
+    if info.get("data_hash") != data_hash:
         return None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
