@@ -6,8 +6,9 @@ ingest -> validate -> preprocess -> features -> train (``train.profile=zoo``, re
 evaluate (the gate's absolute floors included) into ``<artifacts>/zoo/<dataset>/``, then copies
 the generator (plain tensors), its evaluation report, metrics and model card into
 ``training/zoo/<dataset>/`` and records every file's sha256 and size in the manifest.
-An entry whose evaluation fails the floors is still written (so its report can be read) but
-marked ``gate_floors_passed: false``; ``medsynth demo`` then does not register it as champion.
+An entry whose evaluation fails the floors is still written (so its report can be read) and
+marked ``gate_floors_passed: false``; ``medsynth demo`` registers it and the gate (evaluated again
+on the user's machine) keeps it from becoming champion.
 """
 
 from __future__ import annotations
