@@ -150,7 +150,12 @@ def build(cls: type[T], data: dict[str, Any], where: str) -> T:
     return obj
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for ``dotted`` ``"a.b.c"``, making (or replacing) non-dict levels.
+
+    The value is stored as given: ``load_stage`` passes the override's text (``build`` coerces it to
+    the field's type), the pipeline passes it parsed (its arguments are JSON).
+    """
     parts = dotted.split(".")
     cur = data
     for p in parts[:-1]:
@@ -177,7 +182,7 @@ def load_stage(
     for key, value in (overrides or {}).items():
         head, _, rest = key.partition(".")
         if head == section and rest:
-            _set_dotted(raw, rest, value)
+            set_dotted(raw, rest, value)
     return build(cls, raw, section)
 
 

@@ -122,7 +122,7 @@ def pipeline_arguments(params: dict[str, Any], overrides: dict[str, str] | None 
     """
     import yaml
 
-    from medsynth.config import build, check_overrides
+    from medsynth.config import build, check_overrides, set_dotted
 
     classes = {name: getattr(importlib.import_module(mod), cls) for name, (mod, cls) in SECTIONS.items()}
     check_overrides(overrides or {}, classes)
@@ -132,18 +132,10 @@ def pipeline_arguments(params: dict[str, Any], overrides: dict[str, str] | None 
         for key, value in (overrides or {}).items():
             head, _, rest = key.partition(".")
             if head == name and rest:
-                _set_dotted(raw, rest.split("."), yaml.safe_load(value))
+                set_dotted(raw, rest, yaml.safe_load(value))
         build(cls, raw, name)  # fail early, on this machine
         out[name] = json.dumps(raw, sort_keys=True)
     return out
-
-
-def _set_dotted(d: dict[str, Any], keys: list[str], value: Any) -> None:
-    for k in keys[:-1]:
-        if not isinstance(d.get(k), dict):
-            d[k] = {}
-        d = d[k]
-    d[keys[-1]] = value
 
 
 def compile_pipeline(path: str | Path = PIPELINE_YAML, registry: str | None = None,
