@@ -1,0 +1,73 @@
+"""The quality judge on real bundled data: the feature space sees disturbances, noise is out of domain.
+
+Keeps docs/BENCHMARKS.md's "Quality judge" table true at small size: a briefly trained extractor
+(64 px, width 8), FID-domain of disturbed held-out real images rises with each disturbance's strength.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsynth import disturb as D
+from medsynth import metrics as M
+from medsynth.components import features
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def extractor(tmp_path_factory):
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.config import load_stage, read_params
+
+    cfg = features.FeaturesConfig(resolution=64, per_class_train=100, epochs=3, batch_size=32, width=8,
+                                  feature_dim=32)
+    out = tmp_path_factory.mktemp("judge") / "fx"
+    datasets = load_stage(IngestConfig, "ingest", read_params(REPO / "params.yaml")).datasets
+    features.train_extractor(cfg, datasets, REPO / "data", out)
+    return features.load_extractor(out)
+
+
+@pytest.fixture(scope="module")
+def cxr():
+    with np.load(REPO / "data" / "mednist_cxr_small.npz") as z:
+        to = lambda a: a[:, None].astype(np.float32) / 127.5 - 1  # noqa: E731
+        return to(z["train_images"][:200]), to(z["val_images"]), to(z["test_images"])
+
+
+def test_extractor_is_versioned_and_judges_in_domain(extractor):
+    assert extractor.meta["format"] == features.FORMAT and extractor.backbone.startswith("JudgeNet")
+    assert extractor.has_in_domain and extractor.model.feature_dim == extractor.meta["feature_dim"]
+    share = extractor.meta["in_domain"]["share_in_domain"]
+    assert share["real_test"] > 0.9 and share["uniform_noise"] < 0.05 and share["checkerboard_30"] < 0.2
+
+
+@pytest.mark.parametrize(("name", "strengths"), [
+    ("noise", (6, 13, 25)), ("blur", (1, 2, 3)), ("checkerboard", (5, 15, 30)),
+    ("salt_pepper", (0.005, 0.02, 0.08)), ("smudge", (2, 4, 8)), ("swirl", (0.5, 1, 2)),
+])
+def test_fid_domain_rises_with_disturbance_strength(extractor, cxr, name, strengths):
+    x_tr, x_va, x_te = cxr
+    mod = extractor.feature_module()
+    f_te = M.extract(mod, x_te)
+    floor = M.fid_kid(f_te, M.extract(mod, x_tr), kid_subsets=2)["fid"]
+    clean = M.fid_kid(f_te, M.extract(mod, x_va), kid_subsets=2)["fid"]
+    fids = [M.fid_kid(f_te, M.extract(mod, D.disturb(name, x_va, s, seed=1)), kid_subsets=2)["fid"]
+            for s in strengths]
+    assert clean < 2 * floor
+    assert clean < fids[0] < fids[1] < fids[2], (clean, fids)
+    assert fids[2] > 3 * floor
+
+
+def test_noise_gets_no_confident_class(extractor, cxr):
+    _, x_va, _ = cxr
+    probs, ok = extractor.judge(x_va)
+    assert probs.shape == (len(x_va), len(extractor.classes)) and ok.mean() > 0.85
+    noise = np.random.default_rng(0).uniform(-1, 1, (64, 1, 32, 32)).astype(np.float32)  # resized to 64 px
+    probs, ok = extractor.judge(noise)  # any class: it must still be out of domain
+    assert ok.mean() < 0.05  # noise is out of domain, whatever class it looks most like
+    scores = extractor.in_domain_score(D.noise(x_va, 25, seed=0))
+    assert np.median(scores) > 1.0
