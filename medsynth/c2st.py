@@ -41,7 +41,7 @@ class C2STSettings:
 
     resolution: int = 64  # both sets are resized to this before the CNN
     width: int = 16  # channels of the first conv; doubled at each of the 3 stride-2 stages
-    epochs: int = 8  # passes over the fit halves
+    epochs: int = 4  # passes over the fit halves (4 saw sigma-13 noise at AUC 0.98-1.0 on CT/CXR; 8: no better, 2x the time)
     batch_size: int = 64
     lr: float = 2e-3  # Adam
     weight_decay: float = 1e-4
