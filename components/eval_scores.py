@@ -55,11 +55,13 @@ def detectability(m: dict[str, Any], x_tr: np.ndarray, y_tr: np.ndarray, x_te: n
 def out_of_domain(extractor: Any, x: np.ndarray) -> np.ndarray | None:
     """Images the judge rejects as out of domain (bool ``[N]``), counted as not following their label.
 
-    ISSUE-12 OOD REJECT -- the single call site for the stronger extractor's out-of-domain reject
-    (components/features.py, science helper). Until it lands this returns None: no image is rejected,
-    and only the judge's in-domain share is reported.
+    The extractor's in-domain score is the distance to the nearest class centre, calibrated so 99 %
+    of real val images pass (``Extractor.judge``): noise cannot score a confident class. Extractors
+    without it (format 1) return None: nothing is rejected, only the in-domain share is reported.
     """
-    return None
+    if not getattr(extractor, "has_in_domain", False):
+        return None
+    return ~np.asarray(extractor.judge(x)[1], dtype=bool)
 
 
 def per_class(m: dict[str, Any], cfg: Any, extractor: Any, data: Any, x_g: np.ndarray, labels: np.ndarray,

@@ -45,15 +45,15 @@ class GatePolicy:
     fid_tolerance: float = 0.10  # challenger FID-domain <= champion's x (1 + tolerance)
     max_fid: float | None = None  # absolute ceiling, also when there is no champion yet
     # -- absolute floors (every candidate) --
-    max_fid_floor_ratio: float | None = 3.0  # k: FID-domain <= k x fid_domain_floor (worst class decides)
+    max_fid_floor_ratio: float | None = 2.5  # k: FID-domain <= k x fid_domain_floor (worst class decides)
     c2st_metric: str = "c2st_auc"
-    max_c2st_auc: float | None = 0.75  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
+    max_c2st_auc: float | None = 0.65  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
     coverage_metric: str = "prdc_coverage"
     min_coverage: float | None = 0.5  # c: share of real images with a generated neighbour (worst class)
     diversity_metric: str = "diversity_ms_ssim_generated"
     diversity_real_metric: str = "diversity_ms_ssim_real"
-    min_diversity_ratio: float | None = 0.5  # generated/real pair MS-SSIM: below = noise-like
-    max_diversity_ratio: float | None = 1.5  # above = mode collapse
+    min_diversity_ratio: float | None = 0.8  # generated/real pair MS-SSIM: below = noise-like
+    max_diversity_ratio: float | None = 1.25  # above = mode collapse
     cond_acc_metric: str = "cond_accuracy"
     cond_majority_metric: str = "cond_majority_share"
     min_conditional_accuracy: float | None = 0.5  # overall and the worst class (conditional models)

@@ -114,7 +114,8 @@ def test_unconditional_generator_gets_pseudo_labelled_utility(scores):
 def test_held_out_real_scores_near_the_real_floor(scores):
     m = scores["val"]
     assert m["fid_domain"] < 3 * m["fid_domain_floor"] + 1.0
-    assert m["prdc_precision"] > 0.7 and m["prdc_coverage"] > 0.7
+    # coverage depends on the sample size (200 scored vs 624 real): compare with the floor at the same n
+    assert m["prdc_precision"] > 0.7 and m["prdc_coverage"] > 0.8 * m["prdc_coverage_floor"]
     assert abs(m["diversity_ms_ssim_generated"] - m["diversity_ms_ssim_real"]) < 0.1
     assert m["cond_accuracy"] > 0.7 and m["cond_in_domain_share"] > 0.8
     # PneumoniaMNIST itself holds a few exact val/train duplicates (about 1.5 %): not more
