@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from medsynth import registry as reg
 from medsynth.app.model_store import ModelVersion
 
 _ROW = re.compile(r"^\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|\s*$")
@@ -68,13 +69,13 @@ def document(mv: ModelVersion, stored: dict[str, Any], modality: str, classes: s
     checks = "\n".join(f"- {'✅ pass' if c.get('passed') else '❌ FAIL'} · {c.get('name')}: {c.get('detail')}"
                        for c in gate) or "- this version was never gated"
     t = mv.tags
-    review = ("awaiting review" if t.get("review.decision", "pending") == "pending" else
-              f"{t.get('review.decision')} by {t.get('review.by', 'unknown')} on {t.get('review.at', '?')[:10]}"
-              + (f": {t['review.reason']}" if t.get("review.reason") else ""))
-    champ = (f"champion since {t['champion.since'][:10]}, moved by {t.get('champion.by', 'unknown')}: "
-             f"{t.get('champion.reason', '')}" if "champion" in mv.aliases and t.get("champion.since") else "")
+    review = ("awaiting review" if t.get(reg.REVIEW_DECISION, reg.PENDING) == reg.PENDING else
+              f"{t.get(reg.REVIEW_DECISION)} by {t.get(reg.REVIEW_BY, 'unknown')} on {t.get(reg.REVIEW_AT, '?')[:10]}"
+              + (f": {t[reg.REVIEW_REASON]}" if t.get(reg.REVIEW_REASON) else ""))
+    champ = (f"champion since {t[reg.CHAMPION_SINCE][:10]}, moved by {t.get(reg.CHAMPION_BY, 'unknown')}: "
+             f"{t.get(reg.CHAMPION_REASON, '')}" if reg.CHAMPION in mv.aliases and t.get(reg.CHAMPION_SINCE) else "")
     data_hash = known(lin.get("data hash (preprocessed, dvc-tracked)")) or known(mv.data_hash) or "not recorded"
-    commit = known(lin.get("git commit")) or known(t.get("lineage.git_commit")) or "not recorded"
+    commit = known(lin.get("git commit")) or known(t.get(reg.LINEAGE_GIT_COMMIT)) or "not recorded"
     return f"""#### {mv.name} · version {mv.version}
 **Status:** {mv.status} · registered {mv.created}
 

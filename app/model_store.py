@@ -1,7 +1,8 @@
 """What the app knows about the registry: models, versions, aliases, model cards, metrics, gate.
 
 Reads the MLflow registry that ``medsynth promote`` writes (``metric.*``, ``gate.*``,
-``lineage.*``, ``review.*`` version tags; the model card is the version description) and loads a
+``lineage.*``, ``review.*`` version tags, named in ``medsynth/registry.py``; the model card is the
+version description) and loads a
 version's generator by its model URI (``models:/<name>@champion`` or ``models:/<name>/<version>``).
 Every failure becomes a :class:`~medsynth.errors.MedsynthError` with a message a person can act on,
 so the app can show it as one line instead of a traceback.
@@ -14,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsynth import registry as reg
 from medsynth.errors import MedsynthError, RegistryError
 from medsynth.generator import ImageGenerator
 from medsynth.project import ProjectConfig
+from medsynth.registry import CHAMPION
 from medsynth.tracking import first_line, redact, setup_mlflow, tracking_uri
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 GENERATOR_FILE = "generator.pt"  # what training writes (medsynth.training.sampler.generator_payload)
 
 HOW_TO_MAKE_ONE = (
@@ -72,24 +74,24 @@ class ModelVersion:
         quality gate``, ``not gated``.
         """
         t = self.tags
-        decision = t.get("review.decision", "pending")
-        by, at = t.get("review.by", "unknown"), _day(t.get("review.at", ""))
-        reviewed = f"{'approved' if decision == 'approved' else 'rejected'} by {by}" + (f" on {at}" if at else "")
+        decision = t.get(reg.REVIEW_DECISION, reg.PENDING)
+        by, at = t.get(reg.REVIEW_BY, "unknown"), _day(t.get(reg.REVIEW_AT, ""))
+        reviewed = f"{'approved' if decision == reg.APPROVED else 'rejected'} by {by}" + (f" on {at}" if at else "")
         if CHAMPION in self.aliases:
-            if decision == "approved":
+            if decision == reg.APPROVED:
                 return f"champion · {reviewed}"
-            since = _day(t.get("champion.since", ""))
+            since = _day(t.get(reg.CHAMPION_SINCE, ""))
             how = "chosen by the quality gate" + (f" on {since}" if since else "")
             return f"champion · {how} · awaiting review"
-        if decision == "rejected":
+        if decision == reg.REJECTED:
             return reviewed
         if self.gate_passed is False:
             return "not promoted · failed the quality gate"
-        if decision == "approved":
+        if decision == reg.APPROVED:
             return f"{reviewed} · not the champion"
         if self.gate_passed is None:
             return "not gated · awaiting review"
-        return "awaiting review" + (" · former champion" if t.get("champion.since") else "")
+        return "awaiting review" + (" · former champion" if t.get(reg.CHAMPION_SINCE) else "")
 
     @property
     def modality(self) -> str:
@@ -104,10 +106,7 @@ def connect(project: ProjectConfig) -> Any:
     Raises:
         RegistryError: the tracking server or database cannot be reached.
     """
-    from mlflow.tracking import MlflowClient
-
-    setup_mlflow(project)
-    return MlflowClient()
+    return reg.client(project)
 
 
 def list_models(project: ProjectConfig) -> list[str]:
@@ -125,7 +124,7 @@ def list_models(project: ProjectConfig) -> list[str]:
                             f"({first_line(exc)})") from None
     if not names:
         raise NoModelError(f"No generator is registered yet in {redact(tracking_uri(project))}. {HOW_TO_MAKE_ONE}")
-    with_champion = [n for n in names if _alias(c, n, CHAMPION) is not None]
+    with_champion = [n for n in names if reg.get_alias(c, n, CHAMPION, any_error=True) is not None]
     return with_champion + [n for n in names if n not in with_champion]
 
 
@@ -138,16 +137,12 @@ def list_versions(project: ProjectConfig, name: str) -> list[ModelVersion]:
     """
     c = connect(project)
     try:
-        found = c.search_model_versions(f"name='{_quote(name)}'", max_results=200)
+        found = reg.list_versions(c, name, max_results=200)
     except Exception as exc:  # noqa: BLE001
         raise RegistryError(f"registry: model {name!r}: {first_line(exc)}") from None
     if not found:
         raise NoModelError(f"Model {name!r} has no versions. {HOW_TO_MAKE_ONE}")
-    alias_of: dict[str, list[str]] = {}
-    for alias in (CHAMPION, CHALLENGER):
-        mv = _alias(c, name, alias)
-        if mv is not None:
-            alias_of.setdefault(str(mv.version), []).append(alias)
+    alias_of = reg.aliases_by_version(c, name, any_error=True)
     out = [_version(mv, alias_of.get(str(mv.version), [])) for mv in found]
     return sorted(out, key=lambda v: int(v.version), reverse=True)
 
@@ -180,40 +175,27 @@ def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> Imag
 
 
 def _version(mv: Any, aliases: list[str]) -> ModelVersion:
-    from medsynth.components.promote import version_metrics
-
     tags = dict(mv.tags or {})
-    gate = tags.get("gate.passed")
+    gate = tags.get(reg.GATE_PASSED)
     try:
-        checks = json.loads(tags.get("gate.checks", "[]"))
+        checks = json.loads(tags.get(reg.GATE_CHECKS, "[]"))
     except json.JSONDecodeError:
         checks = []
     try:
-        classes = list(json.loads(tags.get("lineage.classes", "[]")))
+        classes = list(json.loads(tags.get(reg.LINEAGE_CLASSES, "[]")))
     except json.JSONDecodeError:
         classes = []
     return ModelVersion(
-        name=mv.name, version=str(mv.version), aliases=sorted(aliases), metrics=version_metrics(mv),
+        name=mv.name, version=str(mv.version), aliases=sorted(aliases), metrics=reg.version_metrics(mv),
         gate_passed=None if gate is None else gate == "true",
-        gate_summary=tags.get("gate.summary", "not gated"), gate_checks=checks,
-        card=mv.description or "", classes=classes, dataset=tags.get("lineage.dataset", ""),
-        data_hash=tags.get("lineage.data_hash", ""),
+        gate_summary=tags.get(reg.GATE_SUMMARY, "not gated"), gate_checks=checks,
+        card=mv.description or "", classes=classes, dataset=tags.get(reg.LINEAGE_DATASET, ""),
+        data_hash=tags.get(reg.LINEAGE_DATA_HASH, ""),
         created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime((mv.creation_timestamp or 0) / 1000)),
-        review=tags.get("review.decision", "pending"), tags=tags,
+        review=tags.get(reg.REVIEW_DECISION, reg.PENDING), tags=tags,
     )
 
 
 def _day(stamp: str) -> str:
     """``2026-12-01T10:00:00Z`` -> ``2026-12-01`` ("" stays "")."""
     return stamp.split("T", 1)[0]
-
-
-def _alias(c: Any, name: str, alias: str) -> Any | None:
-    try:
-        return c.get_model_version_by_alias(name, alias)
-    except Exception:  # noqa: BLE001 - "no such alias" is an MlflowException; anything else: no alias
-        return None
-
-
-def _quote(name: str) -> str:
-    return name.replace("'", "\\'")

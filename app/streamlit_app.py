@@ -24,7 +24,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from medsynth import __version__
+from medsynth import __version__, registry
 from medsynth.app import card, export, generate, live_eval, model_store, quality, settings
 from medsynth.errors import MedsynthError
 from medsynth.tracking import first_line, redact, tracking_uri
@@ -179,8 +179,8 @@ def show_card(ctx: settings.AppContext, mv: model_store.ModelVersion, v: quality
     stored = card.parse_stored(mv.card)
     lin = stored["lineage"]
     eval_id = card.known(lin.get("evaluation run"))
-    if eval_id is None and mv.tags.get("eval.model_uri"):
-        eval_id = _eval_run_for(_env_key(), mv.tags["eval.model_uri"])
+    if eval_id is None and mv.tags.get(registry.EVAL_MODEL_URI):
+        eval_id = _eval_run_for(_env_key(), mv.tags[registry.EVAL_MODEL_URI])
     train_id = card.known(lin.get("training run"))
     base = _ui_base(ctx)
 

@@ -14,18 +14,15 @@ which evaluation to run. FID-domain is compared with the champion's only when bo
 the same extractor and dataset hash (recorded as ``eval.*`` tags on every version); otherwise the
 comparison is skipped, saying why, and the gate's absolute floors alone decide.
 
-Review (``medsynth review``) and rollback use the same helpers, so every alias move is recorded the
-same way: ``champion.*`` tags on the version (who, when, why).
+Review (``medsynth review``) and rollback use the same registry helpers (``medsynth/registry.py``:
+tag names, aliases, client, lock), so every alias move is recorded the same way: ``champion.*``
+tags on the version (who, when, why).
 """
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import json
 import os
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +32,31 @@ from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
 from medsynth.project import ProjectConfig
+from medsynth.registry import (  # CHAMPION, CHALLENGER, client, ... stay importable from here
+    APPROVED,
+    CHALLENGER,
+    CHAMPION,
+    GATE_CHAMPION_COMPARED,
+    GATE_CHECKS,
+    GATE_PASSED,
+    GATE_SUMMARY,
+    LINEAGE_CLASSES,
+    LINEAGE_DATA_HASH,
+    LINEAGE_DATASET,
+    LINEAGE_GIT_COMMIT,
+    METRIC_PREFIX,
+    PROTOCOL_TAGS,
+    REVIEW_DECISION,
+    SYNTHETIC,
+    client,
+    get_alias,
+    move_champion,
+    registry_lock,
+    set_tags,
+    version_metrics,
+    version_protocol,
+)
 from medsynth.tracking import first_line, latest_run_id, setup_mlflow, step_run
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-METRIC_TAG = "metric."
-PROTOCOL_TAGS = {"extractor_sha256": "eval.extractor_sha256", "data_hash": "eval.data_hash",
-                 "model_uri": "eval.model_uri"}
 
 
 @dataclass(frozen=True)
@@ -61,66 +77,6 @@ class PromoteResult:
     champion_version: str | None
     promoted: bool
     reason: str
-
-
-def client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient()
-
-
-@contextlib.contextmanager
-def registry_lock(project: ProjectConfig, name: str, timeout_s: float) -> Iterator[None]:
-    """An exclusive lock per registered model for read-compare-set of the champion alias.
-
-    A file lock in the project's state folder: promotions run from one project folder (a laptop,
-    or one pipeline volume on a cluster) share it.
-    """
-    from filelock import FileLock, Timeout
-
-    lock_dir = project.state_path() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(lock_dir / f"registry-{name}.lock"))
-    try:
-        lock.acquire(timeout=timeout_s)
-    except Timeout:
-        raise RegistryError(f"registry lock for {name!r} busy for {timeout_s:.0f}s (another promotion running?)") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def version_metrics(mv: Any) -> dict[str, Any]:
-    """Metrics recorded on a model version as ``metric.<name>`` tags."""
-    out: dict[str, Any] = {}
-    for k, v in (mv.tags or {}).items():
-        if not k.startswith(METRIC_TAG):
-            continue
-        key = k[len(METRIC_TAG):]
-        if v.lower() in ("true", "false"):  # flags such as `unstable` (tags are strings)
-            out[key] = v.lower() == "true"
-            continue
-        try:
-            out[key] = float(v)
-        except ValueError:
-            out[key] = v
-    return out
-
-
-def version_protocol(mv: Any) -> dict[str, str]:
-    """How a version was evaluated (extractor sha256, data hash, model URI), from its ``eval.*`` tags."""
-    tags = mv.tags or {}
-    return {k: tags[t] for k, t in PROTOCOL_TAGS.items() if tags.get(t)}
-
-
-def get_alias(c: Any, name: str, alias: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
 
 
 def model_card(name: str, version: str, lineage: dict[str, Any], metrics: dict[str, Any],
@@ -172,28 +128,6 @@ memorises is not promoted.
 """
 
 
-def _tag(c: Any, name: str, version: str, tags: dict[str, Any]) -> None:
-    for k, v in tags.items():
-        c.set_model_version_tag(name, version, k, str(v)[:5000])
-
-
-def move_champion(c: Any, name: str, version: str, reason: str, actor: str | None = None) -> None:
-    """Point ``champion`` at ``version`` and record who/when/why on the version."""
-    c.set_registered_model_alias(name, CHAMPION, version)
-    _tag(c, name, version, {
-        "champion.since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "champion.by": actor or _user(),
-        "champion.reason": reason,
-    })
-
-
-def _user() -> str:
-    try:
-        return os.environ.get("MEDSYNTH_USER") or getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def try_promote(c: Any, project: ProjectConfig, cfg: PromoteConfig, name: str, version: str,
                 conditional: bool, actor: str | None = None) -> tuple[GateResult, bool, str]:
     """Gate ``version`` against the current champion under the lock; move champion if it passes."""
@@ -203,15 +137,15 @@ def try_promote(c: Any, project: ProjectConfig, cfg: PromoteConfig, name: str, v
         champ_metrics = (version_metrics(champ) | version_protocol(champ)
                          if champ is not None and champ.version != version else None)
         gate = evaluate_gate(cfg.gate, version_metrics(mv) | version_protocol(mv), champ_metrics, conditional)
-        _tag(c, name, version, {
-            "gate.passed": str(gate.passed).lower(),
-            "gate.summary": gate.summary(),
-            "gate.checks": json.dumps(gate.as_dict()["checks"]),
-            "gate.champion_compared": champ.version if champ is not None else "none",
+        set_tags(c, name, version, {
+            GATE_PASSED: str(gate.passed).lower(),
+            GATE_SUMMARY: gate.summary(),
+            GATE_CHECKS: json.dumps(gate.as_dict()["checks"]),
+            GATE_CHAMPION_COMPARED: champ.version if champ is not None else "none",
         })
         if not gate.passed:
             return gate, False, gate.summary()
-        if cfg.require_approval and (mv.tags or {}).get("review.decision") != "approved":
+        if cfg.require_approval and (mv.tags or {}).get(REVIEW_DECISION) != APPROVED:
             return gate, False, "gate passed; waiting for reviewer approval (promote.require_approval)"
         reason = gate.summary() + (f" (vs champion v{champ.version})" if champ is not None else " (first champion)")
         move_champion(c, name, version, reason, actor)
@@ -241,13 +175,14 @@ def register(
                       lineage.get("data_hash")):
             mv = mlflow.register_model(model_uri, name)
             version = str(mv.version)
-            _tag(c, name, version, {f"{METRIC_TAG}{k}": v for k, v in metrics.items() if isinstance(v, (int, float, bool))})
-            _tag(c, name, version, {
-                "lineage.dataset": lineage.get("dataset", "unknown"),
-                "lineage.data_hash": lineage.get("data_hash", "unknown"),
-                "lineage.git_commit": lineage.get("git_commit", "unknown"),
-                "lineage.classes": json.dumps(lineage.get("classes", [])),
-                "synthetic": "true",
+            set_tags(c, name, version, {f"{METRIC_PREFIX}{k}": v for k, v in metrics.items()
+                                        if isinstance(v, (int, float, bool))})
+            set_tags(c, name, version, {
+                LINEAGE_DATASET: lineage.get("dataset", "unknown"),
+                LINEAGE_DATA_HASH: lineage.get("data_hash", "unknown"),
+                LINEAGE_GIT_COMMIT: lineage.get("git_commit", "unknown"),
+                LINEAGE_CLASSES: json.dumps(lineage.get("classes", [])),
+                SYNTHETIC: "true",
                 **{PROTOCOL_TAGS[k]: v for k, v in (protocol or {}).items() if k in PROTOCOL_TAGS and v},
             })
             c.set_registered_model_alias(name, CHALLENGER, version)
