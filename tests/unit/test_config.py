@@ -32,7 +32,7 @@ def test_unknown_dataset_and_enum_values_name_the_valid_ones(params):
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         load_stage(IngestConfig, "ingest", params, {"ingest.dataset": "nope"})
     bad = {**params, "ingest": {**params["ingest"], "datasets": {"x": [{"path": "a", "modality": "PET"}]}, "dataset": "x"}}
-    with pytest.raises(ConfigError, match="valid: XR, CT, MR"):
+    with pytest.raises(ConfigError, match="unknown value .PET.; valid: XR, CR, DX, CT, MR, US, MG, PT"):
         load_stage(IngestConfig, "ingest", bad)
 
 
