@@ -425,7 +425,9 @@ def score(cfg: EvaluateConfig, s: ImageSet, data: PreparedData, extractor: Any, 
              small_reference_reasons=small, per_class_unstable=per_class_unstable, utility_reference=ref,
              notes=notes, timing_s=timing)
     gate = gate or GatePolicy()
-    floors = floor_checks(gate, m, conditional)
+    # one class: "follows its label" cannot fail and the majority share is 1, so the conditional
+    # floors do not apply (promote treats such a model as unconditional too)
+    floors = floor_checks(gate, m, conditional and data.num_classes > 1)
     m["gate_floors_passed"] = all(c.passed for c in floors)
     m["gate_floors"] = floors_dict(floors)
     tick("floors")
