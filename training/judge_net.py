@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medsynth.training.classifier import _recalibrate_batchnorm  # one BatchNorm re-estimation for both nets
+
 BLOCKS = 4
 
 
@@ -224,23 +226,6 @@ def train_judge(x: np.ndarray, y: np.ndarray, num_classes: int, settings: JudgeS
     return model, hist
 
 
-@torch.no_grad()
-def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int, limit: int = 4096) -> None:
-    # a short OneCycle fit leaves BatchNorm's running averages behind the final weights:
-    # re-estimate them (cumulative average, shuffled batches) as training/classifier.py does
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:limit]
-    for i in range(0, len(order), batch_size):
-        idx = order[i : i + batch_size]
-        if len(idx) >= 2:
-            model(x[idx])
-    for bn in bns:
-        bn.momentum = 0.1
-    model.eval()
 
 
 @torch.no_grad()
