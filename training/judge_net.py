@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsynth.training.classifier import _recalibrate_batchnorm  # one BatchNorm re-estimation for both nets
+# one BatchNorm re-estimation for both nets
+from medsynth.training.classifier import _recalibrate_batchnorm
 
 BLOCKS = 4
 
