@@ -188,7 +188,7 @@ def register(
             c.set_registered_model_alias(name, CHALLENGER, version)
             gate, promoted, reason = try_promote(c, project, cfg, name, version, conditional)
             card = model_card(name, version, lineage, metrics, gate, train_config)
-            c.update_model_version(name, version, description=card[:60000])
+            c.update_model_version(name, version, description=registry_description(card))
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text(out_dir / "model_card.md", card)
             champ = get_alias(c, name, CHAMPION)
@@ -321,6 +321,18 @@ def preview_gate(cfg: PromoteConfig, project: ProjectConfig, cand: Candidate) ->
     champ = get_alias(client(), cand.name, CHAMPION)
     champ_metrics = version_metrics(champ) | version_protocol(champ) if champ is not None else None
     return evaluate_gate(cfg.gate, cand.metrics | cand.protocol, champ_metrics, cand.conditional)
+
+
+DESCRIPTION_MAX = 5000  # MLflow's model_versions.description is VARCHAR(5000) on PostgreSQL (SQLite does not check)
+
+
+def registry_description(card: str) -> str:
+    """The model card as a version description, cut to what every MLflow backend stores; the full
+    card is ``model_card.md`` in the promote run's artifacts (and in the promote output folder)."""
+    if len(card) <= DESCRIPTION_MAX:
+        return card
+    note = "\n\n[cut at 5,000 characters, the registry's limit: the full card is model_card.md in the promote run]"
+    return card[: DESCRIPTION_MAX - len(note)] + note
 
 
 def run(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,

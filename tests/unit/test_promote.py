@@ -177,3 +177,12 @@ def test_cli_promote_integrity_refusal_is_one_line_and_non_zero(project, project
                "--train", str(t), "--eval", str(e), "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "evaluation of another model (images:/somewhere/else.npz)" in err
+
+
+def test_model_card_fits_the_registrys_description_column():
+    """PostgreSQL stores at most 5,000 characters of a version description (SQLite does not check)."""
+    from medsynth.components.promote import DESCRIPTION_MAX, registry_description
+
+    assert registry_description("# card\nshort") == "# card\nshort"
+    long = registry_description("# card\n" + "x" * 12_000)
+    assert len(long) == DESCRIPTION_MAX and long.startswith("# card") and "full card is model_card.md" in long
