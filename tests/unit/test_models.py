@@ -96,3 +96,22 @@ def test_diffaugment_is_differentiable_and_seeded() -> None:
     c = diff_augment(torch.ones(16, 1, 32, 32), ["cutout"], torch.Generator().manual_seed(0))
     share = (c == -1).float().mean(dim=(1, 2, 3))
     assert (share > 0).all() and (share <= 0.25).all() and float(share.max()) == 0.25
+
+
+@pytest.mark.parametrize("arch", ["resize", "resnet"])
+@pytest.mark.parametrize("res", [28, 32, 64])
+def test_other_architectures_make_every_resolution(arch, res):
+    """resize-convolution and residual G/D: [-1, 1] images of the asked size, one logit per image."""
+    spec = ModelSpec(kind="cgan", arch=arch, resolution=res, ngf=8, ndf=8, num_classes=3, minibatch_std=True)
+    g, d = build_models(spec)
+    y = torch.tensor([0, 1, 2, 0])
+    x = g(torch.randn(4, spec.nz), y)
+    assert x.shape == (4, 1, res, res) and float(x.abs().max()) <= 1.0
+    assert d(x, y).shape == (4,)
+
+
+def test_unknown_architecture_names_the_valid_ones():
+    from medsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid: dcgan, resize, resnet"):
+        build_models(ModelSpec(arch="unet"))
