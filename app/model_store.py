@@ -17,12 +17,9 @@ from typing import Any
 
 from medsynth import registry as reg
 from medsynth.errors import MedsynthError, RegistryError
-from medsynth.generator import ImageGenerator
 from medsynth.project import ProjectConfig
 from medsynth.registry import CHAMPION
-from medsynth.tracking import first_line, redact, setup_mlflow, tracking_uri
-
-GENERATOR_FILE = "generator.pt"  # what training writes (medsynth.training.sampler.generator_payload)
+from medsynth.tracking import first_line, redact, tracking_uri
 
 HOW_TO_MAKE_ONE = (
     "Make one with `make demo` (ingest -> ... -> train -> evaluate -> promote on the bundled data), "
@@ -154,24 +151,6 @@ def default_version(versions: list[ModelVersion]) -> ModelVersion:
             if pick(v):
                 return v
     raise NoModelError(f"no versions to choose from. {HOW_TO_MAKE_ONE}")
-
-
-def load_generator(project: ProjectConfig, uri: str, bf16: bool = False) -> ImageGenerator:
-    """The generator behind a model URI (``models:/name@champion``, ``models:/name/3``, ``runs:/...``).
-
-    Weights only (``components.train.load_generator``): the model's ``generator.pt`` is downloaded,
-    checked against the sha256 its training run recorded, and read with
-    ``torch.load(weights_only=True)`` into the installed package's networks; the Python file stored
-    with the model is never run.
-
-    Raises:
-        RegistryError: the URI cannot be resolved or downloaded.
-        MedsynthError: the file differs from the recorded one, or is not a readable generator.
-    """
-    from medsynth.components.train import load_generator as load_verified
-
-    setup_mlflow(project)
-    return load_verified(uri, bf16=bf16)
 
 
 def _version(mv: Any, aliases: list[str]) -> ModelVersion:

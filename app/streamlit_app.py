@@ -27,6 +27,7 @@ import streamlit as st
 from medsynth import __version__, registry
 from medsynth.app import card, export, generate, live_eval, model_store, quality, settings
 from medsynth.errors import MedsynthError
+from medsynth.generator import load_generator
 from medsynth.tracking import first_line, redact, tracking_uri
 
 BANNER = ("Every image captioned **SYNTHETIC** is made by a generative model: not a real patient, not for "
@@ -47,7 +48,7 @@ def _env_key() -> tuple[str, str, str]:
 @st.cache_resource(max_entries=4, show_spinner="Loading the generator...")
 def _generator(env: tuple[str, str, str], uri: str, bf16: bool):
     ctx = settings.load_context()
-    return model_store.load_generator(ctx.project, uri, bf16=bf16)
+    return load_generator(uri, ctx.project, bf16=bf16)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

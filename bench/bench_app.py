@@ -78,17 +78,18 @@ def train_reference(steps: int) -> Path:
 
 def pick_generator(args: argparse.Namespace):
     """(fp32 sampler, bf16 sampler, description)."""
+    from medsynth.generator import load_generator
     from medsynth.training.models import Generator, ModelSpec
-    from medsynth.training.sampler import GANSampler, load_sampler
+    from medsynth.training.sampler import GANSampler
 
     if args.train_steps:
         args.generator_file = str(train_reference(args.train_steps))
         desc = (f"pytorch/examples DCGAN shape (64 px, nz=100, ngf=64, 3.6 M parameters) trained {args.train_steps} "
                 "steps (batch 32) on the bundled real CT images (`--train-steps`)")
-        return load_sampler(args.generator_file), load_sampler(args.generator_file, bf16=True), desc
+        return load_generator(args.generator_file), load_generator(args.generator_file, bf16=True), desc
 
     if args.generator_file:
-        return (load_sampler(args.generator_file), load_sampler(args.generator_file, bf16=True),
+        return (load_generator(args.generator_file), load_generator(args.generator_file, bf16=True),
                 f"`{args.generator_file}`")
     uri = args.model_uri
     if uri is None:
@@ -101,11 +102,10 @@ def pick_generator(args: argparse.Namespace):
         except Exception:  # noqa: BLE001 - no registry / no model: fall back to the reference shape
             uri = None
     if uri:
-        from medsynth.app import model_store, settings
+        from medsynth.app import settings
 
         project = settings.load_context().project
-        return (model_store.load_generator(project, uri), model_store.load_generator(project, uri, bf16=True),
-                f"`{uri}`")
+        return load_generator(uri, project), load_generator(uri, project, bf16=True), f"`{uri}`"
     import torch
 
     torch.manual_seed(0)

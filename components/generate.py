@@ -94,26 +94,12 @@ def default_model_uri(project: ProjectConfig, dataset: str) -> str:
     return f"zoo:{dataset}"
 
 
-def load(project: ProjectConfig, uri: str, bf16: bool) -> Any:
-    """A GANSampler for ``uri`` (weights only, hash-checked; no stored code runs)."""
-    from medsynth.training import sampler, zoo
-
-    if uri.startswith("zoo:"):
-        return sampler.load_sampler(zoo.get(uri[4:]).path, bf16=bf16)
-    if "://" not in uri and ":/" not in uri:
-        return sampler.load_sampler(uri, bf16=bf16)
-    from medsynth.components.train import load_generator
-    from medsynth.tracking import setup_mlflow
-
-    setup_mlflow(project)
-    return load_generator(uri, bf16=bf16)  # sha256 recorded at training checked; weights only
-
-
 def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, str], req: GenerateRequest,
                      out: str | os.PathLike) -> GenerateResult:
     """Steps 1-4 of the module docstring. Raises InputError/RegistryError/TrainingError (one line)."""
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage
+    from medsynth.generator import load_generator
     from medsynth.training.config import Precision, resolve_precision
 
     fmt = check_request(req, out)
@@ -123,7 +109,7 @@ def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, 
     import torch
 
     precision = resolve_precision(Precision.AUTO, "cuda" if torch.cuda.is_available() else "cpu")
-    gen = load(project, uri, bf16=precision is Precision.BF16)
+    gen = load_generator(uri, project, bf16=precision is Precision.BF16)  # weights only, hash-checked
     labels = None
     if gen.classes:
         labels = (np.full(req.n, gen.label_index(req.class_name)) if req.class_name

@@ -287,10 +287,11 @@ def prepare_dataset(plan_: StudyPlan, params: dict[str, Any], project: ProjectCo
 
 def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=print) -> StudyOutcome:
     """Run every (cell, seed) of the plan not finished yet; returns what ran and what was skipped."""
-    from medsynth.components import evaluate, features, train
+    from medsynth.components import evaluate, features
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, to_dict
     from medsynth.fileio import write_json
+    from medsynth.generator import load_generator
     from medsynth.tracking import parent_run
 
     t0 = time.perf_counter()
@@ -348,7 +349,7 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
                 done = json.loads(summary.read_text())
                 log(f"    {done['global_step']} steps in {done['seconds']:.0f}s")
             log(f"==> [{i}/{len(todo)}] {cell} seed {seed}: evaluate")
-            gen = train.load_generator(model_uri)
+            gen = load_generator(model_uri)
             eres = evaluate.run(ev_cfg, dataclasses.replace(project, seed=seed), gen, prepared[dataset],
                                 out / "evaluate", extractor=ext, model_uri=model_uri, tags=tags)
             m = eres.metrics

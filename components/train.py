@@ -8,7 +8,7 @@
 4. Log the final EMA generator as an MLflow pyfunc model (weights + spec + our own loader, no
    pickled code), so the registry lists it; its sha256 goes into the run's tags (the tracking
    database, not the artifact store). Later steps load it by ``runs:/<id>/generator`` or
-   ``models:/name@alias`` as *weights only* (:func:`load_generator`): the file is checked against
+   ``models:/name@alias`` as *weights only* (:func:`medsynth.generator.load_generator`): the file is checked against
    that sha256 and read with ``torch.load(weights_only=True)`` into the installed package's
    networks. The stored ``train_pyfunc.py`` is never run by medsynth.
 
@@ -28,12 +28,14 @@ import numpy as np
 from medsynth.config import to_dict
 from medsynth.errors import InputError
 from medsynth.fileio import atomic_path, write_json
+from medsynth.generator import GENERATOR_FILE
 from medsynth.project import ProjectConfig
+from medsynth.registry import GENERATOR_SHA256
 from medsynth.training.config import TrainConfig
 
 MODEL_NAME = "generator"  # artifact name of the logged MLflow model inside the run
 PYFUNC_CODE = Path(__file__).with_name("train_pyfunc.py")
-SHA256_TAG = "medsynth.generator_sha256"  # run tag: sha256 of the logged generator.pt
+SHA256_TAG = GENERATOR_SHA256  # run tag: sha256 of the logged generator.pt
 
 
 @dataclass
@@ -134,7 +136,7 @@ def log_generator_model(generator_path: Path, resolution: int, classes: list[str
     """Log ``generator.pt`` as a pyfunc model (models-from-code: nothing is pickled). Returns its URI.
 
     The file's sha256 is set as the run tag ``medsynth.generator_sha256`` first: whoever can write
-    to the artifact store cannot change it, and :func:`load_generator` refuses a file that differs.
+    to the artifact store cannot change it, and :func:`medsynth.generator.load_generator` refuses a file that differs.
     """
     import mlflow
     from mlflow.models import ModelSignature
@@ -156,87 +158,6 @@ def log_generator_model(generator_path: Path, resolution: int, classes: list[str
     return info.model_uri
 
 
-def source_run_id(client: Any, uri: str) -> str:
-    """The training run behind a model URI: ``runs:/<id>/...``, ``models:/<name>@<alias>``,
-    ``models:/<name>/<version>`` or an MLflow 3 logged-model id ``models:/m-...``.
-
-    Raises:
-        InputError: another kind of URI, or one that resolves to nothing.
-    """
-    from medsynth.errors import InputError
-
-    if uri.startswith("runs:/"):
-        run_id = uri[len("runs:/"):].split("/", 1)[0]
-        if run_id:
-            return run_id
-    elif uri.startswith("models:/"):
-        rest = uri[len("models:/"):].strip("/")
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        elif "/" in rest:
-            name, version = rest.rsplit("/", 1)
-            mv = client.get_model_version(name, version)
-        else:  # a logged model id (what log_model returns in MLflow 3)
-            return client.get_logged_model(rest).source_run_id
-        if mv.run_id:
-            return mv.run_id
-        if str(mv.source or "").startswith("models:/"):
-            return client.get_logged_model(str(mv.source)[len("models:/"):].strip("/")).source_run_id
-    raise InputError(f"{uri}: not a model URI medsynth can verify (runs:/<run_id>/generator, models:/<name>@<alias>, "
-                     "models:/<name>/<version>); for a local file use --generator generator.pt")
-
-
-def verified_generator_file(uri: str) -> Path:
-    """Download the generator of ``uri`` and check it against the sha256 recorded when it was logged.
-
-    Only bytes are fetched and hashed: no file of the model is imported or executed.
-
-    Raises:
-        RegistryError: the URI cannot be resolved or downloaded.
-        InputError: no recorded sha256, no generator.pt, or a file that differs from the recorded one.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from medsynth.errors import InputError, MedsynthError, RegistryError
-    from medsynth.fileio import sha256_file
-
-    client = MlflowClient()
-    try:
-        run_id = source_run_id(client, uri)
-        expected = client.get_run(run_id).data.tags.get(SHA256_TAG)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    except MedsynthError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI or a dead store
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise RegistryError(f"{uri}: cannot be resolved or downloaded ({first})") from None
-    path = local if local.is_file() else next(iter(sorted(local.rglob(GENERATOR_FILE_NAME))), None)
-    if path is None:
-        raise InputError(f"{uri}: no {GENERATOR_FILE_NAME} in the model's files (was it logged by `medsynth train`?)")
-    if not expected:
-        raise InputError(f"{uri}: its training run {run_id} records no {SHA256_TAG} (logged before weights were "
-                         "verified): retrain it, or load a checked file with --generator generator.pt")
-    got = sha256_file(path)
-    if got != expected:
-        raise InputError(f"{uri}: {GENERATOR_FILE_NAME} has sha256 {got[:12]}..., the training run {run_id} recorded "
-                         f"{expected[:12]}...: the stored file was changed after training; refusing to load it")
-    return path
-
-
-def load_generator(uri: str, bf16: bool = False) -> Any:
-    """An :class:`~medsynth.generator.ImageGenerator` from an MLflow model URI (runs:/, models:/).
-
-    Weights only: :func:`verified_generator_file` checks the file, then the installed package's
-    ``load_sampler`` reads it with ``torch.load(weights_only=True)``. The model's stored Python
-    (``train_pyfunc.py``, for MLflow's own serving tools) is never executed here.
-    """
-    from medsynth.training.sampler import load_sampler
-
-    return load_sampler(verified_generator_file(uri), bf16=bf16)
-
-
 def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLike, out_dir: str | os.PathLike,
         track: bool = True, resume: bool = True, probe: Probe | None = None,
         tags: dict[str, str] | None = None) -> TrainOutcome:
@@ -248,7 +169,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     """
     from medsynth.prepared import PreparedData
     from medsynth.training.distributed import is_main_process
-    from medsynth.training.trainer import GENERATOR_FILE, Trainer
+    from medsynth.training.trainer import Trainer
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -299,7 +220,6 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
 
 def _finish(res: Any, out: Path, data: Any, t0: float, run_id: str | None, uri: str | None,
             main: bool) -> TrainOutcome:
-    from medsynth.training.trainer import GENERATOR_FILE
 
     outcome = TrainOutcome(out, out / GENERATOR_FILE, res.global_step, res.epochs_done, res.resumed_from_step,
                            res.metrics, time.perf_counter() - t0, run_id, uri)
@@ -357,7 +277,7 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
         return None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(entry.path, out / GENERATOR_FILE_NAME)
+    shutil.copy2(entry.path, out / GENERATOR_FILE)
     t0 = time.perf_counter()
     config = {"model": info.get("model", "cgan"), "arch": info.get("arch", ""), "source": "zoo",
               "zoo.command": info.get("command", ""), "zoo.sha256": entry.sha256,
@@ -365,9 +285,9 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
     with step_run(project, "train", config, data_hash, tags={"medsynth.zoo": dataset}) as active:
         if (entry.folder / "MODEL_CARD.md").is_file():
             mlflow.log_artifact(str(entry.folder / "MODEL_CARD.md"))
-        uri = log_generator_model(out / GENERATOR_FILE_NAME, int(info.get("resolution", 64)), list(info.get("classes", [])))
+        uri = log_generator_model(out / GENERATOR_FILE, int(info.get("resolution", 64)), list(info.get("classes", [])))
         run_id = active.info.run_id
-    outcome = TrainOutcome(out, out / GENERATOR_FILE_NAME, int(info.get("global_step", 0)), 0, None, {},
+    outcome = TrainOutcome(out, out / GENERATOR_FILE, int(info.get("global_step", 0)), 0, None, {},
                            time.perf_counter() - t0, run_id, uri)
     write_json(out / "train_summary.json", {
         "run_id": run_id, "model_uri": uri, "global_step": outcome.global_step, "epochs": 0,
@@ -375,5 +295,3 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
         "metrics": {}, "seconds": outcome.seconds, "source": f"zoo:{dataset}"})
     return outcome
 
-
-GENERATOR_FILE_NAME = "generator.pt"

@@ -54,6 +54,10 @@ REVIEW_DECISION, REVIEW_BY, REVIEW_AT, REVIEW_REASON = "review.decision", "revie
 # review.decision values; PENDING is what readers assume when the tag is absent.
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 
+# Run tag of a training run: sha256 of the generator.pt it logged (checked on every registry load,
+# medsynth.generator.verified_generator_file).
+GENERATOR_SHA256 = "medsynth.generator_sha256"
+
 TAG_VALUE_MAX = 5000  # characters kept of a tag value
 
 

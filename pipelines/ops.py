@@ -99,12 +99,11 @@ def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Datas
 
     from medsynth.components.evaluate import EvaluateConfig, run
     from medsynth.components.features import load_extractor
+    from medsynth.generator import load_generator
     from medsynth.pipelines.runtime import enter_step, scalars, stage, train_info
-    from medsynth.training.sampler import load_sampler
-    from medsynth.training.trainer import GENERATOR_FILE
 
     proj = enter_step(project, kfp_run)
-    res = run(stage(EvaluateConfig, "evaluate", evaluate), proj, load_sampler(f"{model.path}/{GENERATOR_FILE}"),
+    res = run(stage(EvaluateConfig, "evaluate", evaluate), proj, load_generator(model.path),
               prepared.path, evaluation.path, extractor=load_extractor(extractor.path),
               model_uri=train_info(model.path).get("model_uri") or "")
     for key, value in scalars(res.metrics).items():

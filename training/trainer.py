@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from medsynth.errors import ConfigError, TrainingError
+from medsynth.generator import GENERATOR_FILE
 from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
@@ -39,8 +40,6 @@ from medsynth.training.losses import d_loss, d_prob, g_loss
 from medsynth.training.models import ModelSpec
 from medsynth.training.registry import build_models, get_kind
 from medsynth.training.sampler import diversity, generator_payload
-
-GENERATOR_FILE = "generator.pt"
 
 
 @dataclass

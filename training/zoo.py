@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.errors import InputError
+from medsynth.generator import GENERATOR_FILE
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo"
 MANIFEST = "MANIFEST.json"
-GENERATOR_FILE = "generator.pt"
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medsynth.cli import Context
     from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
+    from medsynth.generator import load_generator
     from medsynth.tracking import parent_run, redact, tracking_uri
     from medsynth.training.config import TrainConfig
-    from medsynth.training.sampler import load_sampler
 
     ctx = Context(args)
     project, stage = ctx.project, ctx.stage
@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         tr_cfg = stage(TrainConfig, "train")
         tres = step("train", lambda: train.run(tr_cfg, project, art / "preprocess", art / "train"))
         print(f"    {tr_cfg.model} trained for {tres.global_step} steps{train.resume_note(tres)}; model {tres.model_uri}")
-        gen = load_sampler(tres.generator_path)
+        gen = load_generator(tres.generator_path)
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
                                                      extractor=ext, model_uri=tres.model_uri, gate=pr_cfg.gate))
         m = eres.metrics
@@ -98,14 +98,14 @@ def _run(args: argparse.Namespace) -> int:
 def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext):
     """Register, evaluate and gate the shipped generator of ``dataset``; None when there is none."""
     from medsynth.components import evaluate, promote, train
-    from medsynth.training.sampler import load_sampler
+    from medsynth.generator import load_generator
 
     zres = train.import_shipped(project, dataset, art / "zoo_champion", art / "preprocess")
     if zres is None:
         print(f"    no shipped generator for {dataset!r} trained on this data (see `medsynth zoo list`): "
               "the trained model is gated on its own")
         return None
-    evaluate.run(ev_cfg, project, load_sampler(zres.generator_path), art / "preprocess", art / "evaluate_champion",
+    evaluate.run(ev_cfg, project, load_generator(zres.generator_path), art / "preprocess", art / "evaluate_champion",
                  extractor=ext, model_uri=zres.model_uri, gate=pr_cfg.gate)
     res = promote.run(pr_cfg, project, art / "zoo_champion", art / "evaluate_champion", art / "promote_champion",
                       dataset=dataset)

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-uri", default=None, help="MLflow model URI: runs:/<run_id>/<path> or models:/<name>@<alias>")
-    src.add_argument("--generator", default=None, help="a generator.pt file written by training")
+    src.add_argument("--generator", default=None, help="a generator.pt written by training (or its folder), or zoo:<dataset> (a shipped champion)")
     src.add_argument("--images", default=None, metavar="PATH",
                      help="an .npz (images uint8 [N,H,W], optional labels) or a folder of PNGs (optionally <class>/*.png)")
     src.add_argument("--reference", default=None, choices=["train", "val", "test"],
@@ -34,30 +34,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=None, help="also copy metrics.json to this file (DVC metrics)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=_run)
-
-
-def load_generator(uri: str):
-    """An ImageGenerator from an MLflow model URI (``runs:/...``, ``models:/name@alias``).
-
-    Uses the train step's loader (medsynth.components.train.load_generator, the pyfunc model that
-    training logs), imported lazily so ``medsynth --help`` stays instant.
-
-    Raises:
-        InputError: the URI does not exist or is not a medsynth generator.
-    """
-    from medsynth.errors import InputError, MedsynthError
-
-    try:
-        from medsynth.components.train import load_generator as loader
-    except ImportError as exc:  # pragma: no cover - only in a partial install
-        raise InputError(f"{uri}: cannot load MLflow models in this build ({exc}); pass --generator generator.pt") from None
-    try:
-        return loader(uri)
-    except MedsynthError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types for a bad URI
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise InputError(f"{uri}: cannot load the model ({first})") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -75,8 +51,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     from medsynth.components.ingest import IngestConfig
     from medsynth.components.promote import PromoteConfig
+    from medsynth.generator import load_generator
     from medsynth.prepared import PreparedData
-    from medsynth.tracking import setup_mlflow
 
     ctx = Context(args)
     project = ctx.project
@@ -92,12 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.reference:
         gen, uri = HeldOutReal(data, args.reference), f"reference:{args.reference}"
     elif args.generator:
-        from medsynth.training.sampler import load_sampler
-
-        gen, uri = load_sampler(args.generator), str(Path(args.generator).resolve())
+        gen, uri = load_generator(args.generator), str(Path(args.generator).resolve())
     else:
-        setup_mlflow(project)  # the registry/tracking store the URI refers to
-        gen, uri = load_generator(args.model_uri), args.model_uri
+        gen, uri = load_generator(args.model_uri, project), args.model_uri
     if not args.images:
         check_generator(gen, data)  # a mismatch is an error before any extractor training
     ingest = ctx.stage(IngestConfig, "ingest")

@@ -239,20 +239,11 @@ def _outputs(args: argparse.Namespace) -> int:
 
 def _output_check(project, cfg, generator: str, label: str, seed: int | None, track: bool):
     """Load a generator (file or MLflow model URI) and check its outputs; prints the verdict."""
-    from pathlib import Path
 
     from medsynth.components.monitor_outputs import run_outputs
+    from medsynth.generator import load_generator
 
-    if Path(generator).is_file():
-        from medsynth.training.sampler import load_sampler
-
-        gen = load_sampler(generator)
-    else:
-        from medsynth.components.train import load_generator
-        from medsynth.tracking import setup_mlflow
-
-        setup_mlflow(project)
-        gen = load_generator(generator)
+    gen = load_generator(generator, project)
     res = run_outputs(cfg, project, gen, label, seed=seed, track=track)
     print(f"champion outputs ({label}, seed {res.batch_hash.rsplit(':', 1)[-1]}): {res.drift.summary_line()}")
     for r in res.drift.reasons:

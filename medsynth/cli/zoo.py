@@ -58,9 +58,9 @@ def build(ctx, dataset: str, track: bool = True) -> int:
 
     from medsynth.components import evaluate, features, ingest, preprocess, train, validate
     from medsynth.components.promote import PromoteConfig
+    from medsynth.generator import GENERATOR_FILE, load_generator
     from medsynth.training import zoo
     from medsynth.training.config import TrainConfig
-    from medsynth.training.trainer import GENERATOR_FILE
 
     project, stage = ctx.project, ctx.stage
     art = project.artifacts_path() / "zoo" / dataset
@@ -77,9 +77,7 @@ def build(ctx, dataset: str, track: bool = True) -> int:
           f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)", flush=True)
     tres = train.run(cfg, project, art / "preprocess", art / "train", track=track)
     print(f"==> evaluate ({tres.global_step} steps trained)", flush=True)
-    from medsynth.training.sampler import load_sampler
-
-    gen = load_sampler(art / "train" / GENERATOR_FILE)
+    gen = load_generator(art / "train")
     gate = stage(PromoteConfig, "promote").gate
     eres = evaluate.run(stage(evaluate.EvaluateConfig, "evaluate"), project, gen, art / "preprocess",
                         art / "evaluate", extractor=ext, track=track, model_uri=tres.model_uri or "", gate=gate)

@@ -235,9 +235,9 @@ def test_other_version_interpolation_and_bad_count(registered):
     _no_traceback(at)
     imgs = at.session_state["batch"]["images"]
     assert imgs.shape == (5, 1, 64, 64)
-    from medsynth.app.model_store import load_generator
+    from medsynth.generator import load_generator
 
-    gen = load_generator(project, f"models:/{MODEL_NAME}/{v2}")
+    gen = load_generator(f"models:/{MODEL_NAME}/{v2}", project)
     np.testing.assert_allclose(imgs[0], gen.generate(1, 3, labels=[0])[0], atol=1e-5)
     np.testing.assert_allclose(imgs[-1], gen.generate(1, 11, labels=[0])[0], atol=1e-5)
     assert at.session_state["batch"]["record"].mode == "interpolate"

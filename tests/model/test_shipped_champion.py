@@ -37,8 +37,9 @@ def prepared(tmp_path: Path) -> Path:
 def test_shipped_generator_becomes_a_tracked_training_run(project, tmp_path, prepared, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from medsynth.components.train import SHA256_TAG, import_shipped, load_generator
+    from medsynth.components.train import SHA256_TAG, import_shipped
     from medsynth.fileio import sha256_file
+    from medsynth.generator import load_generator
 
     data_hash = json.loads((prepared / "meta.json").read_text())["data_hash"]
     folder = _ship(tmp_path / "zoo", data_hash)

@@ -83,7 +83,8 @@ def test_component_tracks_and_serves_model(ct32: Path, project, tmp_path: Path) 
     import mlflow
     from PIL import Image
 
-    from medsynth.components.train import load_generator, run
+    from medsynth.components.train import run
+    from medsynth.generator import load_generator
 
     cfg = load_train_config({"train": {"profile": "smoke", "max_steps": 6, "log_every": 2, "sample_count": 9,
                                        "threads": 1}})

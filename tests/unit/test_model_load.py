@@ -46,8 +46,7 @@ def stored(project, name: str) -> list[Path]:
 def test_registry_model_loads_as_weights_and_is_listed(project, logged):
     import mlflow
 
-    from medsynth.app.model_store import load_generator as app_load
-    from medsynth.components.train import load_generator
+    from medsynth.generator import load_generator
 
     run_id, _ = logged
     gen = load_generator(f"runs:/{run_id}/generator")
@@ -57,41 +56,65 @@ def test_registry_model_loads_as_weights_and_is_listed(project, logged):
     assert [m.name for m in mlflow.MlflowClient().search_registered_models()] == ["medsynth-test"]
     for uri in ("models:/medsynth-test@champion", f"models:/medsynth-test/{mv.version}"):
         assert load_generator(uri).resolution == 32
-        assert app_load(project, uri).resolution == 32
+        assert load_generator(uri, project, bf16=True).resolution == 32
 
 
 def test_a_tampered_stored_python_file_is_never_executed(project, logged, tmp_path):
-    from medsynth.cli.evaluate import load_generator as evaluate_load
-    from medsynth.components.train import load_generator
+    from medsynth.generator import load_generator
 
     run_id, _ = logged
     marker = tmp_path / "stored-code-ran"
     for f in stored(project, "train_pyfunc.py"):
         f.write_text(f"open({str(marker)!r}, 'w').write('pwned')\n" + f.read_text())
     load_generator(f"runs:/{run_id}/generator")
-    evaluate_load(f"runs:/{run_id}/generator")
+    load_generator(f"runs:/{run_id}/generator", project, bf16=True)
     assert not marker.exists()
 
 
 def test_a_tampered_weight_file_fails_the_sha256_check(project, logged, capsys):
-    from medsynth.cli.evaluate import load_generator as evaluate_load
-    from medsynth.components.train import load_generator
+    import mlflow
+
+    from medsynth.generator import load_generator
 
     run_id, _ = logged
+    mv = mlflow.register_model(f"runs:/{run_id}/generator", "medsynth-test")
     for f in stored(project, "generator.pt"):
         f.write_bytes(f.read_bytes() + b"\0")
     with pytest.raises(InputError, match="stored file was changed after training; refusing to load it"):
         load_generator(f"runs:/{run_id}/generator")
     with pytest.raises(InputError, match="sha256"):
-        evaluate_load(f"runs:/{run_id}/generator")
+        load_generator(f"models:/medsynth-test/{mv.version}", project)
 
 
 def test_a_model_without_a_recorded_sha256_is_refused(project, logged):
     import mlflow
 
-    from medsynth.components.train import SHA256_TAG, load_generator
+    from medsynth.components.train import SHA256_TAG
+    from medsynth.generator import load_generator
 
     run_id, _ = logged
     mlflow.MlflowClient().delete_tag(run_id, SHA256_TAG)
     with pytest.raises(InputError, match="records no medsynth.generator_sha256"):
         load_generator(f"runs:/{run_id}/generator")
+
+
+def test_one_loader_takes_a_file_a_folder_or_a_shipped_champion(tmp_path):
+    """Every face (CLI, app, pipelines, monitor, generate) loads through this one function."""
+    import torch
+
+    from medsynth.generator import GENERATOR_FILE, load_generator
+    from medsynth.training.models import ModelSpec, build_generator
+    from medsynth.training.sampler import generator_payload
+
+    torch.manual_seed(0)
+    spec = ModelSpec(kind="dcgan", resolution=32, nz=16, ngf=8, ndf=8)
+    torch.save(generator_payload(build_generator(spec), [], ["CT"]), tmp_path / GENERATOR_FILE)
+    for ref in (tmp_path / GENERATOR_FILE, str(tmp_path)):
+        gen = load_generator(ref)
+        assert gen.classes == [] and gen.generate(2, seed=3).shape == (2, 1, 32, 32)
+    shipped = load_generator("zoo:ct")
+    assert shipped.classes == ["AbdomenCT", "ChestCT", "HeadCT"] and shipped.resolution == 64
+    with pytest.raises(InputError, match=r"^nowhere/generator.pt: not found \(give a generator.pt"):
+        load_generator("nowhere/generator.pt")
+    with pytest.raises(InputError, match="zoo"):
+        load_generator("zoo:no-such-dataset")
