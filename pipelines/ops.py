@@ -113,18 +113,26 @@ def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Datas
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def gate_op(project: str, promote: str, ingest: str, kfp_run: str, model: Input[Model],
-            evaluation: Input[Artifact], decision: Output[Markdown]) -> bool:
-    """The promotion policy (params ``promote.gate``) against the current champion: pass or not."""
+            evaluation: Input[Artifact], decision: Output[Markdown], result: Output[Artifact]) -> bool:
+    """The promotion policy (params ``promote.gate``) against the current champion: pass or not.
+
+    ``decision`` is the Markdown shown in the KFP UI; ``result`` the same as JSON
+    (``GateResult.as_dict``) for programs (the retraining loop).
+    """
+    import json
+
     from medsynth.components.promote import PromoteConfig
     from medsynth.pipelines.runtime import enter_step, gate_check, gate_markdown, section, stage
 
     proj = enter_step(project, kfp_run)
     dataset = section(ingest).get("dataset", "data")
-    result = gate_check(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, dataset)
+    gate = gate_check(stage(PromoteConfig, "promote", promote), proj, model.path, evaluation.path, dataset)
     with open(decision.path, "w") as f:
-        f.write(gate_markdown(result))
-    print(result.summary())
-    return bool(result.passed)
+        f.write(gate_markdown(gate))
+    with open(result.path, "w") as f:
+        json.dump(gate.as_dict(), f, indent=2, default=str)
+    print(gate.summary())
+    return bool(gate.passed)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -28,21 +28,17 @@ from typing import Any
 
 from kfp import dsl, kubernetes
 
+from medsynth.config import PARAMS_SECTIONS
 from medsynth.pipelines import ops
 
 PIPELINE_NAME = "medsynth-training"
 PIPELINE_YAML = Path(__file__).with_name("training_pipeline.yaml")
 
-# Pipeline parameter -> the typed config that checks it (module, class).
+# Pipeline parameters: these params.yaml sections, each checked by its typed config (one table,
+# medsynth.config.PARAMS_SECTIONS; monitor and app are not pipeline steps).
 SECTIONS: dict[str, tuple[str, str]] = {
-    "project": ("medsynth.project", "ProjectConfig"),
-    "ingest": ("medsynth.components.ingest", "IngestConfig"),
-    "validate": ("medsynth.components.validate", "ValidateConfig"),
-    "preprocess": ("medsynth.components.preprocess", "PreprocessConfig"),
-    "features": ("medsynth.components.features", "FeaturesConfig"),
-    "train": ("medsynth.training.config", "TrainConfig"),
-    "evaluate": ("medsynth.components.evaluate", "EvaluateConfig"),
-    "promote": ("medsynth.components.promote", "PromoteConfig"),
+    name: PARAMS_SECTIONS[name]
+    for name in ("project", "ingest", "validate", "preprocess", "features", "train", "evaluate", "promote")
 }
 
 # Requests per task: (cpu, memory). Sized for the bundled data; raise them for full datasets.

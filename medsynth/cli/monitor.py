@@ -153,63 +153,37 @@ def _label(args: argparse.Namespace) -> str | None:
     return f"{args.model}@{args.version}" if args.version else args.model
 
 
+def _launcher(args: argparse.Namespace):
+    """The launcher --launch names (None: decide only)."""
+    if args.launch == "none":
+        return None
+    from medsynth.pipelines.launch import KfpLauncher, LocalLauncher
+
+    if args.launch == "kfp":
+        from medsynth.errors import ConfigError
+
+        if not args.host:
+            raise ConfigError("--launch kfp needs --host URL of the KFP API")
+        return KfpLauncher(args.host, args.namespace)
+    return LocalLauncher()
+
+
 def _act(args, params, overrides, project, cfg) -> int:
     """Decide, print, and (unless --dry-run / --launch none) start the retraining."""
-    from medsynth.components.monitor import history_of, load_reference, reference_path
-    from medsynth.components.trigger import decide, record_trigger, retrain_params
+    from medsynth.components.retrain import act
 
     dry = args.dry_run or args.launch == "none"
-    decision = decide(cfg, project, model=args.model, version=args.version, reference=args.reference, dry_run=dry)
+    acted = act(cfg, project, params, overrides, None if dry else _launcher(args), model=args.model,
+                version=args.version, reference=args.reference, dry_run=dry)
+    decision = acted.decision
     print(("[dry run] " if args.dry_run else "") + decision.summary_line())
     if decision.trigger:
-        print(f"  would retrain on the current data + {len(decision.batches)} new batch(es) "
-              f"({decision.new_images} images)" if dry else
-              f"  retraining on the current data + {len(decision.batches)} new batch(es) ({decision.new_images} images)")
-    if not decision.trigger or dry:
-        return 0
-    try:
-        ref = load_reference(reference_path(cfg, project, args.reference))
-        new_params = retrain_params(params, decision, ref, overrides)
-        if args.launch == "kfp":
-            launched = _launch_kfp(args, new_params, overrides)
-        else:
-            launched = _launch_local(new_params, overrides)
-    except Exception as exc:
-        # the batches stay unconsumed: the next decision may try again
-        history_of(project).append("error", stage="launch", error=f"{type(exc).__name__}: {exc}"[:500],
-                                   batches=decision.batches)
-        raise
-    record_trigger(project, decision, launched)
-    print(f"  launched: {launched}")
+        print(f"  {'would retrain' if dry else 'retrained'} on the current data + {len(decision.batches)} new "
+              f"batch(es) ({decision.new_images} images)")
+    if acted.launched is not None:
+        print(f"  launched: {acted.launched.record}")
+        print(f"  {acted.launched.verdict()}")
     return 0
-
-
-def _pipeline_overrides(overrides: dict) -> dict:
-    """The --set overrides the pipeline takes (monitor.* and the like are this command's own)."""
-    from medsynth.pipelines.training_pipeline import SECTIONS
-
-    return {k: v for k, v in overrides.items() if k.split(".", 1)[0] in SECTIONS}
-
-
-def _launch_local(params: dict, overrides: dict) -> dict:
-    from medsynth.pipelines.local import run_local
-
-    res = run_local(params, _pipeline_overrides(overrides))
-    return {"runner": "kfp.local", "parent_run_id": res.parent_run_id, "run_dir": str(res.run_dir),
-            "seconds": round(res.total_seconds, 1)}
-
-
-def _launch_kfp(args: argparse.Namespace, params: dict, overrides: dict) -> dict:
-    from medsynth.errors import ConfigError
-    from medsynth.pipelines.remote import Connection, submit
-    from medsynth.pipelines.training_pipeline import pipeline_arguments
-
-    if not args.host:
-        raise ConfigError("--launch kfp needs --host URL of the KFP API")
-    run_id = submit(Connection(host=args.host, namespace=args.namespace),
-                    pipeline_arguments(params, _pipeline_overrides(overrides)),
-                    run_name="medsynth-retrain")
-    return {"runner": "kfp", "host": args.host, "run_id": run_id}
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -238,13 +212,10 @@ def _outputs(args: argparse.Namespace) -> int:
 
 
 def _output_check(project, cfg, generator: str, label: str, seed: int | None, track: bool):
-    """Load a generator (file or MLflow model URI) and check its outputs; prints the verdict."""
+    """Check a generator's outputs (any reference load_generator takes); prints the verdict."""
+    from medsynth.components.retrain import check_outputs
 
-    from medsynth.components.monitor_outputs import run_outputs
-    from medsynth.generator import load_generator
-
-    gen = load_generator(generator, project)
-    res = run_outputs(cfg, project, gen, label, seed=seed, track=track)
+    res = check_outputs(cfg, project, generator, label, seed=seed, track=track)
     print(f"champion outputs ({label}, seed {res.batch_hash.rsplit(':', 1)[-1]}): {res.drift.summary_line()}")
     for r in res.drift.reasons:
         print(f"  because: {r}")
@@ -268,101 +239,9 @@ def _rate(args: argparse.Namespace) -> int:
 
 def _loop(args: argparse.Namespace) -> int:
     """Champion -> drifted batches -> monitor -> trigger -> retrain on old + new -> gate -> re-check."""
-    import dataclasses
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    from medsynth.components import monitor, trigger
-    from medsynth.monitoring.shifts import Shift, apply_shift
+    from medsynth.components.retrain import loop
+    from medsynth.pipelines.launch import LocalLauncher
 
     params, overrides, project, cfg = _setup(args)
-    kind, _, value = args.shift.partition("=")
-    shift, strength = Shift(kind), float(value or 1.0)
-    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, consecutive_drift=2))
-    t0 = time.perf_counter()
-
-    # 1. the champion (trained now through the same pipeline, unless one is given)
-    if args.reference:
-        ref_dir = Path(args.reference)
-    else:
-        print("1. training the champion (pipeline: ingest -> ... -> promote)")
-        first = _launch_local(params, overrides)
-        print(f"   {_promotion(Path(first['run_dir']))}")
-        ref_dir = Path(first["run_dir"]) / "preprocess-op" / "prepared"
-        gen_file = Path(first["run_dir"]) / "train-op" / "model" / "generator.pt"
-        if gen_file.is_file():  # its outputs now become the reference the output check compares with
-            _output_check(project, cfg, str(gen_file), f"loop-champion:{gen_file}", None, True)
-    ref = monitor.load_reference(ref_dir)
-
-    # 2. new real batches: held-out test images of the champion's data through an acquisition change
-    x, y = ref.split_uint8("test")
-    parts = np.array_split(np.random.default_rng(project.seed).permutation(len(x)), 3)
-    batch_dir = project.artifacts_path() / "monitor" / "loop-batches"
-    batch_dir.mkdir(parents=True, exist_ok=True)
-    batches = []
-    for i, idx in enumerate(parts):
-        path = batch_dir / f"batch{i + 1}-{shift.value}{strength:g}.npz"
-        # stored as ``train_*``: new data meant for learning (ingest keeps an npz's split keys)
-        np.savez(path, train_images=apply_shift(x[idx, 0], shift, strength, seed=i),
-                 train_labels=y[idx].reshape(-1, 1))
-        batches.append(path)
-    print(f"2. {len(batches)} new batches of held-out real images with {shift.value}={strength:g} in {batch_dir}")
-
-    # 3. the monitor flags them; in-domain ones are approved (here by the demo, normally by a person);
-    #    the policy triggers after two consecutive drifted batches
-    for b in batches[:2]:
-        res = monitor.run(cfg, project, b, params, reference=ref_dir)
-        print(f"3. {b.name}: {res.drift.summary_line()}; domain {res.domain.verdict if res.domain else '?'}")
-        if res.domain is not None and res.domain.verdict != "off":
-            trigger.approve(project, res.batch_hash, "medsynth monitor loop (demo)",
-                            "held-out real images of the champion's own data, acquisition changed")
-    decision = trigger.decide(cfg, project, reference=ref_dir)
-    print(f"4. {decision.summary_line()}")
-    if not decision.trigger:
-        print("   no retraining: the loop stops here (see the notes above)")
-        return 0
-
-    # 4. retraining on old + new data through the same pipeline and gate
-    new_params = trigger.retrain_params(params, decision, ref, overrides)
-    launched = _launch_local(new_params, overrides)
-    trigger.record_trigger(project, decision, launched)
-    run_dir = Path(launched["run_dir"])
-    print(f"5. retrained on the current data + {len(decision.batches)} new batches in {launched['seconds']}s: "
-          f"{_promotion(run_dir)}")
-
-    # 5. the monitor against the new model's training data
-    new_ref = run_dir / "preprocess-op" / "prepared"
-    res = monitor.run(cfg, project, batches[2], params, reference=new_ref)
-    if res.drift.drifted:
-        ids = monitor.load_reference(new_ref).arrays["train_ids"].astype(str)
-        stems = tuple(f"{Path(p).stem}:" for p in decision.batch_paths)
-        share = float(np.mean([i.startswith(stems) for i in ids])) if len(ids) else 0.0
-        why = (f"{share:.0%} of the new training split is of the new kind, so a batch made only of it still "
-               "differs from that mixture; more new data (or a reference of recent data only) resolves it")
-        print(f"6. re-check of {batches[2].name} against the new training data: still drifted "
-              f"({res.drift.summary_line()}): {why}")
-    else:
-        print(f"6. re-check of {batches[2].name} against the new training data: drift resolved "
-              f"({res.drift.summary_line()})")
-    if not args.reference and gen_file.is_file():  # a later check of the first champion's outputs
-        _output_check(project, cfg, str(gen_file), f"loop-champion:{gen_file}", None, True)
-    print(f"loop done in {time.perf_counter() - t0:.0f}s; `medsynth monitor history` shows every step")
+    loop(cfg, project, params, overrides, LocalLauncher(), shift=args.shift, reference=args.reference)
     return 0
-
-
-def _promotion(run_dir) -> str:
-    """Promoted or rejected, and why, from a pipeline run's outputs."""
-    import json
-
-    promo = run_dir / "promote-op" / "promotion" / "promotion.json"
-    if promo.is_file():
-        p = json.loads(promo.read_text())
-        verdict = "promoted to champion" if p.get("promoted") else "registered, not promoted"
-        return f"{p.get('name')} v{p.get('version')} {verdict}: {p.get('reason', '')}"
-    gate = run_dir / "gate-op" / "decision"
-    if gate.is_file():
-        failed = [line for line in gate.read_text().splitlines() if "| no |" in line]
-        return "rejected by the gate: " + ("; ".join(f.strip("| ").replace(" | no | ", ": ") for f in failed) or "see " + str(gate))
-    return f"no promotion output in {run_dir}"

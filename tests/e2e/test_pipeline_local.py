@@ -76,6 +76,10 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     assert (res.output("evaluate", "evaluation") / "metrics.json").is_file()
     # the gate passed (dsl.If), so promote registered the model and made it champion
     assert "PASSED" in res.output("gate", "decision").read_text()
+    import json
+
+    gate = json.loads(res.output("gate", "result").read_text())  # the same verdict for programs
+    assert gate["passed"] is True and gate["checks"] and all(c["passed"] for c in gate["checks"])
     card = res.output("promote", "card").read_text()
     assert "medsynth-pneumonia-cgan" in card and "synthetic" in card.lower()
     from mlflow.tracking import MlflowClient

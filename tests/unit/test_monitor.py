@@ -231,3 +231,41 @@ def test_champion_outputs_are_tracked_against_their_first_reference(project, cfg
     assert broken.drift.drifted and "sharpness" in broken.drift.drifted_columns
     seeds = [e["seed"] for e in monitor.history_of(project).events("output_check")]
     assert seeds == [1, 2, 3]  # a fresh batch each time
+
+
+def test_the_retraining_loop_runs_with_any_launcher_and_records_a_failed_launch(project, params, reference):
+    """components.retrain.act is the loop's one owner; the CLI, a scheduler or a test injects the launcher."""
+    from medsynth.components.retrain import Launched, act
+    from medsynth.monitoring.feedback import FeedbackStore, default_url
+
+    cfg = load_stage(monitor.MonitorConfig, "monitor", params, {"monitor.policy.feedback_min_ratings": "4"})
+    store = FeedbackStore(default_url(project.state_path()))
+    for i in range(4):
+        store.add("cxr", "2", "unrealistic" if i else "realistic")
+    store.close()
+
+    class Broken:
+        def launch(self, params, overrides):
+            raise RuntimeError("cluster unreachable")
+
+    cxr = {"ingest.dataset": "cxr"}
+    with pytest.raises(RuntimeError, match="cluster unreachable"):
+        act(cfg, project, params, cxr, Broken(), model="cxr", version="2", reference=reference)
+    hist = monitor.history_of(project)
+    assert hist.events("error")[-1]["stage"] == "launch" and hist.events("trigger") == []
+
+    seen = []
+
+    class Recording:
+        def launch(self, params, overrides):
+            seen.append((params, overrides))
+            return Launched("test", {"runner": "test", "n": len(seen)},
+                            gate={"passed": False, "checks": [{"name": "c2st", "passed": False, "detail": "AUC 1.00"}]})
+
+    acted = act(cfg, project, params, cxr, Recording(), model="cxr", version="2", reference=reference)
+    assert acted.decision.trigger and len(seen) == 1 and seen[0][1] == cxr
+    assert acted.launched.verdict() == "rejected by the gate: c2st: AUC 1.00"
+    assert hist.events("trigger")[-1]["launched"] == {"runner": "test", "n": 1}
+    # a dry run (or no launcher) decides without launching
+    assert act(cfg, project, params, cxr, None, model="cxr", version="2", reference=reference).launched is None
+    assert len(seen) == 1
