@@ -16,9 +16,10 @@ carries them), so the page only lays things out and the wording is testable with
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from medsynth.components.gate import metric_number as num
 
 REALISTIC, NEEDS_WORK, NOT_JUDGED = "realistic", "needs work", "not judged by the current floors"
 GROUPS = ("quality", "diversity", "privacy", "utility", "run details")
@@ -151,17 +152,6 @@ class Figure:
     value: str
     beside: str  # the real floor / control it is read against
     help: str
-
-
-def num(metrics: dict[str, Any], key: str) -> float | None:
-    v = metrics.get(key)
-    if isinstance(v, bool) or v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def floors(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

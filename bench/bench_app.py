@@ -140,7 +140,7 @@ def quality(fp32, bf16, extractor_dir: Path | None, trained: bool, n: int = 256)
            "mean_levels": float(lv.mean()), "share_pixels_changed": float((lv > 0).mean())}
     if extractor_dir is not None and (extractor_dir / "meta.json").is_file():
         from medsynth.app.live_eval import frechet
-        from medsynth.components.features import load_extractor
+        from medsynth.extractor import load_extractor
         from medsynth.metrics import extract
 
         ex = load_extractor(extractor_dir)

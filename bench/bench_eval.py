@@ -59,6 +59,7 @@ def extractor():
     from medsynth.components import features
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, read_params
+    from medsynth.extractor import load_extractor
 
     params = read_params(REPO / "params.yaml")
     cfg = load_stage(features.FeaturesConfig, "features", params)
@@ -66,7 +67,7 @@ def extractor():
     t0, c0 = time.perf_counter(), time.process_time()
     if not (root / "meta.json").is_file():
         features.train_extractor(cfg, load_stage(IngestConfig, "ingest", params).datasets, REPO / "data", root)
-    ext = features.load_extractor(root)
+    ext = load_extractor(root)
     return ext, time.perf_counter() - t0, time.process_time() - c0, params
 
 

@@ -143,17 +143,18 @@ def bench(names: list[str], c2st_on: bool = True, seed: int = 0, extractor_dir: 
     from medsynth.components import features
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, read_params
+    from medsynth.extractor import load_extractor
 
     params = read_params(REPO / "params.yaml")
     datasets = load_stage(IngestConfig, "ingest", params).datasets
     f_cfg = load_stage(features.FeaturesConfig, "features", params)
     t0 = time.perf_counter()
     if extractor_dir:
-        ext = features.load_extractor(extractor_dir)
+        ext = load_extractor(extractor_dir)
     else:
         root = OUT / "judge_extractor"
         features.train_extractor(f_cfg, datasets, REPO / "data", root, seed=seed)
-        ext = features.load_extractor(root)
+        ext = load_extractor(root)
     mod = ext.feature_module()
     res: dict[str, Any] = {
         "machine": machine(), "load": list(os.getloadavg()), "when": _dt.datetime.now().isoformat(timespec="minutes"),

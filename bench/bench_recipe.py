@@ -111,10 +111,10 @@ def main() -> int:
     ap.add_argument("--write", default=None, help="write the section into this BENCHMARKS.md")
     a = ap.parse_args()
 
-    from medsynth.components.features import load_extractor
     from medsynth.components.promote import PromoteConfig
     from medsynth.components.train import load_train_data
     from medsynth.config import load_stage, read_params
+    from medsynth.extractor import load_extractor
     from medsynth.metrics import extract, frechet
     from medsynth.prepared import PreparedData
 

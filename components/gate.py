@@ -125,9 +125,10 @@ def floors_dict(checks: list[Check]) -> dict[str, dict[str, Any]]:
     return {c.name: {"value": c.value, "limit": c.limit, "passed": c.passed, "detail": c.detail} for c in checks}
 
 
-def _num(metrics: dict[str, Any], key: str) -> float | None:
+def metric_number(metrics: dict[str, Any], key: str) -> float | None:
+    """``metrics[key]`` as a float; None when absent, NaN, a flag (bool) or not a number (a dict)."""
     v = metrics.get(key)
-    if v is None or isinstance(v, (dict, list)):
+    if v is None or isinstance(v, (bool, dict, list)):
         return None
     try:
         f = float(v)
@@ -141,7 +142,7 @@ def per_class(metrics: dict[str, Any], metric: str) -> dict[str, float]:
     prefix = f"{metric}_class_"
     out = {}
     for k in metrics:
-        if k.startswith(prefix) and (v := _num(metrics, k)) is not None:
+        if k.startswith(prefix) and (v := metric_number(metrics, k)) is not None:
             out[k[len(prefix):]] = v
     return out
 
@@ -161,11 +162,11 @@ def _where(name: str) -> str:
 
 def _fid_ratio(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_only: bool) -> Check | None:
     k = p.max_fid_floor_ratio
-    fid, fl = _num(m, p.fid_metric), _num(m, f"{p.fid_metric}_floor")
+    fid, fl = metric_number(m, p.fid_metric), metric_number(m, f"{p.fid_metric}_floor")
     if fid is None or fl is None:
         return None if measured_only else _missing("fid_floor_ratio", f"{p.fid_metric} / {p.fid_metric}_floor", k)
     ratios = {"all": fid / max(fl, 1e-9)}
-    hi = _num(m, f"{p.fid_metric}_ratio_to_floor_hi")
+    hi = metric_number(m, f"{p.fid_metric}_ratio_to_floor_hi")
     note = ""
     if m.get("small_reference") and hi is not None:  # small test split: the pessimistic end decides
         ratios["all"] = max(ratios["all"], hi)
@@ -184,7 +185,7 @@ def _fid_ratio(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_onl
 
 def _bounded(name: str, p_metric: str, m: dict[str, Any], limit: float, conditional: bool, higher_is_worse: bool,
              what: str, measured_only: bool, context: str = "") -> Check | None:
-    v = _num(m, p_metric)
+    v = metric_number(m, p_metric)
     if v is None:
         return None if measured_only else _missing(name, p_metric, limit)
     values = {"all": v, **(per_class(m, p_metric) if conditional else {})}
@@ -197,7 +198,7 @@ def _bounded(name: str, p_metric: str, m: dict[str, Any], limit: float, conditio
 
 def _diversity(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_only: bool) -> Check | None:
     lo, hi = p.min_diversity_ratio, p.max_diversity_ratio
-    g, r = _num(m, p.diversity_metric), _num(m, p.diversity_real_metric)
+    g, r = metric_number(m, p.diversity_metric), metric_number(m, p.diversity_real_metric)
     if g is None or not r:
         return None if measured_only else _missing("diversity", f"{p.diversity_metric} / {p.diversity_real_metric}",
                                                    [lo, hi])
@@ -222,14 +223,14 @@ def _diversity(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_onl
 
 def _conditional(p: GatePolicy, m: dict[str, Any], measured_only: bool) -> list[Check]:
     out: list[Check] = []
-    acc = _num(m, p.cond_acc_metric)
+    acc = metric_number(m, p.cond_acc_metric)
     if acc is None:
         return [] if measured_only else [_missing("conditional_accuracy", p.cond_acc_metric, p.min_conditional_accuracy)]
     limits = []
     if p.min_conditional_accuracy is not None:
         limits.append((p.min_conditional_accuracy, "minimum"))
     if p.cond_accuracy_margin is not None:
-        maj = _num(m, p.cond_majority_metric)
+        maj = metric_number(m, p.cond_majority_metric)
         if maj is None:
             if not measured_only:
                 out.append(_missing("conditional_accuracy", p.cond_majority_metric, None))
@@ -241,7 +242,7 @@ def _conditional(p: GatePolicy, m: dict[str, Any], measured_only: bool) -> list[
         out.append(Check("conditional_accuracy", ok, f"{acc:.3f} {'>=' if ok else '<'} {limit:.3f} ({why})",
                          round(acc, 6), round(limit, 6), floor=True))
     classes = {k.removeprefix(f"{p.cond_acc_metric}_"): v for k in m
-               if k.startswith(f"{p.cond_acc_metric}_") and (v := _num(m, k)) is not None}
+               if k.startswith(f"{p.cond_acc_metric}_") and (v := metric_number(m, k)) is not None}
     if classes and p.min_conditional_accuracy is not None:
         who, w = _worst(classes, higher_is_worse=False)
         ok = w >= p.min_conditional_accuracy
@@ -261,14 +262,14 @@ def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
     """
     p, m = policy, metrics
     checks: list[Check | None] = []
-    if p.max_fid is not None and (fid := _num(m, p.fid_metric)) is not None:
+    if p.max_fid is not None and (fid := metric_number(m, p.fid_metric)) is not None:
         ok = fid <= p.max_fid
         checks.append(Check("fid_ceiling", ok, f"{p.fid_metric}={fid:.3f} {'<=' if ok else '>'} {p.max_fid}",
                             fid, p.max_fid, floor=True))
     if p.max_fid_floor_ratio is not None:
         checks.append(_fid_ratio(p, m, conditional, measured_only))
     if p.max_c2st_auc is not None:
-        ctl = _num(m, f"{p.c2st_metric}_floor")
+        ctl = metric_number(m, f"{p.c2st_metric}_floor")
         checks.append(_bounded("c2st", p.c2st_metric, m, p.max_c2st_auc, conditional, True,
                                "0.5 = indistinguishable from real", measured_only,
                                f"; real-vs-real control {ctl:.3f}" if ctl is not None else ""))
@@ -316,10 +317,10 @@ def evaluate_gate(
     protocol); FID-domain is compared with the champion's only when both match.
     """
     checks: list[Check] = []
-    fid = _num(challenger, policy.fid_metric)
+    fid = metric_number(challenger, policy.fid_metric)
     if fid is None:
         checks.append(Check("fid_present", False, f"metric {policy.fid_metric!r} missing from the evaluation"))
-    champ_fid = _num(champion or {}, policy.fid_metric)
+    champ_fid = metric_number(champion or {}, policy.fid_metric)
     if fid is not None and champ_fid is not None:
         why_not = comparable(challenger, champion or {})
         if why_not:
@@ -335,7 +336,7 @@ def evaluate_gate(
             ))
     checks.extend(floor_checks(policy, challenger, conditional))
     if policy.utility_tolerance is not None:
-        b, d = _num(challenger, policy.utility_metric), _num(challenger, policy.utility_control_metric)
+        b, d = metric_number(challenger, policy.utility_metric), metric_number(challenger, policy.utility_control_metric)
         if b is not None and d is not None:  # only datasets with >= 2 classes report utility
             ok = b >= d - policy.utility_tolerance
             checks.append(Check(

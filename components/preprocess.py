@@ -25,9 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.components.validate import dataset_hash
 from medsynth.config import to_dict
-from medsynth.dataset import CanonicalDataset
+from medsynth.dataset import CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, write_json
 from medsynth.imaging import RESOLUTIONS, to_uint8

@@ -18,7 +18,6 @@ DVC's content-addressed cache stores the copied shards once.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,9 +32,9 @@ import numpy as np
 
 from medsynth.components.validate_report import class_balance, report_md
 from medsynth.config import to_dict
-from medsynth.dataset import MANIFEST_COLUMNS, SPLITS, CanonicalDataset
+from medsynth.dataset import MANIFEST_COLUMNS, SPLITS, CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError, ValidationFailed
-from medsynth.fileio import atomic_dir, sha256_file, write_json, write_parquet, write_text
+from medsynth.fileio import atomic_dir, write_json, write_parquet, write_text
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
 from medsynth.readers import Modality
@@ -87,17 +86,6 @@ class ValidateResult:
     class_balance: dict[str, Any]
     data_hash: str
     seconds: float
-
-
-def dataset_hash(root: str | os.PathLike) -> str:
-    """Hash of a canonical dataset's data (manifest, classes, shards), not of its reports."""
-    root = Path(root)
-    h = hashlib.sha256()
-    files = [root / "manifest.parquet", root / "classes.json", *sorted((root / "shards").glob("*.npy"))]
-    for f in files:
-        h.update(f.relative_to(root).as_posix().encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
 
 
 def _derive(df: Any, ds: CanonicalDataset, cfg: ValidateConfig) -> Any:

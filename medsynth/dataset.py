@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from medsynth.errors import InputError
-from medsynth.fileio import read_parquet, write_parquet
+from medsynth.fileio import read_parquet, sha256_file, write_parquet
 
 MANIFEST_COLUMNS = [
     "id",  # stable id: <source key>:<split or part>:<index>[:<frame>]
@@ -189,3 +189,17 @@ class CanonicalDataset:
         """The stored 2D image of manifest row ``row`` (positional)."""
         r = self.manifest.iloc[row]
         return np.asarray(self.shard(str(r["shard"]))[int(r["index"])])
+
+
+def dataset_hash(root: str | os.PathLike) -> str:
+    """Hash of a canonical dataset's data (manifest, classes, shards), not of its reports: the data
+    version validate records and preprocess carries into every later step."""
+    import hashlib
+
+    root = Path(root)
+    h = hashlib.sha256()
+    files = [root / "manifest.parquet", root / "classes.json", *sorted((root / "shards").glob("*.npy"))]
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()

@@ -78,7 +78,7 @@ def load_generator(ref: str | os.PathLike, project: ProjectConfig | None = None,
     if path.is_dir():
         path = path / GENERATOR_FILE
     if not path.is_file():
-        raise InputError(f"{text}: not found (give a {GENERATOR_FILE}, a folder holding one, zoo:<dataset>, "
+        raise InputError(f"{text}: generator file not found (give a {GENERATOR_FILE}, a folder holding one, zoo:<dataset>, "
                          "runs:/<run_id>/generator or models:/<name>@<alias>)")
     return load_sampler(path, bf16=bf16)
 

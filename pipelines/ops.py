@@ -98,7 +98,7 @@ def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Datas
     import shutil
 
     from medsynth.components.evaluate import EvaluateConfig, run
-    from medsynth.components.features import load_extractor
+    from medsynth.extractor import load_extractor
     from medsynth.generator import load_generator
     from medsynth.pipelines.runtime import enter_step, scalars, stage, train_info
 

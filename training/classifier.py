@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-RESOLUTIONS = (28, 32, 64)
-
 
 class SmallCNN(nn.Module):
     """Four stride-2 conv blocks (BatchNorm, ReLU), global average pool, a linear feature layer and a linear head.

@@ -37,8 +37,9 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medsynth.cli import Context
-    from medsynth.components import study, study_report
     from medsynth.errors import ConfigError
+    from medsynth.study import report as study_report
+    from medsynth.study import run as study
 
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None

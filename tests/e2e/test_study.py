@@ -23,7 +23,7 @@ def _study_runs(home: Path) -> list:
 
 
 def test_micro_study_writes_results_from_mlflow(project_home: Path, capsys: pytest.CaptureFixture) -> None:
-    from medsynth.components.study_report import parse_tables
+    from medsynth.study.report import parse_tables
 
     out = project_home / "docs" / "RESULTS.md"
     assert main(["study", "--profile", "micro", "--out", str(out)]) == 0
@@ -103,8 +103,8 @@ def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pyt
 
 
 def test_profiles_resolve_and_the_study_id_hashes_settings_not_seeds(project_home: Path, params: dict) -> None:
-    from medsynth.components.study import PROFILES, cell_name, get_profile, plan
     from medsynth.project import load_project
+    from medsynth.study.run import PROFILES, cell_name, get_profile, plan
 
     project = load_project(params)
     ids = {name: plan(get_profile(name), params, {}, project).study_id for name in PROFILES}

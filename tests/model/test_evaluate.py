@@ -17,6 +17,7 @@ import pytest
 from medsynth.components import features
 from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, compute, run
 from medsynth.errors import InputError
+from medsynth.extractor import load_extractor
 from medsynth.prepared import PreparedData
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def extractor(tmp_path_factory):
     out = tmp_path_factory.mktemp("features") / "domain_cnn"
     ingest = load_stage(IngestConfig, "ingest", params)
     features.train_extractor(cfg, ingest.datasets, REPO / "data", out)
-    return features.load_extractor(out)
+    return load_extractor(out)
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def test_features_step_versions_and_logs_the_extractor(project, tmp_path):
     with open(tmp_path / "fx" / "model.pt", "ab") as f:
         f.write(b"x")
     with pytest.raises(InputError, match="sha256 does not match"):
-        features.load_extractor(tmp_path / "fx")
+        load_extractor(tmp_path / "fx")
 
 
 def test_cli_bad_inputs_are_one_line_errors(project_home, pneumonia, capsys):

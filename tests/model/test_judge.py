@@ -14,6 +14,7 @@ import pytest
 from medsynth import disturb as D
 from medsynth import metrics as M
 from medsynth.components import features
+from medsynth.extractor import FORMAT, load_extractor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,7 @@ def extractor(tmp_path_factory):
     out = tmp_path_factory.mktemp("judge") / "fx"
     datasets = load_stage(IngestConfig, "ingest", read_params(REPO / "params.yaml")).datasets
     features.train_extractor(cfg, datasets, REPO / "data", out)
-    return features.load_extractor(out)
+    return load_extractor(out)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def cxr():
 
 
 def test_extractor_is_versioned_and_judges_in_domain(extractor):
-    assert extractor.meta["format"] == features.FORMAT and extractor.backbone.startswith("JudgeNet")
+    assert extractor.meta["format"] == FORMAT and extractor.backbone.startswith("JudgeNet")
     assert extractor.has_in_domain and extractor.model.feature_dim == extractor.meta["feature_dim"]
     share = extractor.meta["in_domain"]["share_in_domain"]
     assert share["real_test"] > 0.9 and share["uniform_noise"] < 0.05 and share["checkerboard_30"] < 0.2

@@ -13,6 +13,7 @@ import pytest
 from prepared_fixture import write_prepared
 
 from medsynth.app import live_eval
+from medsynth.extractor import load_extractor
 from medsynth.prepared import PreparedData
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def ref(tmp_path_factory, ct):
     cfg = features.FeaturesConfig(resolution=32, per_class_train=100, epochs=3, batch_size=32, width=8, feature_dim=32)
     out = tmp_path_factory.mktemp("fx") / "domain_cnn"
     features.train_extractor(cfg, datasets, REPO / "data", out)
-    scorer = live_eval.scorer_from_extractor(features.load_extractor(out))
+    scorer = live_eval.scorer_from_extractor(load_extractor(out))
     return live_eval.build_reference(ct, scorer, size=400, floor_pool=180, nn_queries=200)
 
 

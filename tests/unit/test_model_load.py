@@ -114,7 +114,7 @@ def test_one_loader_takes_a_file_a_folder_or_a_shipped_champion(tmp_path):
         assert gen.classes == [] and gen.generate(2, seed=3).shape == (2, 1, 32, 32)
     shipped = load_generator("zoo:ct")
     assert shipped.classes == ["AbdomenCT", "ChestCT", "HeadCT"] and shipped.resolution == 64
-    with pytest.raises(InputError, match=r"^nowhere/generator.pt: not found \(give a generator.pt"):
+    with pytest.raises(InputError, match=r"^nowhere/generator.pt: generator file not found \(give a generator.pt"):
         load_generator("nowhere/generator.pt")
     with pytest.raises(InputError, match="zoo"):
         load_generator("zoo:no-such-dataset")

@@ -1,4 +1,4 @@
-"""docs/RESULTS.md from the MLflow runs of one study (components/study.py); nothing typed by hand.
+"""docs/RESULTS.md from the MLflow runs of one study (medsynth/study/run.py); nothing typed by hand.
 
 For every cell (model, dataset) the train and evaluate runs of all seeds are read back from MLflow:
 metrics, params, the probe's metric histories (quality against training time) and the evaluation
@@ -80,7 +80,7 @@ def collect(project: Any, study_id: str, experiment: str, with_curves: bool = Tr
     """The FINISHED train/evaluate runs of ``study_id``, grouped by cell (in study order)."""
     from mlflow.tracking import MlflowClient
 
-    from medsynth.components.study import finished_runs
+    from medsynth.study.run import finished_runs
     from medsynth.tracking import tracking_uri
 
     runs = finished_runs(project, experiment, study_id)

@@ -5,7 +5,7 @@ A profile (``micro``, ``quick``, ``full``) fixes the grid and the settings; ``me
 preprocess) once, trains the domain feature extractor once, and for every cell (model, dataset)
 and seed the normal train -> evaluate steps. Every step is an MLflow run in the ``study``
 experiment, nested under one parent run and tagged with the study id, cell and seed; the report
-(docs/RESULTS.md, components/study_report.py) is built from those runs only.
+(docs/RESULTS.md, medsynth/study/report.py) is built from those runs only.
 
 While a cell trains, a probe measures FID-domain on a fixed number of generated images at evenly
 spaced steps against the training time spent so far (the probe's own time excluded): the
@@ -373,7 +373,7 @@ def _train_in_subprocess(spec: dict[str, Any], spec_path: Path, what: str) -> st
     from medsynth.fileio import write_json
 
     write_json(spec_path, spec)
-    rc = subprocess.run([sys.executable, "-m", "medsynth.components.study", "--train-cell", str(spec_path)]).returncode
+    rc = subprocess.run([sys.executable, "-m", "medsynth.study.run", "--train-cell", str(spec_path)]).returncode
     summary = Path(spec["out"]) / "train_summary.json"
     if rc != 0 or not summary.is_file():
         raise TrainingError(f"{what}: the training process exited with code {rc} (its error is printed above); "
@@ -385,8 +385,8 @@ def train_cell(spec_path: str | Path) -> None:
     """The child side of :func:`_train_in_subprocess`: one tracked training with the curve probe."""
     from medsynth import metrics as M
     from medsynth.components import train
-    from medsynth.components.features import load_extractor
     from medsynth.config import load_stage
+    from medsynth.extractor import load_extractor
     from medsynth.prepared import PreparedData
     from medsynth.training.config import TrainConfig
 
@@ -409,7 +409,7 @@ if __name__ == "__main__":  # the training child process of a study
 
     from medsynth.errors import MedsynthError
 
-    ap = argparse.ArgumentParser(prog="python -m medsynth.components.study")
+    ap = argparse.ArgumentParser(prog="python -m medsynth.study.run")
     ap.add_argument("--train-cell", required=True, metavar="SPEC_JSON")
     try:
         train_cell(ap.parse_args().train_cell)
