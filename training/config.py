@@ -78,6 +78,7 @@ class TrainConfig:
     loss: LossKind = LossKind.NS
     spectral_norm: bool = False
     minibatch_std: bool = False  # a minibatch-standard-deviation map before D's last layer (anti-collapse)
+    minibatch_std_by_class: bool = False  # conditional models: that spread within same-class groups
     diffaugment: list[str] = field(default_factory=list)  # e.g. [color, translation, cutout]
     ema_decay: float = 0.999  # 0 turns the EMA generator off (the raw G is then served)
     precision: Precision = Precision.AUTO

@@ -50,6 +50,7 @@ class ModelSpec:
     class_modality: list[int] = field(default_factory=list)  # per class: modality index (cgan)
     spectral_norm: bool = False
     minibatch_std: bool = False  # D sees the batch's per-feature spread (Karras et al. 2018): fights collapse
+    minibatch_std_by_class: bool = False  # conditional D: the spread within same-class groups (per-class collapse)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,7 +201,11 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(x)  # ch x base x base
-        logit = self.out(minibatch_std(h) if self.spec.minibatch_std else h).flatten()  # N
+        if self.spec.minibatch_std:
+            by = y if (self.spec.minibatch_std_by_class and self.cond is not None) else None
+            logit = self.out(minibatch_std(h, labels=by)).flatten()  # N
+        else:
+            logit = self.out(h).flatten()
         if self.cond is not None:
             if y is None:
                 raise ConfigError("conditional discriminator: labels are required")
@@ -236,17 +241,29 @@ def build_discriminator(spec: ModelSpec) -> nn.Module:
     return Discriminator(spec)
 
 
-def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+def minibatch_std(h: torch.Tensor, group: int = 4, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Append one feature map: the standard deviation of the features across a group of images.
 
     A generator that makes the same image for every z gives D a zero here, which real batches
     never do, so collapse is penalised directly (ProGAN's minibatch standard deviation).
     ``[N, C, H, W] -> [N, C + 1, H, W]``.
+
+    With ``labels`` the groups are formed from images of the same class (the batch sorted by label,
+    consecutive runs of ``group``): across mixed classes the spread is mostly the difference
+    between classes, so a generator that makes one image *per class* would go unnoticed.
     """
     n, c, hh, ww = h.shape
     g = min(group, n)
     while n % g:
         g -= 1
+    if labels is not None:
+        order = torch.argsort(labels, stable=True)
+        y = h.float()[order].reshape(n // g, g, c, hh, ww)
+        s = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # n // g, one per group
+        s_sorted = s.repeat_interleave(g)
+        s_all = torch.empty_like(s_sorted)
+        s_all[order] = s_sorted
+        return torch.cat([h, s_all.reshape(n, 1, 1, 1).expand(n, 1, hh, ww).to(h.dtype)], dim=1)
     y = h.float().reshape(g, n // g, c, hh, ww)
     s = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # n // g
     s = s.reshape(1, n // g, 1, 1, 1).expand(g, n // g, 1, hh, ww).reshape(n, 1, hh, ww)

@@ -132,7 +132,7 @@ class Trainer:
         self.spec = ModelSpec(
             kind=cfg.model, arch=cfg.arch, resolution=data.resolution, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
             num_classes=len(classes), embed_dim=cfg.embed_dim, spectral_norm=cfg.spectral_norm,
-            minibatch_std=cfg.minibatch_std,
+            minibatch_std=cfg.minibatch_std, minibatch_std_by_class=cfg.minibatch_std_by_class,
             class_modality=[mods.index(m) for m in data.modalities] if classes and len(mods) > 1 else [],
         )
         torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)

@@ -47,10 +47,11 @@ def _run(args: argparse.Namespace) -> int:
     from medsynth.cli import Context
 
     ctx = Context(args, extra={"ingest.dataset": args.dataset, "train.profile": "zoo"})
-    return build(ctx, args.dataset, track=not args.no_track)
+    command = " ".join(["medsynth zoo build", args.dataset, *(f"--set {o}" for o in args.overrides)])
+    return build(ctx, args.dataset, track=not args.no_track, command=command)
 
 
-def build(ctx, dataset: str, track: bool = True) -> int:
+def build(ctx, dataset: str, track: bool = True, command: str = "") -> int:
     """Steps of the module docstring; prints each and the floors' verdict."""
     import json
     import shutil
@@ -59,6 +60,7 @@ def build(ctx, dataset: str, track: bool = True) -> int:
     from medsynth.components import evaluate, features, ingest, preprocess, train, validate
     from medsynth.components.promote import PromoteConfig
     from medsynth.generator import GENERATOR_FILE, load_generator
+    from medsynth.prepared import PreparedData
     from medsynth.training import zoo
     from medsynth.training.config import TrainConfig
 
@@ -89,8 +91,9 @@ def build(ctx, dataset: str, track: bool = True) -> int:
     for name in ("metrics.json", "report.md", "synthetic_samples.png"):
         if (art / "evaluate" / name).is_file():
             shutil.copy2(art / "evaluate" / name, dest / name)
+    real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
     passed = bool(m.get("gate_floors_passed", False))
-    info = {"command": f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
+    info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
             "profile": str(cfg.profile), "global_step": tres.global_step, "ngf": cfg.ngf, "ndf": cfg.ndf,
             "classes": list(gen.classes), "resolution": gen.resolution, "train_run_id": tres.run_id or "",
             "data_hash": json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", ""),
@@ -104,6 +107,43 @@ def build(ctx, dataset: str, track: bool = True) -> int:
           f"gate floors {'passed' if passed else 'NOT passed'}; FID-domain {m.get('fid_domain', float('nan')):.3f} "
           f"(floor {m.get('fid_domain_floor', float('nan')):.3f}), C2ST AUC {m.get('c2st_auc', float('nan')):.3f}")
     return 0
+
+
+SIDE_BY_SIDE = "real_vs_synthetic.png"
+
+
+def real_vs_synthetic(gen, data, path, per_class: int = 8, seed: int = 0) -> None:
+    """One row per class: ``per_class`` real test images (left) beside as many synthetic images of
+    that class (right, under a red SYNTHETIC band); marked synthetic in the PNG's metadata."""
+    import numpy as np
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    from medsynth.imaging import make_grid
+
+    x_te, y_te = data.split("test")
+    classes = data.classes if gen.classes else ["unconditional"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, name in enumerate(classes):
+        pool = np.flatnonzero(y_te == c) if gen.classes else np.arange(len(x_te))
+        real = x_te[rng.choice(pool, min(per_class, len(pool)), replace=False)]
+        fake = gen.generate(per_class, seed + c, np.full(per_class, c) if gen.classes else None)
+        rows.append((name, make_grid(real, per_class, pad=2, fill=255), make_grid(fake, per_class, pad=2, fill=255)))
+    band, label_w, gap = 14, 110, 12
+    h, w = rows[0][1].shape[0], rows[0][1].shape[1]
+    canvas = Image.new("RGB", (label_w + 2 * w + gap, band + len(rows) * h), "white")
+    d = ImageDraw.Draw(canvas)
+    d.text((label_w + 3, 1), "REAL (test split)", fill="black")
+    d.rectangle([label_w + w + gap, 0, canvas.width, band - 2], fill=(200, 30, 30))
+    d.text((label_w + w + gap + 3, 1), "SYNTHETIC (generated)", fill="white")
+    for i, (name, real, fake) in enumerate(rows):
+        y = band + i * h
+        d.text((3, y + h // 2 - 6), name[:18], fill="black")
+        canvas.paste(Image.fromarray(real).convert("RGB"), (label_w, y))
+        canvas.paste(Image.fromarray(fake).convert("RGB"), (label_w + w + gap, y))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("medsynth:synthetic", "contains synthetic images (right half)")
+    canvas.save(path, pnginfo=info)
 
 
 def _card(dataset: str, info: dict, m: dict) -> str:

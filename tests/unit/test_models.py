@@ -115,3 +115,25 @@ def test_unknown_architecture_names_the_valid_ones():
 
     with pytest.raises(ConfigError, match="valid: dcgan, resize, resnet"):
         build_models(ModelSpec(arch="unet"))
+
+
+def test_minibatch_std_by_class_sees_a_generator_that_makes_one_image_per_class():
+    """Across mixed classes the spread is the difference between classes; within a class it is zero."""
+    import torch
+
+    from medsynth.training.models import Discriminator, ModelSpec, minibatch_std
+
+    torch.manual_seed(0)
+    h = torch.randn(64, 3, 2, 2)
+    y = torch.randint(0, 2, (64,))
+    one_per_class = torch.where(y.view(-1, 1, 1, 1) == 0, h[:1].expand_as(h), h[1:2].expand_as(h))
+    mixed = minibatch_std(one_per_class)[:, -1].mean()
+    by_class = minibatch_std(one_per_class, labels=y)[:, -1]
+    assert mixed > 0.3  # the batch-wide statistic calls this diverse
+    assert by_class.mean() < 0.1 and (by_class < 1e-3).float().mean() > 0.8  # only groups straddling a class boundary
+    assert minibatch_std(h, labels=y)[:, -1].mean() > 0.5  # real spread is still seen
+    assert torch.equal(minibatch_std(h, labels=y)[:, :3], h)  # features pass through in their order
+    spec = ModelSpec(kind="cgan", arch="resize", resolution=32, ngf=8, ndf=8, num_classes=2, minibatch_std=True,
+                     minibatch_std_by_class=True)
+    logits = Discriminator(spec)(torch.randn(6, 1, 32, 32), torch.tensor([0, 1, 0, 1, 1, 0]))
+    assert logits.shape == (6,) and torch.isfinite(logits).all()

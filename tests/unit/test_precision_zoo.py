@@ -84,3 +84,25 @@ def test_shipped_zoo_matches_its_manifest():
     for name, entry in zoo.entries().items():
         zoo.verify(entry)
         assert entry.size < 8_000_000, f"{name}: shipped generator is larger than a few MB"
+
+
+def test_real_vs_synthetic_figure_has_a_row_per_class_and_says_synthetic(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medsynth.cli.zoo import real_vs_synthetic
+    from medsynth.generator import load_generator
+
+    class Split:  # the two things the figure reads from PreparedData
+        classes = ["AbdomenCT", "ChestCT", "HeadCT"]
+
+        def split(self, name):
+            rng = np.random.default_rng(0)
+            return rng.uniform(-1, 1, (30, 1, 64, 64)).astype(np.float32), np.arange(30) % 3
+
+    real_vs_synthetic(load_generator("zoo:ct"), Split(), tmp_path / "f.png", per_class=4)
+    img = Image.open(tmp_path / "f.png")
+    assert img.info["medsynth:synthetic"].startswith("contains synthetic images")
+    assert img.height == 14 + 3 * 68  # band + one row per class (64 px + 2 px padding above and below)
+    band = np.asarray(img.convert("RGB"))[2, img.width - 5]
+    assert tuple(band) == (200, 30, 30)  # the red SYNTHETIC band over the generated half
