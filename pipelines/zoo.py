@@ -1,0 +1,130 @@
+"""Build one shipped champion (``training/zoo/<dataset>/``): the steps in sequence, in this process.
+
+1. ingest -> validate -> preprocess the dataset into ``<artifacts>/zoo/<dataset>/``, and make sure
+   the domain feature extractor exists;
+2. train with ``train.profile=zoo`` (resumable: a rerun continues from the checkpoint);
+3. evaluate, the gate's absolute floors included;
+4. copy the generator (plain tensors), its evaluation report, metrics, sample grid, a real-vs-
+   synthetic figure (``real_vs_synthetic.png``: real test images beside synthetic ones, per class)
+   and a model card into ``training/zoo/<dataset>/`` and record every file's sha256 and size in
+   the manifest (``medsynth.training.zoo``).
+
+An entry whose evaluation fails the floors is still written (so its report can be read) and marked
+``gate_floors_passed: false``. ``medsynth zoo build`` is the face; this module owns the sequence.
+"""
+
+from __future__ import annotations
+
+
+def build(project, stage, dataset: str, track: bool = True, command: str = "", log=print) -> bool:
+    """Steps 1-4 of the module docstring; reports each through ``log``. True when the floors passed.
+
+    ``stage(cls, section)`` builds a params.yaml section with the command's overrides applied
+    (``medsynth.cli.Context.stage``).
+    """
+    import json
+    import shutil
+    import time
+
+    from medsynth.components import evaluate, features, ingest, preprocess, train, validate
+    from medsynth.components.promote import PromoteConfig
+    from medsynth.generator import GENERATOR_FILE, load_generator
+    from medsynth.prepared import PreparedData
+    from medsynth.training import zoo
+    from medsynth.training.config import TrainConfig
+
+    art = project.artifacts_path() / "zoo" / dataset
+    t0 = time.perf_counter()
+    ing = stage(ingest.IngestConfig, "ingest")
+    log(f"==> zoo {dataset}: ingest, validate, preprocess into {art}")
+    ingest.run(ing, project, art / "ingest", track=track)
+    validate.run(stage(validate.ValidateConfig, "validate"), project, art / "ingest", art / "validate", track=track)
+    preprocess.run(stage(preprocess.PreprocessConfig, "preprocess"), project, art / "validate", art / "preprocess",
+                   track=track)
+    ext = features.ensure(stage(features.FeaturesConfig, "features"), project, ing.datasets)
+    cfg = stage(TrainConfig, "train")
+    log(f"==> train {cfg.model}/{cfg.arch} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
+          f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)")
+    tres = train.run(cfg, project, art / "preprocess", art / "train", track=track)
+    log(f"==> evaluate ({tres.global_step} steps trained)")
+    gen = load_generator(art / "train")
+    gate = stage(PromoteConfig, "promote").gate
+    eres = evaluate.run(stage(evaluate.EvaluateConfig, "evaluate"), project, gen, art / "preprocess",
+                        art / "evaluate", extractor=ext, track=track, model_uri=tres.model_uri or "", gate=gate)
+    m = eres.metrics
+    dest = zoo.ZOO_DIR / dataset
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy2(art / "train" / GENERATOR_FILE, dest / GENERATOR_FILE)
+    for name in ("metrics.json", "report.md", "synthetic_samples.png"):
+        if (art / "evaluate" / name).is_file():
+            shutil.copy2(art / "evaluate" / name, dest / name)
+    real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
+    passed = bool(m.get("gate_floors_passed", False))
+    info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
+            "profile": str(cfg.profile), "global_step": tres.global_step, "ngf": cfg.ngf, "ndf": cfg.ndf,
+            "classes": list(gen.classes), "resolution": gen.resolution, "train_run_id": tres.run_id or "",
+            "data_hash": json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", ""),
+            "extractor_sha256": m.get("protocol", {}).get("extractor_sha256", ""),
+            "gate_floors_passed": passed, "build_seconds": round(time.perf_counter() - t0, 1),
+            "key_metrics": {k: m[k] for k in ("fid_domain", "fid_domain_floor", "c2st_auc", "c2st_auc_floor",
+                                               "prdc_coverage", "cond_accuracy") if k in m}}
+    (dest / "MODEL_CARD.md").write_text(_card(dataset, info, m))
+    zoo.write_entry(dataset, dest, info)
+    log(f"zoo entry {dataset}: {dest} ({sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB); "
+          f"gate floors {'passed' if passed else 'NOT passed'}; FID-domain {m.get('fid_domain', float('nan')):.3f} "
+          f"(floor {m.get('fid_domain_floor', float('nan')):.3f}), C2ST AUC {m.get('c2st_auc', float('nan')):.3f}")
+    return passed
+
+
+SIDE_BY_SIDE = "real_vs_synthetic.png"
+
+
+def real_vs_synthetic(gen, data, path, per_class: int = 8, seed: int = 0) -> None:
+    """One row per class: ``per_class`` real test images (left) beside as many synthetic images of
+    that class (right, under a red SYNTHETIC band); marked synthetic in the PNG's metadata."""
+    import numpy as np
+    from PIL import Image, ImageDraw, PngImagePlugin
+
+    from medsynth.imaging import make_grid
+
+    x_te, y_te = data.split("test")
+    classes = data.classes if gen.classes else ["unconditional"]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c, name in enumerate(classes):
+        pool = np.flatnonzero(y_te == c) if gen.classes else np.arange(len(x_te))
+        real = x_te[rng.choice(pool, min(per_class, len(pool)), replace=False)]
+        fake = gen.generate(per_class, seed + c, np.full(per_class, c) if gen.classes else None)
+        rows.append((name, make_grid(real, per_class, pad=2, fill=255), make_grid(fake, per_class, pad=2, fill=255)))
+    band, label_w, gap = 14, 110, 12
+    h, w = rows[0][1].shape[0], rows[0][1].shape[1]
+    canvas = Image.new("RGB", (label_w + 2 * w + gap, band + len(rows) * h), "white")
+    d = ImageDraw.Draw(canvas)
+    d.text((label_w + 3, 1), "REAL (test split)", fill="black")
+    d.rectangle([label_w + w + gap, 0, canvas.width, band - 2], fill=(200, 30, 30))
+    d.text((label_w + w + gap + 3, 1), "SYNTHETIC (generated)", fill="white")
+    for i, (name, real, fake) in enumerate(rows):
+        y = band + i * h
+        d.text((3, y + h // 2 - 6), name[:18], fill="black")
+        canvas.paste(Image.fromarray(real).convert("RGB"), (label_w, y))
+        canvas.paste(Image.fromarray(fake).convert("RGB"), (label_w + w + gap, y))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("medsynth:synthetic", "contains synthetic images (right half)")
+    canvas.save(path, pnginfo=info)
+
+
+def _card(dataset: str, info: dict, m: dict) -> str:
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in info["key_metrics"].items())
+    return (f"# Shipped generator: {dataset}\n\n"
+            f"**Every image this model makes is SYNTHETIC: not a real patient image, not for diagnosis.**\n\n"
+            f"- made by: `{info['command']}` (model {info['model']}, architecture {info['arch']}, "
+            f"{info['global_step']} steps, ngf {info['ngf']} / ndf {info['ndf']})\n"
+            f"- classes: {', '.join(info['classes']) or 'unconditional'}; {info['resolution']} px\n"
+            f"- trained on the bundled {dataset} data (data hash {info['data_hash']}); extractor sha256 "
+            f"{info['extractor_sha256'][:12]}\n"
+            f"- gate floors: {'passed' if info['gate_floors_passed'] else 'NOT passed'} (see report.md and metrics.json)\n\n"
+            f"| metric | value |\n| --- | --- |\n{rows}\n\n"
+            "Intended use: research, teaching, data augmentation experiments; images are labelled synthetic in "
+            "file names, metadata and pixels when exported.\n")
