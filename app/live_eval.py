@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from medsynth import metric_keys as K
 from medsynth.prepared import PreparedData
 
 
@@ -192,7 +193,7 @@ def evaluate_batch(images: np.ndarray, labels: Sequence[int] | None, classes: Se
     out.nn_distance, out.nn_index = priv.synth_nn, priv.synth_nn_index
     out.near_copy = priv.synth_nn < priv.threshold
     s = priv.summary()
-    m["privacy_near_copy_share"] = s["near_copy_share"]
+    m[K.PRIVACY_NEAR_COPY_SHARE] = s["near_copy_share"]
     # the share below the training set's 5th percentile is ~0.05 for a good generator: on 16-64 images its
     # sampling noise alone would cross the gate's limit often, so it is shown, not judged, here
     out.share_below_train_p5 = s["share_below_train_p5"]
@@ -237,15 +238,13 @@ def _fid(out: BatchEval, ref: Reference, feats: np.ndarray, lab: np.ndarray | No
         floors.append(frechet(reference, ref.held_out_feats[idx]))
     if floors:
         out.real_floor_mean, out.real_floor_std = float(np.mean(floors)), float(np.std(floors))
-        out.metrics.update(fid_domain=out.fid, fid_domain_floor=out.real_floor_mean)
+        out.metrics.update({K.FID_DOMAIN: out.fid, K.FID_DOMAIN_FLOOR: out.real_floor_mean})
     else:
         out.notes.append(f"real floor unavailable: fewer than {n} held-out real images of these classes")
 
 
 def _judge(out: BatchEval, sc: Scorer, images: np.ndarray, lab: np.ndarray | None, classes: Sequence[str]) -> None:
     """2. The judge: confidence for the requested class and accuracy among the dataset's classes."""
-    from medsynth.components.eval_scores import key
-
     probs = np.asarray(sc.proba(images))
     out.predicted = [sc.classes[i] for i in probs.argmax(1)]
     if lab is None:
@@ -262,11 +261,11 @@ def _judge(out: BatchEval, sc: Scorer, images: np.ndarray, lab: np.ndarray | Non
     for y in present:
         mask = lab == y
         out.confidence_by_class[classes[y]] = float(conf[mask].mean())
-        out.metrics[f"cond_accuracy_{key(classes[y])}"] = float((pred[mask] == y).mean())
+        out.metrics[K.cond_accuracy_of(classes[y])] = float((pred[mask] == y).mean())
     if len(classes) > 1:
-        out.metrics["cond_accuracy"] = float((pred == lab).mean())
+        out.metrics[K.COND_ACCURACY] = float((pred == lab).mean())
         if len(present) > 1:  # the majority-class rule means nothing for a one-class batch
-            out.metrics["cond_majority_share"] = float(np.bincount(lab).max() / len(lab))
+            out.metrics[K.COND_MAJORITY_SHARE] = float(np.bincount(lab).max() / len(lab))
 
 
 def fid_sentence(ev: BatchEval) -> str:

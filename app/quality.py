@@ -1,7 +1,7 @@
 """How good a model is, in words a clinician reads: one verdict, a few key figures, every metric explained.
 
-Pure functions over a version's metrics (the evaluation's metrics.json keys, as the registry
-carries them), so the page only lays things out and the wording is testable without a browser.
+Pure functions over a version's metrics (the evaluation's metrics.json keys, medsynth/metric_keys.py,
+as the registry carries them), so the page only lays things out and the wording is testable without a browser.
 
 1. **Verdict** (:func:`verdict`): "realistic" when the gate's absolute floors passed
    (``gate_floors_passed``), "needs work" when they failed, and "not judged" when the evaluation
@@ -19,16 +19,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsynth import metric_keys as K
 from medsynth.components.gate import metric_number as num
 
 REALISTIC, NEEDS_WORK, NOT_JUDGED = "realistic", "needs work", "not judged by the current floors"
 GROUPS = ("quality", "diversity", "privacy", "utility", "run details")
 
 # gate floor name -> the metric it decides on, and a plain name for the sentence
-FLOOR_METRIC = {"fid_ceiling": "fid_domain", "fid_floor_ratio": "fid_domain_ratio_to_floor", "c2st": "c2st_auc",
-                "coverage": "prdc_coverage", "diversity": "diversity_ms_ssim_generated",
-                "conditional_accuracy": "cond_accuracy", "conditional_accuracy_worst_class": "cond_accuracy",
-                "privacy": "privacy_near_copy_share", "privacy_p5": "privacy_share_below_train_p5"}
+FLOOR_METRIC = {"fid_ceiling": K.FID_DOMAIN, "fid_floor_ratio": K.FID_DOMAIN_RATIO_TO_FLOOR, "c2st": K.C2ST_AUC,
+                "coverage": K.PRDC_COVERAGE, "diversity": K.DIVERSITY_MS_SSIM_GENERATED,
+                "conditional_accuracy": K.COND_ACCURACY, "conditional_accuracy_worst_class": K.COND_ACCURACY,
+                "privacy": K.PRIVACY_NEAR_COPY_SHARE, "privacy_p5": K.PRIVACY_SHARE_BELOW_TRAIN_P5}
 FLOOR_WORDS = {"fid_ceiling": "too far from real images (FID-domain ceiling)",
                "fid_floor_ratio": "too far from real images (FID-domain vs its real floor)",
                "c2st": "easy to tell apart from real images (C2ST)",
@@ -50,75 +51,75 @@ class Info:
 
 # 3. the catalogue: every metric a person may meet, in plain words
 CATALOGUE: dict[str, Info] = {
-    "fid_domain": Info("quality", "FID-domain", "distance between generated and real test images in the project's "
+    K.FID_DOMAIN: Info("quality", "FID-domain", "distance between generated and real test images in the project's "
                        "own medical-image feature space (not comparable with published ImageNet FID)", "lower",
-                       "fid_domain_floor"),
-    "fid_domain_floor": Info("quality", "FID-domain real floor", "the same distance for real training vs real test "
+                       K.FID_DOMAIN_FLOOR),
+    K.FID_DOMAIN_FLOOR: Info("quality", "FID-domain real floor", "the same distance for real training vs real test "
                              "images: what 'as good as real' scores", "reference"),
-    "fid_domain_ratio_to_floor": Info("quality", "FID-domain ÷ real floor", "1 = as close to the test images as real "
+    K.FID_DOMAIN_RATIO_TO_FLOOR: Info("quality", "FID-domain ÷ real floor", "1 = as close to the test images as real "
                                       "images are", "lower"),
-    "kid_domain_mean": Info("quality", "KID-domain", "like FID-domain, less biased on small sets", "lower",
-                            "kid_domain_floor_mean"),
-    "kid_domain_std": Info("quality", "KID-domain spread", "its standard deviation over subsets", "reference"),
-    "kid_domain_floor_mean": Info("quality", "KID-domain real floor", "KID-domain of real training vs real test "
+    K.KID_DOMAIN_MEAN: Info("quality", "KID-domain", "like FID-domain, less biased on small sets", "lower",
+                            K.KID_DOMAIN_FLOOR_MEAN),
+    K.KID_DOMAIN_STD: Info("quality", "KID-domain spread", "its standard deviation over subsets", "reference"),
+    K.KID_DOMAIN_FLOOR_MEAN: Info("quality", "KID-domain real floor", "KID-domain of real training vs real test "
                                   "images", "reference"),
-    "c2st_auc": Info("quality", "Detectability (C2ST AUC)", "how well a classifier trained for it tells generated "
-                     "from real images: 0.5 = cannot tell, 1.0 = always can", "closer to 0.5", "c2st_auc_floor"),
-    "c2st_auc_floor": Info("quality", "Detectability control", "the same test on two sets of real images",
+    K.C2ST_AUC: Info("quality", "Detectability (C2ST AUC)", "how well a classifier trained for it tells generated "
+                     "from real images: 0.5 = cannot tell, 1.0 = always can", "closer to 0.5", K.C2ST_AUC_FLOOR),
+    K.C2ST_AUC_FLOOR: Info("quality", "Detectability control", "the same test on two sets of real images",
                            "reference"),
-    "prdc_precision": Info("quality", "Precision", "share of generated images that resemble some real image",
-                           "higher", "prdc_precision_floor"),
-    "prdc_density": Info("quality", "Density", "how densely generated images sit among real ones (about 1 for real)",
-                         "close to real", "prdc_density_floor"),
-    "nn_ssim_mean": Info("quality", "Structural similarity to nearest real", "SSIM of each image to its nearest real "
-                         "test image", "close to real", "nn_ssim_mean_floor"),
-    "nn_psnr_mean": Info("quality", "Pixel similarity to nearest real (dB)", "PSNR of each image to its nearest real "
-                         "test image", "close to real", "nn_psnr_mean_floor"),
-    "cond_accuracy": Info("quality", "Class accuracy", "share of images the judge recognises as the class that was "
+    K.PRDC_PRECISION: Info("quality", "Precision", "share of generated images that resemble some real image",
+                           "higher", K.PRDC_PRECISION_FLOOR),
+    K.PRDC_DENSITY: Info("quality", "Density", "how densely generated images sit among real ones (about 1 for real)",
+                         "close to real", K.PRDC_DENSITY_FLOOR),
+    K.NN_SSIM_MEAN: Info("quality", "Structural similarity to nearest real", "SSIM of each image to its nearest real "
+                         "test image", "close to real", K.NN_SSIM_MEAN_FLOOR),
+    K.NN_PSNR_MEAN: Info("quality", "Pixel similarity to nearest real (dB)", "PSNR of each image to its nearest real "
+                         "test image", "close to real", K.NN_PSNR_MEAN_FLOOR),
+    K.COND_ACCURACY: Info("quality", "Class accuracy", "share of images the judge recognises as the class that was "
                           "asked for (compare: largest class share)", "higher"),
-    "cond_majority_share": Info("quality", "Largest class share", "what a judge that ignores the image would score",
+    K.COND_MAJORITY_SHARE: Info("quality", "Largest class share", "what a judge that ignores the image would score",
                                 "reference"),
-    "cond_in_domain_share": Info("quality", "In-domain share", "share of images the judge places in this dataset",
+    K.COND_IN_DOMAIN_SHARE: Info("quality", "In-domain share", "share of images the judge places in this dataset",
                                  "higher"),
-    "fid_standard": Info("quality", "FID (ImageNet Inception)", "the standard FID, only with local Inception weights",
+    K.FID_STANDARD: Info("quality", "FID (ImageNet Inception)", "the standard FID, only with local Inception weights",
                          "lower"),
-    "prdc_recall": Info("diversity", "Recall", "share of real images the generated set can reproduce", "higher",
-                        "prdc_recall_floor"),
-    "prdc_coverage": Info("diversity", "Coverage", "share of real images with a generated image close by; low = "
-                          "kinds of images are missing", "higher", "prdc_coverage_floor"),
-    "diversity_ms_ssim_generated": Info("diversity", "Sameness of generated pairs (MS-SSIM)", "how alike two random "
+    K.PRDC_RECALL: Info("diversity", "Recall", "share of real images the generated set can reproduce", "higher",
+                        K.PRDC_RECALL_FLOOR),
+    K.PRDC_COVERAGE: Info("diversity", "Coverage", "share of real images with a generated image close by; low = "
+                          "kinds of images are missing", "higher", K.PRDC_COVERAGE_FLOOR),
+    K.DIVERSITY_MS_SSIM_GENERATED: Info("diversity", "Sameness of generated pairs (MS-SSIM)", "how alike two random "
                                         "generated images are; far above real = mode collapse, far below = noise",
-                                        "close to real", "diversity_ms_ssim_real"),
-    "diversity_ms_ssim_real": Info("diversity", "Sameness of real pairs (MS-SSIM)", "the same for real images",
+                                        "close to real", K.DIVERSITY_MS_SSIM_REAL),
+    K.DIVERSITY_MS_SSIM_REAL: Info("diversity", "Sameness of real pairs (MS-SSIM)", "the same for real images",
                                    "reference"),
-    "diversity_ssim_generated": Info("diversity", "Sameness of generated pairs (SSIM)", "as above, single scale",
-                                     "close to real", "diversity_ssim_real"),
-    "diversity_ssim_real": Info("diversity", "Sameness of real pairs (SSIM)", "the same for real images", "reference"),
-    "privacy_near_copy_share": Info("privacy", "Near-copies of training images", "share of generated images closer "
+    K.DIVERSITY_SSIM_GENERATED: Info("diversity", "Sameness of generated pairs (SSIM)", "as above, single scale",
+                                     "close to real", K.DIVERSITY_SSIM_REAL),
+    K.DIVERSITY_SSIM_REAL: Info("diversity", "Sameness of real pairs (SSIM)", "the same for real images", "reference"),
+    K.PRIVACY_NEAR_COPY_SHARE: Info("privacy", "Near-copies of training images", "share of generated images closer "
                                     "to a training image than training images are to each other", "lower"),
-    "privacy_n_near_copies": Info("privacy", "Near-copies (count)", "how many generated images are near-copies",
+    K.PRIVACY_N_NEAR_COPIES: Info("privacy", "Near-copies (count)", "how many generated images are near-copies",
                                   "lower"),
-    "privacy_share_below_train_p5": Info("privacy", "Unusually close to training", "share closer to a training "
+    K.PRIVACY_SHARE_BELOW_TRAIN_P5: Info("privacy", "Unusually close to training", "share closer to a training "
                                          "image than 95% of training images are to theirs; about 0.05 when nothing "
                                          "is copied", "lower"),
-    "privacy_nn_median_ratio": Info("privacy", "Distance to training ÷ training's own", "typical distance to the "
+    K.PRIVACY_NN_MEDIAN_RATIO: Info("privacy", "Distance to training ÷ training's own", "typical distance to the "
                                     "nearest training image, relative to real images' own; well below 1 = copying",
                                     "higher"),
-    "utility_acc_real": Info("utility", "Classifier accuracy, real data", "a classifier trained on real images, "
+    K.UTILITY_ACC_REAL: Info("utility", "Classifier accuracy, real data", "a classifier trained on real images, "
                              "tested on real test images", "reference"),
-    "utility_acc_real_plus_synth": Info("utility", "Classifier accuracy, real + synthetic", "the same with synthetic "
-                                        "images added to training", "higher", "utility_acc_real_dup"),
-    "utility_acc_real_dup": Info("utility", "Classifier accuracy, real duplicated", "control: real images repeated "
+    K.UTILITY_ACC_REAL_PLUS_SYNTH: Info("utility", "Classifier accuracy, real + synthetic", "the same with synthetic "
+                                        "images added to training", "higher", K.UTILITY_ACC_REAL_DUP),
+    K.UTILITY_ACC_REAL_DUP: Info("utility", "Classifier accuracy, real duplicated", "control: real images repeated "
                                  "to the same count", "reference"),
-    "utility_acc_synth_only": Info("utility", "Classifier accuracy, synthetic only", "trained on synthetic images "
-                                   "alone", "higher", "utility_acc_real"),
-    "utility_auc_real": Info("utility", "Classifier AUC, real data", "as above, ROC AUC", "reference"),
-    "utility_auc_real_plus_synth": Info("utility", "Classifier AUC, real + synthetic", "as above, ROC AUC", "higher",
-                                        "utility_auc_real_dup"),
-    "utility_auc_real_dup": Info("utility", "Classifier AUC, real duplicated", "as above, ROC AUC", "reference"),
-    "utility_auc_synth_only": Info("utility", "Classifier AUC, synthetic only", "as above, ROC AUC", "higher",
-                                   "utility_auc_real"),
-    "utility_pseudo_labels": Info("utility", "Labels from a classifier", "1 = the synthetic images' labels came from "
+    K.UTILITY_ACC_SYNTH_ONLY: Info("utility", "Classifier accuracy, synthetic only", "trained on synthetic images "
+                                   "alone", "higher", K.UTILITY_ACC_REAL),
+    K.UTILITY_AUC_REAL: Info("utility", "Classifier AUC, real data", "as above, ROC AUC", "reference"),
+    K.UTILITY_AUC_REAL_PLUS_SYNTH: Info("utility", "Classifier AUC, real + synthetic", "as above, ROC AUC", "higher",
+                                        K.UTILITY_AUC_REAL_DUP),
+    K.UTILITY_AUC_REAL_DUP: Info("utility", "Classifier AUC, real duplicated", "as above, ROC AUC", "reference"),
+    K.UTILITY_AUC_SYNTH_ONLY: Info("utility", "Classifier AUC, synthetic only", "as above, ROC AUC", "higher",
+                                   K.UTILITY_AUC_REAL),
+    K.UTILITY_PSEUDO_LABELS: Info("utility", "Labels from a classifier", "1 = the synthetic images' labels came from "
                                   "the real-data classifier", "reference"),
 }
 _WARN_FAR = 0.5  # beside no floor: a value under half (or over twice) what real images score is a warning
@@ -157,7 +158,7 @@ class Figure:
 def floors(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """The gate's floors ``{name: {value, limit, passed, detail}}``: ``gate_floors`` (a dict, or JSON in a
     registry tag), else the floor checks recorded with the version's gate result."""
-    raw = metrics.get("gate_floors")
+    raw = metrics.get(K.GATE_FLOORS)
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -169,7 +170,7 @@ def floors(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = N
 
 
 def _passed_flag(metrics: dict[str, Any]) -> bool | None:
-    v = metrics.get("gate_floors_passed")
+    v = metrics.get(K.GATE_FLOORS_PASSED)
     if isinstance(v, bool):
         return v
     if isinstance(v, (int, float)):
@@ -204,32 +205,33 @@ def _f(v: float | None, digits: int = 3) -> str:
 def key_figures(metrics: dict[str, Any]) -> list[Figure]:
     """2. Up to three figures, each read against what real images score."""
     out = []
-    fid, fl = num(metrics, "fid_domain"), num(metrics, "fid_domain_floor")
+    fid, fl = num(metrics, K.FID_DOMAIN), num(metrics, K.FID_DOMAIN_FLOOR)
     if fid is not None:
-        ratio = num(metrics, "fid_domain_ratio_to_floor") or (fid / fl if fl else None)
+        ratio = num(metrics, K.FID_DOMAIN_RATIO_TO_FLOOR) or (fid / fl if fl else None)
         beside = f"real floor {_f(fl)}" + (f" · {ratio:.1f}× the floor" if ratio is not None else "")
         out.append(Figure("Distance to real (FID-domain)", _f(fid), beside if fl is not None else "no real floor",
-                          CATALOGUE["fid_domain"].meaning + ". Lower is better; real images score the floor."))
-    auc, ctl = num(metrics, "c2st_auc"), num(metrics, "c2st_auc_floor")
+                          CATALOGUE[K.FID_DOMAIN].meaning + ". Lower is better; real images score the floor."))
+    auc, ctl = num(metrics, K.C2ST_AUC), num(metrics, K.C2ST_AUC_FLOOR)
     if auc is not None:
         out.append(Figure("Detectability (C2ST AUC)", f"{auc:.2f}",
                           "0.5 = can't tell" + (f" · real vs real {ctl:.2f}" if ctl is not None else ""),
-                          CATALOGUE["c2st_auc"].meaning + "."))
-    cov, cov_real = num(metrics, "prdc_coverage"), num(metrics, "prdc_coverage_floor")
+                          CATALOGUE[K.C2ST_AUC].meaning + "."))
+    cov, cov_real = num(metrics, K.PRDC_COVERAGE), num(metrics, K.PRDC_COVERAGE_FLOOR)
     if cov is not None:
         out.append(Figure("Coverage of real variety", f"{cov:.2f}",
                           f"real {cov_real:.2f}" if cov_real is not None else "1.0 = every kind covered",
-                          CATALOGUE["prdc_coverage"].meaning + ". Higher is better."))
+                          CATALOGUE[K.PRDC_COVERAGE].meaning + ". Higher is better."))
     return out
 
 
 def _base(key: str) -> tuple[str, str]:
     """``prdc_coverage_class_headct`` -> (``prdc_coverage``, ``headct``); ``cond_accuracy_headct`` likewise."""
-    if "_class_" in key:
-        base, _, cls = key.partition("_class_")
+    base, cls = K.split_class(key)
+    if cls:
         return base, cls
-    if key.startswith("cond_accuracy_") and key not in CATALOGUE:
-        return "cond_accuracy", key.removeprefix("cond_accuracy_")
+    judge = K.label_prefix(K.COND_ACCURACY)
+    if key.startswith(judge) and key not in CATALOGUE:
+        return K.COND_ACCURACY, key.removeprefix(judge)
     return key, ""
 
 
@@ -271,9 +273,9 @@ def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | Non
             groups["run details"].append(Row(key, key.replace("_", " "), _f(v, 4), "", ""))
             continue
         label = info.label + (f" · class {cls}" if cls else "")
-        real_key = f"{info.real_key}_class_{cls}" if cls and info.real_key else info.real_key
+        real_key = K.per_class(info.real_key, cls) if cls and info.real_key else info.real_key
         real = num(metrics, real_key) if real_key else None
-        lo, hi = num(metrics, f"{key}_lo"), num(metrics, f"{key}_hi")
+        lo, hi = num(metrics, K.lo(key)), num(metrics, K.hi(key))
         value = _f(v) + (f" ({_f(lo)}–{_f(hi)})" if lo is not None and hi is not None else "")
         warn = "" if cls else _warning(key, info, v, metrics, failed_metrics)
         if cls and info.real_key:

@@ -1,5 +1,8 @@
 """The evaluation report: markdown + PNG figures (sample grid, nearest neighbours, closest training
 pairs, metric table). Every synthetic image shown carries a "SYNTHETIC" band; file names say so.
+
+It reads metrics.json's keys through medsynth/metric_keys.py; a new metric's row goes in ``ROWS``
+(a score beside its real floor) or in ``render``'s section for its stage.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medsynth import metric_keys as K
 from medsynth.imaging import make_grid
 
 BAND = 12  # px of the label band above each panel
@@ -52,18 +56,18 @@ def _fmt(v: Any) -> str:
 
 
 ROWS = [  # (label, generated key, floor/real key, direction)
-    ("FID-domain", "fid_domain", "fid_domain_floor", "lower"),
-    ("C2ST AUC (0.5 = indistinguishable)", "c2st_auc", "c2st_auc_floor", "~0.5"),
-    ("KID-domain (mean)", "kid_domain_mean", "kid_domain_floor_mean", "lower"),
-    ("precision", "prdc_precision", "prdc_precision_floor", "higher"),
-    ("recall", "prdc_recall", "prdc_recall_floor", "higher"),
-    ("density", "prdc_density", "prdc_density_floor", "~1"),
-    ("coverage", "prdc_coverage", "prdc_coverage_floor", "higher"),
-    ("SSIM to nearest real test image", "nn_ssim_mean", "nn_ssim_mean_floor", "info"),
-    ("PSNR to nearest real test image (dB)", "nn_psnr_mean", "nn_psnr_mean_floor", "info"),
-    ("MS-SSIM between random pairs", "diversity_ms_ssim_generated", "diversity_ms_ssim_real", "~real"),
-    ("SSIM between random pairs", "diversity_ssim_generated", "diversity_ssim_real", "~real"),
-    ("standard FID (Inception, local weights)", "fid_standard", "fid_standard_floor", "lower"),
+    ("FID-domain", K.FID_DOMAIN, K.FID_DOMAIN_FLOOR, "lower"),
+    ("C2ST AUC (0.5 = indistinguishable)", K.C2ST_AUC, K.C2ST_AUC_FLOOR, "~0.5"),
+    ("KID-domain (mean)", K.KID_DOMAIN_MEAN, K.KID_DOMAIN_FLOOR_MEAN, "lower"),
+    ("precision", K.PRDC_PRECISION, K.PRDC_PRECISION_FLOOR, "higher"),
+    ("recall", K.PRDC_RECALL, K.PRDC_RECALL_FLOOR, "higher"),
+    ("density", K.PRDC_DENSITY, K.PRDC_DENSITY_FLOOR, "~1"),
+    ("coverage", K.PRDC_COVERAGE, K.PRDC_COVERAGE_FLOOR, "higher"),
+    ("SSIM to nearest real test image", K.NN_SSIM_MEAN, K.NN_SSIM_MEAN_FLOOR, "info"),
+    ("PSNR to nearest real test image (dB)", K.NN_PSNR_MEAN, K.NN_PSNR_MEAN_FLOOR, "info"),
+    ("MS-SSIM between random pairs", K.DIVERSITY_MS_SSIM_GENERATED, K.DIVERSITY_MS_SSIM_REAL, "~real"),
+    ("SSIM between random pairs", K.DIVERSITY_SSIM_GENERATED, K.DIVERSITY_SSIM_REAL, "~real"),
+    ("standard FID (Inception, local weights)", K.FID_STANDARD, K.FID_STANDARD_FLOOR, "lower"),
 ]
 
 
@@ -77,64 +81,52 @@ def table_lines(m: dict[str, Any]) -> list[str]:
 
 def render(m: dict[str, Any]) -> str:
     """The markdown report."""
-    p = m["protocol"]
+    p = m[K.PROTOCOL]
     out = ["# medsynth evaluation report", "",
            ("The scored images were supplied by the user (`medsynth evaluate --images`); treat them as "
-            "**SYNTHETIC**: not for diagnosis." if p.get("source") == "images" else
+            "**SYNTHETIC**: not for diagnosis." if p.get(K.SOURCE) == "images" else
             "All generated images in this report are **SYNTHETIC** and not for diagnosis."), ""]
-    if m.get("real_reference"):
+    if m.get(K.REAL_REFERENCE):
         out += ["> Reference run: the \"generator\" returned **real held-out images**, so these numbers show "
                 "what real-vs-real looks like; they are not a model's scores.", ""]
-    if m["unstable"]:
-        out += ["> **UNSTABLE: too few samples for stable metrics** -- " + "; ".join(m["unstable_reasons"])
+    if m[K.UNSTABLE]:
+        out += ["> **UNSTABLE: too few samples for stable metrics** -- " + "; ".join(m[K.UNSTABLE_REASONS])
                 + ". The numbers below are indicative only.", ""]
-    if m.get("small_reference"):
-        out += ["> **Small real reference set** -- " + "; ".join(m.get("small_reference_reasons", [])) + ".", ""]
+    if m.get(K.SMALL_REFERENCE):
+        out += ["> **Small real reference set** -- " + "; ".join(m.get(K.SMALL_REFERENCE_REASONS, [])) + ".", ""]
     out += _floors(m)
     out += ["## Protocol", "",
             f"- Metric names: {p['metric_names']}.",
-            f"- Backbone: `{p['backbone']}` (sha256 `{p['extractor_sha256'][:16]}...`, its own test accuracy "
+            f"- Backbone: `{p[K.BACKBONE]}` (sha256 `{p[K.EXTRACTOR_SHA256][:16]}...`, its own test accuracy "
             f"{_fmt(p['extractor_test_accuracy'])}), {p['feature_dim']}-d features.",
             f"- Resize policy: {p['resize_policy']}.",
             f"- Images: {p['images']['generated']} generated vs {p['reference_set']}; floor: {p['floor']}.",
-            f"- Dataset: {p['dataset_resolution']} px, classes {', '.join(p['classes'])}, data hash `{p['data_hash'][:12]}`.",
+            f"- Dataset: {p['dataset_resolution']} px, classes {', '.join(p['classes'])}, data hash `{p[K.DATA_HASH][:12]}`.",
             f"- KID: {p['kid']}. NN distance: {p['nn_distance']}. Diversity: {p['diversity']}.", "",
-            f"- Scored: {p.get('source', 'generator')} `{p.get('model_uri', '')}`"
-            + (f" (sha256 `{p['source_sha256'][:12]}`)" if p.get("source_sha256") else "") + ".",
+            f"- Scored: {p.get(K.SOURCE, 'generator')} `{p.get(K.MODEL_URI, '')}`"
+            + (f" (sha256 `{p[K.SOURCE_SHA256][:12]}`)" if p.get(K.SOURCE_SHA256) else "") + ".",
             f"- Bootstrap: {p.get('bootstrap', 'off')}.", *_c2st_protocol(p), "",
             "## Quality and diversity", "", *table_lines(m), *_intervals(m), ""]
-    if m.get("conditional"):
-        out += ["## Conditional generation", "", f"Judge: {m.get('cond_judge')}.", ""]
-        cls = [k for k in m if k.startswith("cond_accuracy_")]
-        if "cond_accuracy" in m:
-            out += [f"- accuracy on the requested label: **{_fmt(m['cond_accuracy'])}** "
-                    f"(in-domain share {_fmt(m.get('cond_in_domain_share'))})"]
-        out += [f"- majority-class share (what a judge ignoring the image scores): {_fmt(m.get('cond_majority_share'))}"]
-        out += [f"- {c}: accuracy {_fmt(m[k])}, FID-domain {_fmt(m.get('fid_domain_class_' + c))} (floor "
-                f"{_fmt(m.get('fid_domain_floor_class_' + c))}), coverage {_fmt(m.get('prdc_coverage_class_' + c))}, "
-                f"C2ST AUC {_fmt(m.get('c2st_auc_class_' + c))}"
-                for k in cls for c in [k.removeprefix('cond_accuracy_')]]
-        if m["per_class_unstable"]:
-            out += [f"- unstable per-class FID (too few samples): {'; '.join(m['per_class_unstable'])}"]
-        out += [""]
+    if m.get(K.CONDITIONAL):
+        out += _conditional(m)
     out += ["## Privacy (memorisation)", "",
-            f"- near-copies: **{m['privacy_n_near_copies']} of {m['n_generated']}** "
-            f"(share {_fmt(m['privacy_near_copy_share'])}); threshold RMS < {_fmt(m['privacy_near_copy_threshold'])} "
+            f"- near-copies: **{m[K.PRIVACY_N_NEAR_COPIES]} of {m[K.N_GENERATED]}** "
+            f"(share {_fmt(m[K.PRIVACY_NEAR_COPY_SHARE])}); threshold RMS < {_fmt(m[K.PRIVACY_NEAR_COPY_THRESHOLD])} "
             f"= {p['config']['near_copy_ratio']} x median training-to-training NN distance",
-            f"- median NN distance to training: synthetic {_fmt(m['privacy_synth_nn_median'])} vs training's own "
-            f"{_fmt(m['privacy_train_nn_median'])} (ratio {_fmt(m['privacy_nn_median_ratio'])}; < 1 means closer "
+            f"- median NN distance to training: synthetic {_fmt(m[K.PRIVACY_SYNTH_NN_MEDIAN])} vs training's own "
+            f"{_fmt(m[K.PRIVACY_TRAIN_NN_MEDIAN])} (ratio {_fmt(m[K.PRIVACY_NN_MEDIAN_RATIO])}; < 1 means closer "
             "to training images than they are to each other)",
-            f"- share below the training set's 5th percentile: {_fmt(m['privacy_share_below_train_p5'])} "
+            f"- share below the training set's 5th percentile: {_fmt(m[K.PRIVACY_SHARE_BELOW_TRAIN_P5])} "
             "(about 0.05 when nothing is copied)",
             "- closest pairs for review: `closest_training_pairs.png`", ""]
-    if "utility_acc_real" in m:
-        ref = m.get("utility_reference")
+    if K.UTILITY_ACC_REAL in m:
+        ref = m.get(K.UTILITY_REFERENCE)
         out += ["## Utility (classifier tested on the real test split)", "",
                 "| training data | ACC | AUC | images |", "| --- | --- | --- | --- |"]
-        for key, label in (("real", "(a) real"), ("real_plus_synth", "(b) real + synthetic"),
-                           ("synth_only", "(c) synthetic only"), ("real_dup", "(d) real duplicated (control)")):
-            out.append(f"| {label} | {_fmt(m[f'utility_acc_{key}'])} | {_fmt(m[f'utility_auc_{key}'])} | "
-                       f"{m[f'utility_n_train_{key}']} |")
+        labels = ("(a) real", "(b) real + synthetic", "(c) synthetic only", "(d) real duplicated (control)")
+        for key, label in zip(K.UTILITY_TRAINING_SETS, labels, strict=True):
+            out.append(f"| {label} | {_fmt(m[K.utility('acc', key)])} | {_fmt(m[K.utility('auc', key)])} | "
+                       f"{m[K.utility('n_train', key)]} |")
         if ref:
             out.append(f"| MedMNIST v2 {ref['model']} on {ref['dataset']} (published) | {ref['acc']} | {ref['auc']} | full set |")
         out += ["", "The utility classifier is a small CNN trained for a few epochs on a subset"
@@ -142,8 +134,8 @@ def render(m: dict[str, Any]) -> str:
                    "; no published MedMNIST v2 reference exists for this class set")
                 + ". The comparison that matters is (b) against the control (d)."
                 + (" The generator is unconditional: its images were labelled by classifier (a) (pseudo-labels)."
-                   if m.get("utility_pseudo_labels") else ""), ""]
-    for note in m.get("notes", []):
+                   if m.get(K.UTILITY_PSEUDO_LABELS) else ""), ""]
+    for note in m.get(K.NOTES, []):
         out.append(f"- note: {note}")
     out += ["", "## Figures", "", "![synthetic samples](synthetic_samples.png)", "",
             "![nearest real neighbours](nearest_neighbours.png)", "",
@@ -151,12 +143,30 @@ def render(m: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _conditional(m: dict[str, Any]) -> list[str]:
+    """The judge's accuracy and each class's scores."""
+    out = ["## Conditional generation", "", f"Judge: {m.get(K.COND_JUDGE)}.", ""]
+    prefix = K.label_prefix(K.COND_ACCURACY)
+    cls = [k for k in m if k.startswith(prefix)]
+    if K.COND_ACCURACY in m:
+        out += [f"- accuracy on the requested label: **{_fmt(m[K.COND_ACCURACY])}** "
+                f"(in-domain share {_fmt(m.get(K.COND_IN_DOMAIN_SHARE))})"]
+    out += [f"- majority-class share (what a judge ignoring the image scores): {_fmt(m.get(K.COND_MAJORITY_SHARE))}"]
+    out += [f"- {c}: accuracy {_fmt(m[k])}, FID-domain {_fmt(m.get(K.per_class(K.FID_DOMAIN, c)))} (floor "
+            f"{_fmt(m.get(K.per_class(K.FID_DOMAIN_FLOOR, c)))}), coverage "
+            f"{_fmt(m.get(K.per_class(K.PRDC_COVERAGE, c)))}, C2ST AUC {_fmt(m.get(K.per_class(K.C2ST_AUC, c)))}"
+            for k in cls for c in [k.removeprefix(prefix)]]
+    if m[K.PER_CLASS_UNSTABLE]:
+        out += [f"- unstable per-class FID (too few samples): {'; '.join(m[K.PER_CLASS_UNSTABLE])}"]
+    return out + [""]
+
+
 def _floors(m: dict[str, Any]) -> list[str]:
     """The gate's absolute floors in plain words, first thing in the report."""
-    floors = m.get("gate_floors")
+    floors = m.get(K.GATE_FLOORS)
     if not floors:
         return []
-    verdict = ("**PASSES the gate's absolute floors**" if m.get("gate_floors_passed")
+    verdict = ("**PASSES the gate's absolute floors**" if m.get(K.GATE_FLOORS_PASSED)
                else "**FAILS the gate's absolute floors**: " + ", ".join(k for k, v in floors.items() if not v["passed"]))
     out = ["## Verdict", "", f"This set {verdict} (promote.gate in params.yaml; a candidate must pass them all to "
            "become champion, the first champion too).", "", "| floor | value | limit | passed | detail |",
@@ -167,13 +177,13 @@ def _floors(m: dict[str, Any]) -> list[str]:
 
 
 def _intervals(m: dict[str, Any]) -> list[str]:
-    rows = [(label, k) for label, k in (("FID-domain", "fid_domain"), ("FID-domain floor", "fid_domain_floor"),
-                                        ("FID-domain / floor", "fid_domain_ratio_to_floor")) if f"{k}_lo" in m]
-    rows_c = [("C2ST AUC", "c2st_auc"), ("C2ST AUC, real-vs-real control", "c2st_auc_floor")]
-    out = [f"- {label}: {_fmt(m[k])} (bootstrap 90% interval {_fmt(m[k + '_lo'])}-{_fmt(m[k + '_hi'])})"
+    rows = [(label, k) for label, k in (("FID-domain", K.FID_DOMAIN), ("FID-domain floor", K.FID_DOMAIN_FLOOR),
+                                        ("FID-domain / floor", K.FID_DOMAIN_RATIO_TO_FLOOR)) if K.lo(k) in m]
+    rows_c = [("C2ST AUC", K.C2ST_AUC), ("C2ST AUC, real-vs-real control", K.C2ST_AUC_FLOOR)]
+    out = [f"- {label}: {_fmt(m[k])} (bootstrap 90% interval {_fmt(m[K.lo(k)])}-{_fmt(m[K.hi(k)])})"
            for label, k in rows]
-    out += [f"- {label}: {_fmt(m[k])} (95% interval {_fmt(m[k + '_lo'])}-{_fmt(m[k + '_hi'])})"
-            for label, k in rows_c if f"{k}_lo" in m]
+    out += [f"- {label}: {_fmt(m[k])} (95% interval {_fmt(m[K.lo(k)])}-{_fmt(m[K.hi(k)])})"
+            for label, k in rows_c if K.lo(k) in m]
     return [""] + out if out else []
 
 
@@ -190,11 +200,11 @@ def _table_png(m: dict[str, Any], path: Path) -> None:
     for label, g, r, _ in ROWS:
         if g in m:
             lines.append(f"{label[:42]:42s} {_fmt(m[g]):>11s} {_fmt(m.get(r, '')):>11s}")
-    for k in ("privacy_near_copy_share", "cond_accuracy", "utility_acc_real", "utility_acc_real_plus_synth",
-              "utility_acc_synth_only", "utility_acc_real_dup"):
+    for k in (K.PRIVACY_NEAR_COPY_SHARE, K.COND_ACCURACY, K.UTILITY_ACC_REAL, K.UTILITY_ACC_REAL_PLUS_SYNTH,
+              K.UTILITY_ACC_SYNTH_ONLY, K.UTILITY_ACC_REAL_DUP):
         if k in m:
             lines.append(f"{k[:42]:42s} {_fmt(m[k]):>11s}")
-    lines.append(f"backbone {m['protocol']['backbone']}; n={m['n_generated']}" + ("; UNSTABLE" if m["unstable"] else ""))
+    lines.append(f"backbone {m[K.PROTOCOL][K.BACKBONE]}; n={m[K.N_GENERATED]}" + ("; UNSTABLE" if m[K.UNSTABLE] else ""))
     img = Image.new("RGB", (8 * max(len(s) for s in lines) + 10, 14 * len(lines) + 10), "white")
     d = ImageDraw.Draw(img)
     for i, s in enumerate(lines):

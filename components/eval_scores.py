@@ -1,156 +1,302 @@
-"""The parts of the evaluation beyond the whole-set distribution scores (see components/evaluate.py):
+"""The evaluation's stages on the whole set (components/evaluate.py :func:`score` runs them in turn).
 
-1. **Detectability** (C2ST, Lopez-Paz & Oquab 2017, medsynth/c2st.py): a CNN trained to tell the
-   real train split from the compared set, scored by ROC AUC on held-out halves, with its
-   real-vs-real control (train split vs real test split at the same count) and, for conditional
-   sets, per class.
-2. **Per class** (conditional sets): the judge's accuracy on each requested label, the majority-class
-   share (what a judge that ignores the image would score), and per class FID-domain, coverage and
-   diversity next to their real floors at the same count, so the gate can let the worst class decide.
-3. **Utility**: classifiers trained on (a) real, (b) real + synthetic, (c) synthetic only, (d) real
-   duplicated to (b)'s count, tested on the real test split.
+Each stage is a function of one :class:`EvalContext` (the compared set, the real splits, the
+extractor, the config and the seed) that returns a small typed result; the result's ``entries()``
+are its metrics.json keys (names in medsynth/metric_keys.py), in the order they are written.
+A stage that does not apply returns None and writes nothing (:func:`entries` skips it).
 
-Every function adds flat keys to the metrics dict ``m`` (names in evaluate.py's contract).
+1. :func:`features`: domain-extractor features of the compared set, the real test split and the
+   real-train floor sample, once.
+2. :func:`distribution` -> :class:`Distribution`: FID-domain / KID-domain / PRDC of the compared set
+   and of the floor sample against the real test split; paired bootstrap intervals.
+3. :func:`detectability` -> :class:`Detectability`: C2ST (Lopez-Paz & Oquab 2017, medsynth/c2st.py),
+   a CNN trained to tell the real train split from the compared set, ROC AUC on held-out halves,
+   with its real-vs-real control (train split vs real test split at the same count) and, for
+   conditional sets, per class.
+4. :func:`pixel_and_diversity` -> :class:`PixelAndDiversity`: SSIM / PSNR to the nearest real test
+   image; MS-SSIM and SSIM between random pairs, compared set vs real (mode collapse, noise).
+5. :func:`privacy` -> :class:`Privacy`: nearest-training-image distances vs the training set's own.
+6. :func:`standard_fid` -> :class:`StandardFid`: ImageNet-Inception FID, only with local weights.
+
+The stages that need class labels (the judge and per-class scores, utility) live in
+components/eval_classes.py. A new stage: a function in the module it belongs to, returning a
+dataclass with ``entries()``; its keys in medsynth/metric_keys.py; one line in ``evaluate.score``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medsynth.imaging import to_res
+from medsynth import metric_keys as K
+from medsynth.errors import InputError
+
+if TYPE_CHECKING:
+    from medsynth.c2st import C2STResult, C2STSettings
+    from medsynth.components.evaluate import EvaluateConfig, ImageSet
+    from medsynth.metrics import Privacy as PrivacyResult
+    from medsynth.prepared import PreparedData
 
 
-def key(name: str) -> str:
-    """A class name as part of a metrics key (``CT/HeadCT`` -> ``ct_headct``)."""
-    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_").lower()
+@dataclass(frozen=True, eq=False)
+class EvalContext:
+    """What every stage reads: the compared set, the real splits and floor sample, extractor, config, seed."""
+
+    cfg: EvaluateConfig
+    data: PreparedData
+    extractor: Any  # a loaded medsynth.extractor.Extractor
+    seed: int
+    x_g: np.ndarray  # the compared images, float32 [N, 1, R, R] in [-1, 1]
+    labels: np.ndarray | None  # their requested class indices (a conditional set), else None
+    x_tr: np.ndarray  # the real train split and its labels
+    y_tr: np.ndarray
+    x_te: np.ndarray  # the real test split (the reference every score is measured against)
+    y_te: np.ndarray
+    x_fl: np.ndarray  # the floor: a real-train sample of the compared set's size
+
+    @classmethod
+    def of(cls, cfg: EvaluateConfig, s: ImageSet, data: PreparedData, extractor: Any, seed: int) -> EvalContext:
+        """The context of image set ``s`` on ``data``; the floor sample is drawn with ``seed + 1``.
+
+        Raises:
+            InputError: fewer than two images in the set, the train or the test split.
+        """
+        x_tr, y_tr = data.split("train")
+        x_te, y_te = data.split("test")
+        n = len(s.images)
+        if len(x_te) < 2 or len(x_tr) < 2:
+            raise InputError(f"{data.root}: the train and test splits need at least two images each")
+        if n < 2:
+            raise InputError(f"{s.source}: {n} image(s); at least 2 are needed (and {cfg.min_samples} for stable scores)")
+        rng = np.random.default_rng(seed + 1)
+        floor_idx = np.sort(rng.choice(len(x_tr), size=min(n, len(x_tr)), replace=False))
+        return cls(cfg, data, extractor, seed, s.images, s.labels, x_tr, y_tr, x_te, y_te, x_tr[floor_idx])
+
+    @property
+    def conditional(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
+
+    @property
+    def kid(self) -> dict[str, int]:
+        """``medsynth.metrics.fid_kid``'s KID settings."""
+        return dict(kid_subset=self.cfg.kid_subset_size, kid_subsets=self.cfg.kid_subsets, seed=self.seed)
 
 
-def detectability(m: dict[str, Any], x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, x_g: np.ndarray,
-                  labels: np.ndarray | None, classes: list[str], seed: int, settings: Any = None) -> dict[str, Any]:
-    """C2ST AUC of the compared set and of the real-vs-real control. Returns the protocol entry."""
-    from medsynth.c2st import C2STSettings, c2st, c2st_floor, c2st_per_class
-
-    s = settings or C2STSettings()
-    res = c2st(x_tr, x_g, seed=seed, settings=s)
-    m.update(c2st_auc=res.auc, c2st_auc_lo=res.auc_lo, c2st_auc_hi=res.auc_hi, c2st_n_real=res.n_real,
-             c2st_n_synth=res.n_synth, c2st_seconds=res.seconds)
-    # the control at the same count: a train sample against a real test sample of the compared set's size
-    rng = np.random.default_rng(seed + 5)
-    te = x_te[np.sort(rng.choice(len(x_te), size=min(len(x_te), len(x_g)), replace=False))]
-    ctl = c2st_floor(x_tr, te, seed=seed, settings=s)
-    m.update(c2st_auc_floor=ctl.auc, c2st_auc_floor_lo=ctl.auc_lo, c2st_auc_floor_hi=ctl.auc_hi,
-             c2st_n_floor=ctl.n_real, c2st_seconds=res.seconds + ctl.seconds)
-    if labels is not None and len(classes) > 1:
-        for c, r in c2st_per_class(x_tr, y_tr, x_g, labels, seed=seed, settings=s).items():
-            k = key(classes[c])
-            m[f"c2st_auc_class_{k}"], m[f"c2st_auc_lo_class_{k}"], m[f"c2st_auc_hi_class_{k}"] = r.auc, r.auc_lo, r.auc_hi
-            m["c2st_seconds"] += r.seconds
-    return {**s.to_dict(), "real": "real train split", "control": "real train split vs a real test sample of the "
-            "compared set's size", "per_class": labels is not None and len(classes) > 1,
-            "interval": "bootstrap 95% of the held-out predictions (auc_lo, auc_hi)"}
+def entries(*results: Any) -> dict[str, Any]:
+    """The metrics.json entries of stage results in order (None: a stage that did not apply)."""
+    out: dict[str, Any] = {}
+    for r in results:
+        if r is not None:
+            out.update(r.entries())
+    return out
 
 
-def out_of_domain(extractor: Any, x: np.ndarray) -> np.ndarray | None:
-    """Images the judge rejects as out of domain (bool ``[N]``), counted as not following their label.
+# 1. features ---------------------------------------------------------------------------------------
 
-    The extractor's in-domain score is the distance to the nearest class centre, calibrated so 99 %
-    of real val images pass (``Extractor.judge``): noise cannot score a confident class. Extractors
-    without it (format 1) return None: nothing is rejected, only the in-domain share is reported.
-    """
-    if not getattr(extractor, "has_in_domain", False):
-        return None
-    return ~np.asarray(extractor.judge(x)[1], dtype=bool)
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Domain-extractor features ``[N, D]`` of each set."""
+
+    generated: np.ndarray
+    test: np.ndarray
+    floor: np.ndarray
 
 
-def per_class(m: dict[str, Any], cfg: Any, extractor: Any, data: Any, x_g: np.ndarray, labels: np.ndarray,
-              f_g: np.ndarray, f_te: np.ndarray, y_te: np.ndarray, x_te: np.ndarray, x_tr: np.ndarray,
-              y_tr: np.ndarray, kid: dict[str, Any], unstable: list[str], seed: int) -> None:
-    """Conditional sets: judge accuracy per requested label and per-class quality beside its floor."""
+def features(ctx: EvalContext) -> Features:
     from medsynth import metrics as M
 
-    k = data.num_classes
-    m["cond_majority_share"] = float(np.bincount(labels, minlength=k).max() / len(labels))
-    _judge(m, extractor, data.classes, x_g, labels)
-    rng = np.random.default_rng(seed + 4)
-    module = extractor.feature_module()
-    for c, name in enumerate(data.classes):
-        sel, kk = labels == c, key(name)
-        n_c, real = int(sel.sum()), f_te[y_te == c]
-        if n_c < 2 or len(real) < 2:
-            continue
-        pool = np.flatnonzero(y_tr == c)
-        fl_idx = np.sort(rng.choice(pool, size=min(n_c, len(pool)), replace=False)) if len(pool) >= 2 else None
-        f_fl = M.extract(module, x_tr[fl_idx]) if fl_idx is not None else None
-        m[f"fid_domain_class_{kk}"] = M.fid_kid(real, f_g[sel], **kid)["fid"]
-        if f_fl is not None:
-            m[f"fid_domain_floor_class_{kk}"] = M.fid_kid(real, f_fl, **kid)["fid"]
-        if min(n_c, len(real)) > cfg.prdc_k:
-            m[f"prdc_coverage_class_{kk}"] = M.prdc(real, f_g[sel], cfg.prdc_k)["coverage"]
-            if f_fl is not None and len(f_fl) > cfg.prdc_k:
-                m[f"prdc_coverage_floor_class_{kk}"] = M.prdc(real, f_fl, cfg.prdc_k)["coverage"]
-        real_x = x_te[y_te == c]
-        m[f"diversity_ms_ssim_generated_class_{kk}"] = M.pair_similarity(x_g[sel], cfg.diversity_pairs, seed)["ms_ssim"]
-        m[f"diversity_ms_ssim_real_class_{kk}"] = M.pair_similarity(real_x, cfg.diversity_pairs, seed)["ms_ssim"]
-        if min(n_c, len(real)) < cfg.min_samples:
-            unstable.append(f"class {name}: {n_c} compared / {len(real)} real test images")
+    module = ctx.extractor.feature_module()
+    return Features(*(M.extract(module, a) for a in (ctx.x_g, ctx.x_te, ctx.x_fl)))
 
 
-def _judge(m: dict[str, Any], extractor: Any, classes: list[str], x_g: np.ndarray, labels: np.ndarray) -> None:
-    """Does each image follow its label among this dataset's classes, in the judge's eyes?"""
-    from medsynth.training.classifier import predict_proba
+# 2. distribution -----------------------------------------------------------------------------------
 
-    idx = [extractor.class_index(c) for c in classes]
-    if any(i is None for i in idx):
-        m["cond_judge"] = "none: the extractor does not know this dataset's classes"
-        return
-    probs = predict_proba(extractor.model, to_res(x_g, int(extractor.meta["resolution"])))
-    pred = probs[:, idx].argmax(1)  # restricted to this dataset's classes
-    m["cond_in_domain_share"] = float(np.isin(probs.argmax(1), idx).mean())
-    reject = out_of_domain(extractor, x_g)
-    if reject is not None:
-        pred = np.where(reject, -1, pred)
-        m["cond_rejected_share"] = float(np.mean(reject))
-    m["cond_judge"] = f"domain extractor {extractor.backbone}"
-    m["cond_accuracy"] = float((pred == labels).mean())
-    for c, name in enumerate(classes):
-        sel = labels == c
-        if sel.any():
-            m[f"cond_accuracy_{key(name)}"] = float((pred[sel] == c).mean())
+@dataclass(frozen=True)
+class SetScores:
+    """FID-domain, KID-domain and PRDC of one set against the real test split."""
+
+    fid: float
+    kid_mean: float
+    kid_std: float
+    kid_subset_size: int
+    prdc: dict[str, float]  # precision, recall, density, coverage (empty: too few images for k)
+
+    def entries(self, floor: bool = False) -> dict[str, Any]:
+        keys = ((K.FID_DOMAIN_FLOOR, K.KID_DOMAIN_FLOOR_MEAN, K.KID_DOMAIN_FLOOR_STD, K.floor(K.KID_SUBSET_SIZE))
+                if floor else (K.FID_DOMAIN, K.KID_DOMAIN_MEAN, K.KID_DOMAIN_STD, K.KID_SUBSET_SIZE))
+        out = dict(zip(keys, (self.fid, self.kid_mean, self.kid_std, self.kid_subset_size), strict=True))
+        out.update({K.floor(K.prdc(name)) if floor else K.prdc(name): v for name, v in self.prdc.items()})
+        return out
 
 
-def utility(m: dict[str, Any], cfg: Any, x_tr: np.ndarray, y_tr: np.ndarray, x_g: np.ndarray,
-            labels: np.ndarray | None, x_te: np.ndarray, y_te: np.ndarray, k: int, seed: int) -> None:
-    """(a) real, (b) real + synthetic, (c) synthetic only, (d) real duplicated to (b)'s count.
+@dataclass(frozen=True)
+class Distribution:
+    compared: SetScores
+    floor: SetScores
+    intervals: dict[str, tuple[float, float]]  # key -> bootstrap (5th, 95th) percentiles (empty: bootstrap 0)
 
-    ``labels`` None (an unconditional set): the synthetic images get classifier (a)'s predictions
-    as labels (pseudo-labelling); ``utility_pseudo_labels`` = 1 records it.
-    """
-    from medsynth.training.classifier import (
-        TrainSettings,
-        accuracy_auc,
-        predict_proba,
-        train_classifier,
-    )
+    @property
+    def ratio_to_floor(self) -> float:
+        return self.compared.fid / max(self.floor.fid, 1e-9)
 
-    rng = np.random.default_rng(seed + 2)
-    ri = np.sort(rng.choice(len(x_tr), size=min(cfg.utility_max_train, len(x_tr)), replace=False))
-    gi = np.sort(rng.choice(len(x_g), size=min(cfg.utility_max_train, len(x_g)), replace=False))
-    settings = TrainSettings(epochs=cfg.utility_epochs, batch_size=128, lr=3e-3, feature_dim=64, width=16, seed=seed)
-    xr, yr, xs = x_tr[ri], y_tr[ri], x_g[gi]
-    trained = {}
-    if labels is None:
-        trained["real"], _ = train_classifier(xr, yr, k, settings)
-        ys = predict_proba(trained["real"], xs).argmax(1).astype(np.int64)
-    else:
-        ys = labels[gi]
-    m["utility_pseudo_labels"] = float(labels is None)
-    dup = np.concatenate([np.arange(len(xr)), rng.choice(len(xr), size=len(xs), replace=True)])
-    sets = {"real": (xr, yr), "real_plus_synth": (np.concatenate([xr, xs]), np.concatenate([yr, ys])),
-            "synth_only": (xs, ys), "real_dup": (xr[dup], yr[dup])}
-    for name, (x, y) in sets.items():
-        model = trained.get(name) or train_classifier(x, y, k, settings)[0]
-        acc, auc = accuracy_auc(predict_proba(model, x_te), y_te)
-        m[f"utility_acc_{name}"], m[f"utility_auc_{name}"] = acc, auc
-        m[f"utility_n_train_{name}"] = len(x)
+    def entries(self) -> dict[str, Any]:
+        out = {**self.compared.entries(), **self.floor.entries(floor=True),
+               K.FID_DOMAIN_RATIO_TO_FLOOR: self.ratio_to_floor}
+        for key, (a, b) in self.intervals.items():
+            out[K.lo(key)], out[K.hi(key)] = a, b
+        return out
+
+
+def distribution(ctx: EvalContext, f: Features) -> Distribution:
+    from medsynth import metrics as M
+
+    cfg = ctx.cfg
+
+    def scores(feats: np.ndarray) -> SetScores:
+        r = M.fid_kid(f.test, feats, **ctx.kid)
+        prdc = M.prdc(f.test, feats, cfg.prdc_k) if min(len(f.test), len(feats)) > cfg.prdc_k else {}
+        return SetScores(r["fid"], r["kid_mean"], r["kid_std"], r["kid_subset_size"], prdc)
+
+    compared, floor = scores(f.generated), scores(f.floor)
+    intervals: dict[str, tuple[float, float]] = {}
+    if cfg.bootstrap:
+        boot = M.bootstrap_fid(f.test, f.generated, f.floor, cfg.bootstrap, ctx.seed + 3)
+        for name, key in (("fid", K.FID_DOMAIN), ("floor", K.FID_DOMAIN_FLOOR), ("ratio", K.FID_DOMAIN_RATIO_TO_FLOOR)):
+            a, b = (float(v) for v in np.percentile(boot[name], [5, 95]))
+            intervals[key] = (a, b)
+    return Distribution(compared, floor, intervals)
+
+
+# 3. detectability (C2ST) ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Detectability:
+    compared: C2STResult  # real train split vs the compared set
+    control: C2STResult  # real train split vs a real test sample of the compared set's size
+    per_class: dict[str, C2STResult]  # class name -> within-class C2ST (conditional sets)
+    settings: C2STSettings
+
+    def entries(self) -> dict[str, Any]:
+        c, ctl = self.compared, self.control
+        seconds = c.seconds + ctl.seconds
+        out: dict[str, Any] = {K.C2ST_AUC: c.auc, K.lo(K.C2ST_AUC): c.auc_lo, K.hi(K.C2ST_AUC): c.auc_hi,
+                               K.C2ST_N_REAL: c.n_real, K.C2ST_N_SYNTH: c.n_synth, K.C2ST_SECONDS: seconds,
+                               K.C2ST_AUC_FLOOR: ctl.auc, K.lo(K.C2ST_AUC_FLOOR): ctl.auc_lo,
+                               K.hi(K.C2ST_AUC_FLOOR): ctl.auc_hi, K.C2ST_N_FLOOR: ctl.n_real}
+        for name, r in self.per_class.items():
+            for key, v in ((K.C2ST_AUC, r.auc), (K.lo(K.C2ST_AUC), r.auc_lo), (K.hi(K.C2ST_AUC), r.auc_hi)):
+                out[K.per_class(key, name)] = v
+            seconds += r.seconds
+        out[K.C2ST_SECONDS] = seconds
+        return out
+
+    def protocol(self, by_class: bool) -> dict[str, Any]:
+        """metrics.json ``protocol.c2st``."""
+        return {**self.settings.to_dict(), "real": "real train split", "control": "real train split vs a real test "
+                "sample of the compared set's size", "per_class": by_class,
+                "interval": "bootstrap 95% of the held-out predictions (auc_lo, auc_hi)"}
+
+
+def detectability(ctx: EvalContext, settings: C2STSettings | None = None) -> Detectability | None:
+    """C2ST AUC of the compared set, its real-vs-real control and (conditional) per class; None when off."""
+    from medsynth.c2st import C2STSettings, c2st, c2st_floor, c2st_per_class
+
+    cfg = ctx.cfg
+    if not cfg.c2st:
+        return None
+    s = settings or C2STSettings()
+    if cfg.c2st_max_images:
+        s = dataclasses.replace(s, max_images=cfg.c2st_max_images)
+    res = c2st(ctx.x_tr, ctx.x_g, seed=ctx.seed, settings=s)
+    # the control at the same count: a train sample against a real test sample of the compared set's size
+    rng = np.random.default_rng(ctx.seed + 5)
+    te = ctx.x_te[np.sort(rng.choice(len(ctx.x_te), size=min(len(ctx.x_te), len(ctx.x_g)), replace=False))]
+    ctl = c2st_floor(ctx.x_tr, te, seed=ctx.seed, settings=s)
+    by_class = {}
+    if per_class_c2st(ctx):
+        by_class = {ctx.classes[c]: r for c, r in
+                    c2st_per_class(ctx.x_tr, ctx.y_tr, ctx.x_g, ctx.labels, seed=ctx.seed, settings=s).items()}
+    return Detectability(res, ctl, by_class, s)
+
+
+def per_class_c2st(ctx: EvalContext) -> bool:
+    """Whether the C2ST runs per class too (a conditional set of a dataset with several classes)."""
+    return ctx.labels is not None and len(ctx.classes) > 1
+
+
+# 4. pixel similarity and diversity -----------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class PixelAndDiversity:
+    nn_ssim: float  # mean SSIM / PSNR of each compared image to its nearest real test image
+    nn_psnr: float
+    nn_ssim_floor: float  # the same of the floor sample
+    nn_psnr_floor: float
+    generated: dict[str, float]  # pair similarity ``{ms_ssim, ssim, pairs}`` of the compared set
+    real: dict[str, float]  # ... of the real test split
+    nn_index: np.ndarray  # [N] each compared image's nearest real test image (the report's figure)
+    nn_dist: np.ndarray  # [N] its RMS distance
+
+    def entries(self) -> dict[str, Any]:
+        return {K.NN_SSIM_MEAN: self.nn_ssim, K.NN_PSNR_MEAN: self.nn_psnr, K.NN_SSIM_MEAN_FLOOR: self.nn_ssim_floor,
+                K.NN_PSNR_MEAN_FLOOR: self.nn_psnr_floor, K.DIVERSITY_MS_SSIM_GENERATED: self.generated["ms_ssim"],
+                K.DIVERSITY_MS_SSIM_REAL: self.real["ms_ssim"], K.DIVERSITY_SSIM_GENERATED: self.generated["ssim"],
+                K.DIVERSITY_SSIM_REAL: self.real["ssim"]}
+
+
+def pixel_and_diversity(ctx: EvalContext) -> PixelAndDiversity:
+    from medsynth import metrics as M
+
+    nn_d, nn_i = M.nearest_neighbours(ctx.x_g, ctx.x_te)
+    ssim, psnr = M.ssim_psnr(ctx.x_g, ctx.x_te[nn_i])
+    _, fl_i = M.nearest_neighbours(ctx.x_fl, ctx.x_te)
+    ssim_f, psnr_f = M.ssim_psnr(ctx.x_fl, ctx.x_te[fl_i])
+    dg = M.pair_similarity(ctx.x_g, ctx.cfg.diversity_pairs, ctx.seed)
+    dr = M.pair_similarity(ctx.x_te, ctx.cfg.diversity_pairs, ctx.seed)
+    return PixelAndDiversity(float(ssim.mean()), float(psnr.mean()), float(ssim_f.mean()), float(psnr_f.mean()),
+                             dg, dr, nn_i, nn_d)
+
+
+# 5. privacy ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Privacy:
+    result: PrivacyResult  # distances and closest pairs (the report's privacy figure)
+
+    def entries(self) -> dict[str, Any]:
+        return {K.privacy(name): v for name, v in self.result.summary().items()}
+
+
+def privacy(ctx: EvalContext) -> Privacy:
+    from medsynth import metrics as M
+
+    cfg = ctx.cfg
+    return Privacy(M.privacy(ctx.x_g, ctx.x_tr, cfg.near_copy_ratio, cfg.privacy_max_train_queries, ctx.seed))
+
+
+# 6. ImageNet-Inception FID -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StandardFid:
+    fid: float
+    floor: float
+
+    def entries(self) -> dict[str, Any]:
+        return {K.FID_STANDARD: self.fid, K.FID_STANDARD_FLOOR: self.floor}
+
+
+def standard_fid(ctx: EvalContext) -> StandardFid | None:
+    """Only with local Inception weights (``evaluate.inception_weights``); None otherwise."""
+    weights = ctx.cfg.inception_weights
+    if not weights:
+        return None
+    from medsynth.metrics import standard_fid as fid
+
+    return StandardFid(fid(weights, ctx.x_te, ctx.x_g), fid(weights, ctx.x_te, ctx.x_fl))

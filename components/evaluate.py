@@ -5,23 +5,21 @@ One code path for both: a generator is first turned into an :class:`ImageSet` (`
 images; conditional models get labels in the training split's class proportions), a set of files
 (``medsynth evaluate --images``, medsynth/imageset.py) is read into one; :func:`score` does the rest.
 
-1. Check the source fits the dataset (resolution, classes); generate or read the images.
-2. Extract features once per set with the domain extractor (components/features.py).
-3. FID-domain / KID-domain / PRDC vs the real test split, beside the same scores of a real-train
-   sample of the same size (the floor: what "as good as real" looks like); a paired bootstrap gives
-   intervals for FID-domain, its floor and their ratio.
-4. C2ST (components/eval_scores.py, medsynth/c2st.py): can a CNN tell the set from the real train
-   split? ROC AUC on held-out halves (0.5 = indistinguishable), with its real-vs-real control.
-5. SSIM / PSNR of each image to its nearest real test image (pixel RMS); MS-SSIM and SSIM between
-   random pairs vs real pairs (diversity, mode collapse).
-6. Conditional sets: the judge's accuracy per requested label, the majority-class share, and per class
-   FID-domain, coverage, diversity and C2ST beside their floors (the worst class decides in the gate).
-7. Privacy: nearest-training-image distance of each image vs the training set's own nearest-neighbour
-   distances; near-copy share, share below the training set's 5th percentile; closest pairs as an image.
-8. Utility (>= 2 classes): classifiers on (a) real, (b) real + synthetic, (c) synthetic only,
-   (d) real duplicated to (b)'s count, tested on the real test split.
-9. The gate's absolute floors (components/gate.py, ``promote.gate``) applied to these numbers.
-10. metrics.json + report.md + figures in ``out_dir``; params, metrics and artifacts in MLflow.
+1. Check the source fits the dataset (resolution, classes); generate or read the images (:func:`run`).
+2. :func:`score` runs the named stages of components/eval_scores.py (whole set) and
+   components/eval_classes.py (what needs class labels) on one ``EvalContext``, each
+   timed (``timing_s``) and ticked on the progress bar, each returning a small typed result whose
+   ``entries()`` are its metrics.json keys: features (the domain extractor, once per set),
+   distribution (FID-domain / KID-domain / PRDC beside the real-train floor, bootstrap intervals),
+   c2st (detectability and its real-vs-real control), pixel_and_diversity, conditional (the judge
+   and per-class scores), privacy, utility, standard_fid.
+3. The gate's absolute floors (components/gate.py, ``promote.gate``) applied to these numbers.
+4. metrics.json + report.md + figures in ``out_dir`` (components/eval_report.py); params, metrics
+   and artifacts in MLflow.
+
+Where things go: a new metric's key in medsynth/metric_keys.py (its table lists every key, its
+meaning and when it is absent); a new stage in components/eval_scores.py or eval_classes.py plus
+one line in :func:`score`; how it was measured in :func:`_protocol`; its report line in eval_report.py.
 
 Small test splits (fewer than ``min_samples`` real test or train images, e.g. BreastMNIST's 156 test
 images): no rerun can add real images, so such an evaluation is not flagged ``unstable`` (which would
@@ -29,60 +27,30 @@ block the gate forever). It is flagged ``small_reference`` with the reason, ever
 bootstrap interval, and the gate's FID floor uses the *upper* end of the ratio's interval, so a small
 reference set makes the gate stricter, never looser. ``unstable`` is kept for what a user can fix:
 fewer compared images than ``min_samples`` (raise ``evaluate.n_generated``, or bring more images).
-
-metrics.json contract (what the gate reads; the same flat keys are the MLflow metrics)::
-
-    fid_domain, kid_domain_mean, kid_domain_std      compared set vs real test (lower is better)
-    fid_domain_floor, kid_domain_floor_mean          real-train sample vs real test (the floor)
-    fid_domain_ratio_to_floor                        fid_domain / fid_domain_floor
-    fid_domain[_floor|_ratio_to_floor]_lo|_hi        paired bootstrap 5th/95th percentiles
-                                                     (evaluate.bootstrap draws; absent when 0)
-    c2st_auc, c2st_auc_lo, c2st_auc_hi               C2ST ROC AUC (0.5 = indistinguishable), 95% interval
-    c2st_auc_floor[_lo|_hi]                          real train vs real test control at the same count
-    c2st_n_real, c2st_n_synth, c2st_n_floor, c2st_seconds
-    prdc_precision|recall|density|coverage[_floor]   Naeem et al. 2020, k = evaluate.prdc_k
-    nn_ssim_mean, nn_psnr_mean[_floor]               to the nearest real test image
-    diversity_ms_ssim_generated|_real, diversity_ssim_generated|_real   lower = more diverse
-    cond_accuracy, cond_accuracy_<class>, cond_in_domain_share, cond_majority_share, cond_judge
-    fid_domain_class_<class>, fid_domain_floor_class_<class>, prdc_coverage[_floor]_class_<class>,
-    diversity_ms_ssim_generated|real_class_<class>, c2st_auc[_lo|_hi]_class_<class>
-                                                     conditional sets only
-    privacy_near_copy_share, privacy_n_near_copies, privacy_nn_median_ratio,
-    privacy_share_below_train_p5, privacy_synth_nn_median, privacy_train_nn_median,
-    privacy_near_copy_threshold, privacy_train_nn_p5
-    utility_acc|auc_real, _real_plus_synth, _synth_only, _real_dup      when utility ran
-    utility_pseudo_labels                            1: synthetic labels came from classifier (a)
-    fid_standard                                     only with local Inception weights
-    gate_floors_passed (bool), gate_floors {name: {value, limit, passed, detail}}
-                                                     the gate's absolute floors (promote.gate)
-    model_uri (str), source (generator|images|reference)   what was scored (promote checks it)
-    n_generated, n_real_test, n_real_train, n_floor, seconds, timing_s {stage: wall s}
-    real_reference (bool)                            true: the "generator" returned real images
-    unstable (bool), unstable_reasons (list[str])    true: fewer compared images than min_samples
-    small_reference (bool), small_reference_reasons  the real test/train split is below min_samples
-    conditional (bool), protocol {backbone, extractor_sha256, data_hash, model_uri, c2st settings,
-    bootstrap, gate_policy, resize_policy, image counts, ...}, per_class_unstable, utility_reference
-    (MedMNIST v2), notes
-A key that does not apply is absent (never NaN), so a gate treats "absent" as "not measured".
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from medsynth import metric_keys as K
+from medsynth.components import eval_classes as C
+from medsynth.components import eval_scores as S
 from medsynth.components.gate import GatePolicy, floor_checks, floors_dict
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.generator import ImageGenerator
 from medsynth.prepared import PreparedData
 from medsynth.project import ProjectConfig
+
+T = TypeVar("T")
 
 # MedMNIST v2 (Yang et al. 2023, Sci Data) test ACC/AUC of ResNet-18 at 28 px, by class set.
 MEDMNIST_REFERENCE = {
@@ -293,15 +261,15 @@ def run(cfg: EvaluateConfig, project: ProjectConfig, generator: ImageGenerator |
     else:
         m, details = compute(cfg, generator, data, extractor, conditional, seed=project.seed, gate=gate,
                              c2st_settings=c2st_settings, source=model_uri)
-    m["seconds"] = time.perf_counter() - t0
+    m[K.SECONDS] = time.perf_counter() - t0
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         eval_report.write(tmp, m, details)
         write_json(tmp / "metrics.json", m)
     run_id = None
     if track:
-        run_id = _track(project, cfg, m, out, data, m["model_uri"], tags or {})
-    return EvalResult(out, m, m["seconds"], run_id)
+        run_id = _track(project, cfg, m, out, data, m[K.MODEL_URI], tags or {})
+    return EvalResult(out, m, m[K.SECONDS], run_id)
 
 
 def check_image_set(s: ImageSet, data: PreparedData) -> None:
@@ -323,138 +291,109 @@ def compute(cfg: EvaluateConfig, gen: ImageGenerator, data: PreparedData, extrac
     return score(cfg, s, data, extractor, seed, gate, c2st_settings, timing={"generate": round(time.perf_counter() - t, 3)})
 
 
+class StageClock:
+    """Runs the named stages in turn: a progress tick and the wall time of each (metrics.json ``timing_s``)."""
+
+    def __init__(self, timing: dict[str, float] | None = None, steps: int = 10) -> None:
+        from medsynth.progress import progress
+
+        self._steps = iter(progress(range(steps), desc="evaluate", unit="step"))
+        self.timing = dict(timing or {})
+        self._t = time.perf_counter()
+
+    def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        out = fn(*args)
+        now = time.perf_counter()
+        self.timing[name] = round(now - self._t, 3)
+        self._t = now
+        next(self._steps, None)
+        return out
+
+
 def score(cfg: EvaluateConfig, s: ImageSet, data: PreparedData, extractor: Any, seed: int = 0,
           gate: GatePolicy | None = None, c2st_settings: Any = None,
           timing: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """All scores of one image set as (flat metrics.json dict, arrays for the figures)."""
-    from medsynth import metrics as M
-    from medsynth.components import eval_scores as S
-    from medsynth.progress import progress
+    """All scores of one image set as (flat metrics.json dict, arrays for the figures).
 
-    steps = iter(progress(range(10), desc="evaluate", unit="step"))
-    timing = dict(timing or {})
-    clock = [time.perf_counter()]
+    The stages of components/eval_scores.py and eval_classes.py in turn, each timed and ticked; their
+    results' entries make metrics.json in this order (readers see insertion order; the file is
+    written sorted).
 
-    def tick(stage: str) -> None:  # a progress tick and the stage's wall time
-        now = time.perf_counter()
-        timing[stage] = round(now - clock[0], 3)
-        clock[0] = now
-        next(steps, None)
-
-    x_g, labels = s.images, s.labels
-    conditional = labels is not None
-    x_tr, y_tr = data.split("train")
-    x_te, y_te = data.split("test")
-    k, n = data.num_classes, len(x_g)
-    if len(x_te) < 2 or len(x_tr) < 2:
-        raise InputError(f"{data.root}: the train and test splits need at least two images each")
-    if n < 2:
-        raise InputError(f"{s.source}: {n} image(s); at least 2 are needed (and {cfg.min_samples} for stable scores)")
-    rng = np.random.default_rng(seed + 1)
-    floor_idx = np.sort(rng.choice(len(x_tr), size=min(n, len(x_tr)), replace=False))
-    x_fl = x_tr[floor_idx]
-    module = extractor.feature_module()
-    f_g, f_te, f_fl = (M.extract(module, a) for a in (x_g, x_te, x_fl))
-    tick("features")
-    policy = M.resize_policy(int(extractor.meta["resolution"]))
-    m: dict[str, Any] = {"conditional": conditional, "n_generated": n, "n_real_test": len(x_te),
-                         "n_real_train": len(x_tr), "n_floor": len(x_fl), "real_reference": s.kind == "reference",
-                         "model_uri": s.source, "source": s.kind}
-    reasons, small = _sample_reasons(cfg, s, n, len(x_te), len(x_tr))
-    kid = dict(kid_subset=cfg.kid_subset_size, kid_subsets=cfg.kid_subsets, seed=seed)
-    for suffix, feats in (("", f_g), ("_floor", f_fl)):
-        r = M.fid_kid(f_te, feats, **kid)
-        m[f"fid_domain{suffix}"], m[f"kid_domain{suffix}_mean"], m[f"kid_domain{suffix}_std"] = r["fid"], r["kid_mean"], r["kid_std"]
-        m[f"kid_subset_size{suffix}"] = r["kid_subset_size"]
-        if min(len(f_te), len(feats)) > cfg.prdc_k:
-            for name, v in M.prdc(f_te, feats, cfg.prdc_k).items():
-                m[f"prdc_{name}{suffix}"] = v
-    m["fid_domain_ratio_to_floor"] = m["fid_domain"] / max(m["fid_domain_floor"], 1e-9)
-    if cfg.bootstrap:
-        boot = M.bootstrap_fid(f_te, f_g, f_fl, cfg.bootstrap, seed + 3)
-        for name, key in (("fid", "fid_domain"), ("floor", "fid_domain_floor"), ("ratio", "fid_domain_ratio_to_floor")):
-            m[f"{key}_lo"], m[f"{key}_hi"] = (float(v) for v in np.percentile(boot[name], [5, 95]))
-    tick("distribution")
-    c2st_protocol: dict[str, Any] = {"enabled": False}
-    if cfg.c2st:
-        if cfg.c2st_max_images:
-            import dataclasses
-
-            from medsynth.c2st import C2STSettings
-
-            c2st_settings = dataclasses.replace(c2st_settings or C2STSettings(), max_images=cfg.c2st_max_images)
-        c2st_protocol = S.detectability(m, x_tr, y_tr, x_te, x_g, labels, data.classes, seed, c2st_settings)
-    tick("c2st")
-    nn_d, nn_i = M.nearest_neighbours(x_g, x_te)
-    ssim, psnr = M.ssim_psnr(x_g, x_te[nn_i])
-    fl_d, fl_i = M.nearest_neighbours(x_fl, x_te)
-    ssim_f, psnr_f = M.ssim_psnr(x_fl, x_te[fl_i])
-    m.update(nn_ssim_mean=float(ssim.mean()), nn_psnr_mean=float(psnr.mean()),
-             nn_ssim_mean_floor=float(ssim_f.mean()), nn_psnr_mean_floor=float(psnr_f.mean()))
-    dg = M.pair_similarity(x_g, cfg.diversity_pairs, seed)
-    dr = M.pair_similarity(x_te, cfg.diversity_pairs, seed)
-    m.update(diversity_ms_ssim_generated=dg["ms_ssim"], diversity_ms_ssim_real=dr["ms_ssim"],
-             diversity_ssim_generated=dg["ssim"], diversity_ssim_real=dr["ssim"])
-    tick("pixel_and_diversity")
-    per_class_unstable: list[str] = []
-    if conditional:
-        S.per_class(m, cfg, extractor, data, x_g, labels, f_g, f_te, y_te, x_te, x_tr, y_tr, kid,
-                    per_class_unstable, seed)
-    tick("conditional")
-    priv = M.privacy(x_g, x_tr, cfg.near_copy_ratio, cfg.privacy_max_train_queries, seed)
-    m.update({f"privacy_{key}": v for key, v in priv.summary().items()})
-    tick("privacy")
-    ref = medmnist_reference(data.classes)
-    notes: list[str] = list(s.notes)
-    if cfg.utility and k >= 2 and (conditional or cfg.utility_pseudo_labels):
-        S.utility(m, cfg, x_tr, y_tr, x_g, labels, x_te, y_te, k, seed)
-        if not conditional:
-            notes.append("utility: the unconditional set's images carry no labels; they were labelled by "
-                         "classifier (a), trained on the real subset (pseudo-labels)")
-    elif cfg.utility and k >= 2:
-        notes.append("utility skipped: an unconditional set's images carry no labels "
-                     "(evaluate.utility_pseudo_labels is off)")
-    tick("utility")
-    if cfg.inception_weights:
-        from medsynth.metrics import standard_fid
-
-        m["fid_standard"] = standard_fid(cfg.inception_weights, x_te, x_g)
-        m["fid_standard_floor"] = standard_fid(cfg.inception_weights, x_te, x_fl)
-    tick("standard_fid")
-    m.update(unstable=bool(reasons), unstable_reasons=reasons, small_reference=bool(small),
-             small_reference_reasons=small, per_class_unstable=per_class_unstable, utility_reference=ref,
-             notes=notes, timing_s=timing)
+    Raises:
+        InputError: fewer than two images in the set, the train or the test split.
+    """
+    clock = StageClock(timing)
+    ctx = S.EvalContext.of(cfg, s, data, extractor, seed)
+    feats = clock.stage("features", S.features, ctx)
+    dist = clock.stage("distribution", S.distribution, ctx, feats)
+    det = clock.stage("c2st", S.detectability, ctx, c2st_settings)
+    pix = clock.stage("pixel_and_diversity", S.pixel_and_diversity, ctx)
+    by_class = clock.stage("conditional", C.per_class, ctx, feats)
+    priv = clock.stage("privacy", S.privacy, ctx)
+    util = clock.stage("utility", C.utility, ctx)
+    std = clock.stage("standard_fid", S.standard_fid, ctx)
+    m = {**_scored(s, ctx), **S.entries(dist, det, pix, by_class, priv, util, std),
+         **_status(cfg, s, ctx, by_class, [*s.notes, *C.utility_notes(ctx, util)], clock.timing)}
     gate = gate or GatePolicy()
     # one class: "follows its label" cannot fail and the majority share is 1, so the conditional
     # floors do not apply (promote treats such a model as unconditional too)
-    floors = floor_checks(gate, m, conditional and data.num_classes > 1)
-    m["gate_floors_passed"] = all(c.passed for c in floors)
-    m["gate_floors"] = floors_dict(floors)
-    tick("floors")
-    m["protocol"] = {
+    m.update(clock.stage("floors", _floors, gate, m, ctx.conditional and data.num_classes > 1))
+    c2st_protocol = det.protocol(S.per_class_c2st(ctx)) if det is not None else {"enabled": False}
+    m[K.PROTOCOL] = _protocol(cfg, s, ctx, feats, dist, c2st_protocol, gate)
+    details = {"label": s.label, "synthetic": s.kind != "reference", "x_g": ctx.x_g, "labels": ctx.labels,
+               "x_tr": ctx.x_tr, "x_te": ctx.x_te, "nn_index": pix.nn_index, "nn_dist": pix.nn_dist,
+               "privacy": priv.result, "classes": data.classes, "grid": cfg.grid_images, "closest": cfg.closest_pairs}
+    return m, details
+
+
+def _scored(s: ImageSet, ctx: S.EvalContext) -> dict[str, Any]:
+    """What was scored: metrics.json's first entries."""
+    return {K.CONDITIONAL: ctx.conditional, K.N_GENERATED: len(ctx.x_g), K.N_REAL_TEST: len(ctx.x_te),
+            K.N_REAL_TRAIN: len(ctx.x_tr), K.N_FLOOR: len(ctx.x_fl), K.REAL_REFERENCE: s.kind == "reference",
+            K.MODEL_URI: s.source, K.SOURCE: s.kind}
+
+
+def _status(cfg: EvaluateConfig, s: ImageSet, ctx: S.EvalContext, by_class: C.PerClass | None, notes: list[str],
+            timing: dict[str, float]) -> dict[str, Any]:
+    """Whether the scores are stable, what the reference is, notes and the stage timings."""
+    reasons, small = _sample_reasons(cfg, s, len(ctx.x_g), len(ctx.x_te), len(ctx.x_tr))
+    return {K.UNSTABLE: bool(reasons), K.UNSTABLE_REASONS: reasons, K.SMALL_REFERENCE: bool(small),
+            K.SMALL_REFERENCE_REASONS: small, K.PER_CLASS_UNSTABLE: by_class.unstable if by_class else [],
+            K.UTILITY_REFERENCE: medmnist_reference(ctx.classes), K.NOTES: notes, K.TIMING_S: timing}
+
+
+def _floors(gate: GatePolicy, m: dict[str, Any], conditional: bool) -> dict[str, Any]:
+    """The gate's absolute floors applied to the scores so far (components/gate.py)."""
+    floors = floor_checks(gate, m, conditional)
+    return {K.GATE_FLOORS_PASSED: all(c.passed for c in floors), K.GATE_FLOORS: floors_dict(floors)}
+
+
+def _protocol(cfg: EvaluateConfig, s: ImageSet, ctx: S.EvalContext, feats: S.Features, dist: S.Distribution,
+              c2st: dict[str, Any], gate: GatePolicy) -> dict[str, Any]:
+    """metrics.json ``protocol``: how every number was measured."""
+    from medsynth.metrics import resize_policy
+
+    ext, data, n_te = ctx.extractor, ctx.data, len(ctx.x_te)
+    return {
         "metric_names": "FID-domain / KID-domain: Frechet / kernel distance in the domain classifier's "
                         "feature space; NOT comparable with ImageNet-Inception FID",
-        "backbone": extractor.backbone, "extractor_sha256": extractor.meta["sha256"],
-        "extractor_test_accuracy": extractor.meta.get("test_accuracy"),
-        "feature_dim": int(f_te.shape[1]), "resize_policy": policy,
-        "model_uri": s.source, "source": s.kind, "source_sha256": s.sha256 or None,
-        "reference_set": f"real test split ({len(x_te)} images)",
-        "floor": f"real train sample of {len(x_fl)} images vs the real test split",
-        "images": {"generated": n, "real_test": len(x_te), "real_train": len(x_tr)},
-        "dataset_resolution": data.resolution, "classes": data.classes, "data_hash": data.data_hash,
-        "kid": f"subset size {m['kid_subset_size']}, {cfg.kid_subsets} subsets",
+        K.BACKBONE: ext.backbone, K.EXTRACTOR_SHA256: ext.meta["sha256"],
+        "extractor_test_accuracy": ext.meta.get("test_accuracy"),
+        "feature_dim": int(feats.test.shape[1]), "resize_policy": resize_policy(int(ext.meta["resolution"])),
+        K.MODEL_URI: s.source, K.SOURCE: s.kind, K.SOURCE_SHA256: s.sha256 or None,
+        "reference_set": f"real test split ({n_te} images)",
+        "floor": f"real train sample of {len(ctx.x_fl)} images vs the real test split",
+        "images": {"generated": len(ctx.x_g), "real_test": n_te, "real_train": len(ctx.x_tr)},
+        "dataset_resolution": data.resolution, "classes": data.classes, K.DATA_HASH: data.data_hash,
+        "kid": f"subset size {dist.compared.kid_subset_size}, {cfg.kid_subsets} subsets",
         "bootstrap": (f"{cfg.bootstrap} paired resamples of the real test, compared and floor sets; "
                       "5th-95th percentiles") if cfg.bootstrap else "off",
-        "c2st": c2st_protocol,
+        "c2st": c2st,
         "nn_distance": "RMS pixel difference on the [0,1] scale (PSNR = -20 log10 RMS)",
         "diversity": "MS-SSIM (kernel 5, 3 scales) and SSIM between random distinct pairs",
         "gate_policy": to_dict(gate),
-        "seed": seed, "truncation": cfg.truncation, "config": to_dict(cfg),
+        "seed": ctx.seed, "truncation": cfg.truncation, "config": to_dict(cfg),
     }
-    details = {"label": s.label, "synthetic": s.kind != "reference", "x_g": x_g, "labels": labels, "x_tr": x_tr,
-               "x_te": x_te, "nn_index": nn_i, "nn_dist": nn_d, "privacy": priv, "classes": data.classes,
-               "grid": cfg.grid_images, "closest": cfg.closest_pairs}
-    return m, details
 
 
 def _sample_reasons(cfg: EvaluateConfig, s: ImageSet, n: int, n_test: int, n_train: int) -> tuple[list[str], list[str]]:
@@ -473,20 +412,20 @@ def _track(project, cfg, m, out: Path, data: PreparedData, model_uri: str, tags:
 
     from medsynth.tracking import step_run
 
-    p = m["protocol"]
-    params = {"evaluate": to_dict(cfg), "backbone": p["backbone"], "extractor_sha256": p["extractor_sha256"],
-              "resize_policy": p["resize_policy"], "n_generated": m["n_generated"],
-              "n_real_test": m["n_real_test"], "model_uri": model_uri or "none"}
-    all_tags = {"medsynth.eval.backbone": p["backbone"], "medsynth.eval.metric_names": "FID-domain/KID-domain",
-                "medsynth.eval.unstable": str(m["unstable"]).lower(), "medsynth.model_uri": model_uri or "none",
-                "medsynth.eval.source": m["source"], "medsynth.eval.extractor_sha256": p["extractor_sha256"],
-                "medsynth.eval.gate_floors_passed": str(m["gate_floors_passed"]).lower(), **tags}
-    if p.get("source_sha256"):
-        all_tags["medsynth.eval.source_sha256"] = p["source_sha256"]
+    p = m[K.PROTOCOL]
+    params = {"evaluate": to_dict(cfg), K.BACKBONE: p[K.BACKBONE], K.EXTRACTOR_SHA256: p[K.EXTRACTOR_SHA256],
+              "resize_policy": p["resize_policy"], K.N_GENERATED: m[K.N_GENERATED],
+              K.N_REAL_TEST: m[K.N_REAL_TEST], K.MODEL_URI: model_uri or "none"}
+    all_tags = {"medsynth.eval.backbone": p[K.BACKBONE], "medsynth.eval.metric_names": "FID-domain/KID-domain",
+                "medsynth.eval.unstable": str(m[K.UNSTABLE]).lower(), "medsynth.model_uri": model_uri or "none",
+                "medsynth.eval.source": m[K.SOURCE], "medsynth.eval.extractor_sha256": p[K.EXTRACTOR_SHA256],
+                "medsynth.eval.gate_floors_passed": str(m[K.GATE_FLOORS_PASSED]).lower(), **tags}
+    if p.get(K.SOURCE_SHA256):
+        all_tags["medsynth.eval.source_sha256"] = p[K.SOURCE_SHA256]
     with step_run(project, "evaluate", params, data.data_hash, tags=all_tags) as run:
         nums = {key: float(v) for key, v in m.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-        nums.update({flag: float(m[flag]) for flag in ("unstable", "small_reference", "gate_floors_passed")})
+        nums.update({flag: float(m[flag]) for flag in (K.UNSTABLE, K.SMALL_REFERENCE, K.GATE_FLOORS_PASSED)})
         mlflow.log_metrics(nums)
         mlflow.log_artifacts(str(out), "evaluation")
         return run.info.run_id

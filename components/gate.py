@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsynth import metric_keys as K
 from medsynth.errors import ConfigError
 
 
@@ -37,36 +38,36 @@ from medsynth.errors import ConfigError
 class GatePolicy:
     """``promote.gate`` in params.yaml (the limits live there; these defaults mirror it).
 
-    Metric names refer to keys of the evaluation's metrics.json (per-class values:
-    ``<metric>_class_<class>``, e.g. ``c2st_auc_class_headct``).
+    Metric names refer to keys of the evaluation's metrics.json (medsynth/metric_keys.py; per-class
+    values: ``<metric>_class_<class>``, e.g. ``c2st_auc_class_headct``).
     """
 
-    fid_metric: str = "fid_domain"
+    fid_metric: str = K.FID_DOMAIN
     fid_tolerance: float = 0.10  # challenger FID-domain <= champion's x (1 + tolerance)
     max_fid: float | None = None  # absolute ceiling, also when there is no champion yet
     # -- absolute floors (every candidate) --
     max_fid_floor_ratio: float | None = 2.5  # k: FID-domain <= k x fid_domain_floor (worst class decides)
-    c2st_metric: str = "c2st_auc"
+    c2st_metric: str = K.C2ST_AUC
     max_c2st_auc: float | None = 0.65  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
-    coverage_metric: str = "prdc_coverage"
+    coverage_metric: str = K.PRDC_COVERAGE
     min_coverage: float | None = 0.5  # c: share of real images with a generated neighbour (worst class)
-    diversity_metric: str = "diversity_ms_ssim_generated"
-    diversity_real_metric: str = "diversity_ms_ssim_real"
+    diversity_metric: str = K.DIVERSITY_MS_SSIM_GENERATED
+    diversity_real_metric: str = K.DIVERSITY_MS_SSIM_REAL
     min_diversity_ratio: float | None = 0.8  # generated/real pair MS-SSIM: below = noise-like
     max_diversity_ratio: float | None = 1.25  # above = mode collapse
-    cond_acc_metric: str = "cond_accuracy"
-    cond_majority_metric: str = "cond_majority_share"
+    cond_acc_metric: str = K.COND_ACCURACY
+    cond_majority_metric: str = K.COND_MAJORITY_SHARE
     min_conditional_accuracy: float | None = 0.5  # overall and the worst class (conditional models)
     cond_accuracy_margin: float | None = 0.05  # overall >= majority-class share + margin
-    near_copy_metric: str = "privacy_near_copy_share"
+    near_copy_metric: str = K.PRIVACY_NEAR_COPY_SHARE
     max_near_copy_share: float | None = 0.02
-    p5_metric: str = "privacy_share_below_train_p5"
+    p5_metric: str = K.PRIVACY_SHARE_BELOW_TRAIN_P5
     max_share_below_train_p5: float | None = 0.10  # ~0.05 when nothing is copied
     # -- relative checks --
-    utility_metric: str = "utility_acc_real_plus_synth"
-    utility_control_metric: str = "utility_acc_real_dup"
+    utility_metric: str = K.UTILITY_ACC_REAL_PLUS_SYNTH
+    utility_control_metric: str = K.UTILITY_ACC_REAL_DUP
     utility_tolerance: float | None = 0.02  # (b) >= (d) - tolerance, datasets with >= 2 classes
-    unstable_flag: str = "unstable"  # metrics.json flag: too few samples for stable metrics
+    unstable_flag: str = K.UNSTABLE  # metrics.json flag: too few samples for stable metrics
     allow_unstable: bool = False
 
     def check(self) -> None:
@@ -139,7 +140,7 @@ def metric_number(metrics: dict[str, Any], key: str) -> float | None:
 
 def per_class(metrics: dict[str, Any], metric: str) -> dict[str, float]:
     """``{class: value}`` of the keys ``<metric>_class_<class>``."""
-    prefix = f"{metric}_class_"
+    prefix = K.class_prefix(metric)
     out = {}
     for k in metrics:
         if k.startswith(prefix) and (v := metric_number(metrics, k)) is not None:
@@ -162,17 +163,17 @@ def _where(name: str) -> str:
 
 def _fid_ratio(p: GatePolicy, m: dict[str, Any], conditional: bool, measured_only: bool) -> Check | None:
     k = p.max_fid_floor_ratio
-    fid, fl = metric_number(m, p.fid_metric), metric_number(m, f"{p.fid_metric}_floor")
+    fid, fl = metric_number(m, p.fid_metric), metric_number(m, K.floor(p.fid_metric))
     if fid is None or fl is None:
-        return None if measured_only else _missing("fid_floor_ratio", f"{p.fid_metric} / {p.fid_metric}_floor", k)
+        return None if measured_only else _missing("fid_floor_ratio", f"{p.fid_metric} / {K.floor(p.fid_metric)}", k)
     ratios = {"all": fid / max(fl, 1e-9)}
-    hi = metric_number(m, f"{p.fid_metric}_ratio_to_floor_hi")
+    hi = metric_number(m, K.hi(K.ratio_to_floor(p.fid_metric)))
     note = ""
-    if m.get("small_reference") and hi is not None:  # small test split: the pessimistic end decides
+    if m.get(K.SMALL_REFERENCE) and hi is not None:  # small test split: the pessimistic end decides
         ratios["all"] = max(ratios["all"], hi)
         note = " (upper end of the bootstrap interval: small real test split)"
     if conditional:
-        floors = per_class(m, f"{p.fid_metric}_floor")
+        floors = per_class(m, K.floor(p.fid_metric))
         for c, v in per_class(m, p.fid_metric).items():
             if c in floors:
                 ratios[c] = v / max(floors[c], 1e-9)
@@ -241,8 +242,8 @@ def _conditional(p: GatePolicy, m: dict[str, Any], measured_only: bool) -> list[
         ok = acc >= limit
         out.append(Check("conditional_accuracy", ok, f"{acc:.3f} {'>=' if ok else '<'} {limit:.3f} ({why})",
                          round(acc, 6), round(limit, 6), floor=True))
-    classes = {k.removeprefix(f"{p.cond_acc_metric}_"): v for k in m
-               if k.startswith(f"{p.cond_acc_metric}_") and (v := metric_number(m, k)) is not None}
+    prefix = K.label_prefix(p.cond_acc_metric)
+    classes = {k.removeprefix(prefix): v for k in m if k.startswith(prefix) and (v := metric_number(m, k)) is not None}
     if classes and p.min_conditional_accuracy is not None:
         who, w = _worst(classes, higher_is_worse=False)
         ok = w >= p.min_conditional_accuracy
@@ -269,7 +270,7 @@ def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
     if p.max_fid_floor_ratio is not None:
         checks.append(_fid_ratio(p, m, conditional, measured_only))
     if p.max_c2st_auc is not None:
-        ctl = metric_number(m, f"{p.c2st_metric}_floor")
+        ctl = metric_number(m, K.floor(p.c2st_metric))
         checks.append(_bounded("c2st", p.c2st_metric, m, p.max_c2st_auc, conditional, True,
                                "0.5 = indistinguishable from real", measured_only,
                                f"; real-vs-real control {ctl:.3f}" if ctl is not None else ""))
@@ -296,7 +297,7 @@ def comparable(challenger: dict[str, Any], champion: dict[str, Any]) -> str | No
     FID-domain depends on the feature extractor and on the real reference data: values from two
     extractor versions or two dataset hashes are different scales.
     """
-    for key, what in (("extractor_sha256", "feature extractor"), ("data_hash", "dataset hash")):
+    for key, what in ((K.EXTRACTOR_SHA256, "feature extractor"), (K.DATA_HASH, "dataset hash")):
         a, b = challenger.get(key), champion.get(key)
         if not a or not b or a == "unknown" or b == "unknown":
             return f"the champion's or challenger's {what} is not recorded"

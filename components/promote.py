@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsynth import metric_keys as K
 from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
@@ -114,7 +115,7 @@ published FID values)
 
 ## Privacy
 Near-copy share (synthetic images closer to a training image than training images are to each
-other, see the evaluation protocol): {metrics.get('privacy_near_copy_share', 'n/a')}. A generator that
+other, see the evaluation protocol): {metrics.get(K.PRIVACY_NEAR_COPY_SHARE, 'n/a')}. A generator that
 memorises is not promoted.
 
 ## Gate
@@ -245,24 +246,24 @@ def check_integrity(metrics_file: Path, metrics: dict[str, Any], info: dict[str,
     Raises:
         InputError: one line naming the evaluation file, what differs and which evaluation to run.
     """
-    proto = metrics.get("protocol") if isinstance(metrics.get("protocol"), dict) else {}
-    scored = str(metrics.get("model_uri") or proto.get("model_uri") or "")
+    proto = metrics.get(K.PROTOCOL) if isinstance(metrics.get(K.PROTOCOL), dict) else {}
+    scored = str(metrics.get(K.MODEL_URI) or proto.get(K.MODEL_URI) or "")
     fix = f"run `medsynth evaluate --model-uri {info.get('model_uri')}`"
     if not scored:
         raise InputError(f"{metrics_file}: the evaluation does not record which model it scored (no model_uri); {fix}")
     if not _same_model(scored, info, train_dir):
         raise InputError(f"{metrics_file}: evaluation of another model ({scored}); the candidate is "
                          f"{info.get('model_uri')} (training run {info.get('run_id')}); {fix}")
-    ev_hash = str(proto.get("data_hash") or "")
+    ev_hash = str(proto.get(K.DATA_HASH) or "")
     if not ev_hash or ev_hash != data_hash:
         raise InputError(f"{metrics_file}: evaluated on data hash {ev_hash[:12] or 'unknown'} but the model was "
                          f"trained on {data_hash[:12]}; {fix} --data <the prepared data it was trained on>")
-    ev_ext = str(proto.get("extractor_sha256") or "")
+    ev_ext = str(proto.get(K.EXTRACTOR_SHA256) or "")
     if extractor is not None and ev_ext != extractor:
         raise InputError(f"{metrics_file}: evaluated with feature extractor {ev_ext[:12] or 'unknown'} but the "
                          f"project's extractor is {extractor[:12]}; scores from different extractors are not "
                          f"comparable: {fix}")
-    return {"model_uri": scored, "data_hash": ev_hash, "extractor_sha256": ev_ext}
+    return {K.MODEL_URI: scored, K.DATA_HASH: ev_hash, K.EXTRACTOR_SHA256: ev_ext}
 
 
 def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,
@@ -304,7 +305,7 @@ def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.Pa
         "data_hash": data_hash,
         "git_commit": tags.get("mlflow.source.git.commit", "unknown"),
         "run_id": info["run_id"],
-        "eval_run_id": metrics.get("run_id") or latest_run_id({"medsynth.step": "evaluate", "medsynth.model_uri": protocol["model_uri"], "medsynth.data_hash": data_hash}) or "unknown",  # noqa: E501
+        "eval_run_id": metrics.get("run_id") or latest_run_id({"medsynth.step": "evaluate", "medsynth.model_uri": protocol[K.MODEL_URI], "medsynth.data_hash": data_hash}) or "unknown",  # noqa: E501
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))}
     return Candidate(cfg.model_name or f"medsynth-{dataset}-{kind}", info["model_uri"], flat, lineage, dict(params),

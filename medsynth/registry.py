@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from medsynth import metric_keys as K
 from medsynth.errors import RegistryError
 from medsynth.project import ProjectConfig
 from medsynth.tracking import setup_mlflow
@@ -43,7 +44,7 @@ ALIASES = (CHAMPION, CHALLENGER)
 # Version tags (see the table above).
 METRIC_PREFIX = "metric."
 EVAL_EXTRACTOR_SHA256, EVAL_DATA_HASH, EVAL_MODEL_URI = "eval.extractor_sha256", "eval.data_hash", "eval.model_uri"
-PROTOCOL_TAGS = {"extractor_sha256": EVAL_EXTRACTOR_SHA256, "data_hash": EVAL_DATA_HASH, "model_uri": EVAL_MODEL_URI}
+PROTOCOL_TAGS = {K.EXTRACTOR_SHA256: EVAL_EXTRACTOR_SHA256, K.DATA_HASH: EVAL_DATA_HASH, K.MODEL_URI: EVAL_MODEL_URI}
 LINEAGE_DATASET, LINEAGE_DATA_HASH = "lineage.dataset", "lineage.data_hash"
 LINEAGE_GIT_COMMIT, LINEAGE_CLASSES = "lineage.git_commit", "lineage.classes"
 SYNTHETIC = "synthetic"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from medsynth import metric_keys as K
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from medsynth.cli import add_common
@@ -66,9 +68,9 @@ def _run(args: argparse.Namespace) -> int:
         eres = step("evaluate", lambda: evaluate.run(ev_cfg, project, gen, art / "preprocess", art / "evaluate",
                                                      extractor=ext, model_uri=tres.model_uri, gate=pr_cfg.gate))
         m = eres.metrics
-        print(f"    FID-domain {m['fid_domain']:.2f} (real floor {m['fid_domain_floor']:.2f}), "
-              f"near-copy share {m['privacy_near_copy_share']:.2%}"
-              + (f", conditional accuracy {m['cond_accuracy']:.2f}" if "cond_accuracy" in m else ""))
+        print(f"    FID-domain {m[K.FID_DOMAIN]:.2f} (real floor {m[K.FID_DOMAIN_FLOOR]:.2f}), "
+              f"near-copy share {m[K.PRIVACY_NEAR_COPY_SHARE]:.2%}"
+              + (f", conditional accuracy {m[K.COND_ACCURACY]:.2f}" if K.COND_ACCURACY in m else ""))
         pres2 = step("promote", lambda: promote.run(pr_cfg, project, art / "train", art / "evaluate",
                                                     art / "promote", dataset=ing_cfg.dataset))
         print(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from medsynth import metric_keys as K
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from medsynth.cli import add_common
@@ -80,19 +82,19 @@ def _run(args: argparse.Namespace) -> int:
         Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "metrics.json", args.metrics)
     m = res.metrics
-    flag = "  [UNSTABLE: " + "; ".join(m["unstable_reasons"]) + "]" if m["unstable"] else ""
-    print(f"FID-domain {m['fid_domain']:.3f} (real floor {m['fid_domain_floor']:.3f}), "
-          f"KID-domain {m['kid_domain_mean']:.4f}"
-          + (f", C2ST AUC {m['c2st_auc']:.3f} (real-vs-real {m['c2st_auc_floor']:.3f})" if "c2st_auc" in m else "")
-          + f", precision {m.get('prdc_precision', float('nan')):.3f}, "
-          f"recall {m.get('prdc_recall', float('nan')):.3f}, near-copies {m['privacy_near_copy_share']:.3%}"
-          + (f", conditional accuracy {m['cond_accuracy']:.3f}" if "cond_accuracy" in m else "")
-          + (f", utility ACC real {m['utility_acc_real']:.3f} / +synthetic {m['utility_acc_real_plus_synth']:.3f}"
-             if "utility_acc_real" in m else "") + flag)
-    failed = [f"{k} ({v['detail']})" for k, v in m["gate_floors"].items() if not v["passed"]]
-    print("gate floors: passed" if m["gate_floors_passed"] else "gate floors: FAILED: " + "; ".join(failed))
-    for reason in m.get("small_reference_reasons", []):
+    flag = "  [UNSTABLE: " + "; ".join(m[K.UNSTABLE_REASONS]) + "]" if m[K.UNSTABLE] else ""
+    print(f"FID-domain {m[K.FID_DOMAIN]:.3f} (real floor {m[K.FID_DOMAIN_FLOOR]:.3f}), "
+          f"KID-domain {m[K.KID_DOMAIN_MEAN]:.4f}"
+          + (f", C2ST AUC {m[K.C2ST_AUC]:.3f} (real-vs-real {m[K.C2ST_AUC_FLOOR]:.3f})" if K.C2ST_AUC in m else "")
+          + f", precision {m.get(K.PRDC_PRECISION, float('nan')):.3f}, "
+          f"recall {m.get(K.PRDC_RECALL, float('nan')):.3f}, near-copies {m[K.PRIVACY_NEAR_COPY_SHARE]:.3%}"
+          + (f", conditional accuracy {m[K.COND_ACCURACY]:.3f}" if K.COND_ACCURACY in m else "")
+          + (f", utility ACC real {m[K.UTILITY_ACC_REAL]:.3f} / +synthetic {m[K.UTILITY_ACC_REAL_PLUS_SYNTH]:.3f}"
+             if K.UTILITY_ACC_REAL in m else "") + flag)
+    failed = [f"{k} ({v['detail']})" for k, v in m[K.GATE_FLOORS].items() if not v["passed"]]
+    print("gate floors: passed" if m[K.GATE_FLOORS_PASSED] else "gate floors: FAILED: " + "; ".join(failed))
+    for reason in m.get(K.SMALL_REFERENCE_REASONS, []):
         print(f"note: {reason}")
-    print(f"backbone {m['protocol']['backbone']}, {m['n_generated']} generated vs {m['n_real_test']} real test images; "
+    print(f"backbone {m[K.PROTOCOL][K.BACKBONE]}, {m[K.N_GENERATED]} generated vs {m[K.N_REAL_TEST]} real test images; "
           f"report {out / 'report.md'} ({res.seconds:.0f}s)")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from medsynth import metric_keys as K
 from medsynth.errors import InputError
 
 NA_UNCOND = "n/a (unconditional)"
@@ -135,7 +136,7 @@ def _na_cond(c: CellRuns) -> str | None:
 
 
 def _na_utility(c: CellRuns) -> str | None:
-    if c.values("utility_acc_real"):
+    if c.values(K.UTILITY_ACC_REAL):
         return None
     classes = (c.param("data.classes") or "").split(",")
     return NA_ONE_CLASS if len(classes) < 2 else "n/a (not measured)"
@@ -159,36 +160,36 @@ def _memory(c: CellRuns) -> str:
 
 COLUMNS: dict[str, list[tuple[str, Callable[[CellRuns], str]]]] = {
     "Quality against the real test split (FID-domain, KID-domain: lower is better)": [
-        ("FID-domain", _metric("fid_domain")),
-        ("floor", _metric("fid_domain_floor")),
-        ("KID-domain ×10³", _metric("kid_domain_mean", scale=1e3)),
-        ("floor ×10³", _metric("kid_domain_floor_mean", scale=1e3)),
-        ("precision", _metric("prdc_precision", 2)),
-        ("recall", _metric("prdc_recall", 2)),
-        ("density", _metric("prdc_density", 2)),
-        ("coverage", _metric("prdc_coverage", 2)),
-        ("coverage floor", _metric("prdc_coverage_floor", 2)),
+        ("FID-domain", _metric(K.FID_DOMAIN)),
+        ("floor", _metric(K.FID_DOMAIN_FLOOR)),
+        ("KID-domain ×10³", _metric(K.KID_DOMAIN_MEAN, scale=1e3)),
+        ("floor ×10³", _metric(K.KID_DOMAIN_FLOOR_MEAN, scale=1e3)),
+        ("precision", _metric(K.PRDC_PRECISION, 2)),
+        ("recall", _metric(K.PRDC_RECALL, 2)),
+        ("density", _metric(K.PRDC_DENSITY, 2)),
+        ("coverage", _metric(K.PRDC_COVERAGE, 2)),
+        ("coverage floor", _metric(K.PRDC_COVERAGE_FLOOR, 2)),
     ],
     "Fidelity to the nearest real image, diversity, privacy, conditioning": [
-        ("SSIM to NN", _metric("nn_ssim_mean", 3)),
-        ("floor", _metric("nn_ssim_mean_floor", 3)),
-        ("PSNR to NN (dB)", _metric("nn_psnr_mean", 3)),
-        ("floor (dB)", _metric("nn_psnr_mean_floor", 3)),
-        ("MS-SSIM diversity (synthetic)", _metric("diversity_ms_ssim_generated", 3)),
-        ("MS-SSIM diversity (real)", _metric("diversity_ms_ssim_real", 3)),
-        ("near-copy share", _metric("privacy_near_copy_share", 3, pct=True)),
-        ("conditional accuracy", _metric("cond_accuracy", 3, na=_na_cond)),
+        ("SSIM to NN", _metric(K.NN_SSIM_MEAN, 3)),
+        ("floor", _metric(K.NN_SSIM_MEAN_FLOOR, 3)),
+        ("PSNR to NN (dB)", _metric(K.NN_PSNR_MEAN, 3)),
+        ("floor (dB)", _metric(K.NN_PSNR_MEAN_FLOOR, 3)),
+        ("MS-SSIM diversity (synthetic)", _metric(K.DIVERSITY_MS_SSIM_GENERATED, 3)),
+        ("MS-SSIM diversity (real)", _metric(K.DIVERSITY_MS_SSIM_REAL, 3)),
+        ("near-copy share", _metric(K.PRIVACY_NEAR_COPY_SHARE, 3, pct=True)),
+        ("conditional accuracy", _metric(K.COND_ACCURACY, 3, na=_na_cond)),
     ],
     "Utility: a classifier tested on the real test split, trained on (a) real, (b) real + synthetic, "
     "(c) synthetic only, (d) real duplicated to (b)'s size (dcgan images labelled by classifier (a))": [
-        ("ACC (a) real", _metric("utility_acc_real", 3, na=_na_utility)),
-        ("ACC (b) real+synth", _metric("utility_acc_real_plus_synth", 3, na=_na_utility)),
-        ("ACC (c) synth only", _metric("utility_acc_synth_only", 3, na=_na_utility)),
-        ("ACC (d) dup. real", _metric("utility_acc_real_dup", 3, na=_na_utility)),
-        ("AUC (a)", _metric("utility_auc_real", 3, na=_na_utility)),
-        ("AUC (b)", _metric("utility_auc_real_plus_synth", 3, na=_na_utility)),
-        ("AUC (c)", _metric("utility_auc_synth_only", 3, na=_na_utility)),
-        ("AUC (d)", _metric("utility_auc_real_dup", 3, na=_na_utility)),
+        ("ACC (a) real", _metric(K.UTILITY_ACC_REAL, 3, na=_na_utility)),
+        ("ACC (b) real+synth", _metric(K.UTILITY_ACC_REAL_PLUS_SYNTH, 3, na=_na_utility)),
+        ("ACC (c) synth only", _metric(K.UTILITY_ACC_SYNTH_ONLY, 3, na=_na_utility)),
+        ("ACC (d) dup. real", _metric(K.UTILITY_ACC_REAL_DUP, 3, na=_na_utility)),
+        ("AUC (a)", _metric(K.UTILITY_AUC_REAL, 3, na=_na_utility)),
+        ("AUC (b)", _metric(K.UTILITY_AUC_REAL_PLUS_SYNTH, 3, na=_na_utility)),
+        ("AUC (c)", _metric(K.UTILITY_AUC_SYNTH_ONLY, 3, na=_na_utility)),
+        ("AUC (d)", _metric(K.UTILITY_AUC_REAL_DUP, 3, na=_na_utility)),
         ("MedMNIST v2 reference", lambda c: _na_utility(c) or c.reference or "none published"),
     ],
     "Compute (training only; evaluation excluded)": [
@@ -243,24 +244,24 @@ def discussion(cells: list[CellRuns]) -> list[str]:
         if not (a and b):
             continue
         compared = True
-        fa, fb = a.values("fid_domain"), b.values("fid_domain")
+        fa, fb = a.values(K.FID_DOMAIN), b.values(K.FID_DOMAIN)
         win, lose, fw, fl = (b, a, fb, fa) if _m(fb) < _m(fa) else (a, b, fa, fb)
         rel = 100 * (_m(fl) - _m(fw)) / max(_m(fl), 1e-12)
         sep = ("larger than the seed spread (difference of means > 2 standard errors)" if _separable(fw, fl)
                else f"not separable from seed noise with {min(len(fw), len(fl))} seed(s)")
-        ca, cb = _m(win.values("prdc_coverage")), _m(lose.values("prdc_coverage"))
+        ca, cb = _m(win.values(K.PRDC_COVERAGE)), _m(lose.values(K.PRDC_COVERAGE))
         lines.append(f"- **{ds}**: {win.model} has the lower FID-domain ({_m(fw):.3g} vs {_m(fl):.3g}, "
                      f"{rel:.0f}% lower), {sep}; coverage {ca:.2f} vs {cb:.2f}, recall "
-                     f"{_m(win.values('prdc_recall')):.2f} vs {_m(lose.values('prdc_recall')):.2f}.")
+                     f"{_m(win.values(K.PRDC_RECALL)):.2f} vs {_m(lose.values(K.PRDC_RECALL)):.2f}.")
     if not compared:
         lines.append("- No dataset has both models in this study; nothing to compare.")
-    ratios = sorted((_m(c.values("fid_domain")) / max(_m(c.values("fid_domain_floor")), 1e-12), c.name) for c in cells)
+    ratios = sorted((_m(c.values(K.FID_DOMAIN)) / max(_m(c.values(K.FID_DOMAIN_FLOOR)), 1e-12), c.name) for c in cells)
     lines += [f"- No cell reaches the real-vs-real floor: the closest is {ratios[0][1]} at "
               f"{ratios[0][0]:.0f}× its floor FID-domain, the farthest {ratios[-1][1]} at {ratios[-1][0]:.0f}×."
               if ratios[0][0] > 1.5 else f"- {ratios[0][1]} comes within {ratios[0][0]:.1f}× of its real-vs-real floor."]
-    for c in (c for c in cells if c.conditional and c.values("cond_accuracy")):
+    for c in (c for c in cells if c.conditional and c.values(K.COND_ACCURACY)):
         k = int(c.param("model.num_classes") or 1)
-        acc, chance = _m(c.values("cond_accuracy")), 1.0 / k
+        acc, chance = _m(c.values(K.COND_ACCURACY)), 1.0 / k
         if k < 2:
             lines.append(f"- {c.name}: one class, so there is nothing to condition on; the cgan differs from the "
                          "dcgan only by its class embedding and projection term.")
@@ -269,18 +270,18 @@ def discussion(cells: list[CellRuns]) -> list[str]:
                    else "weakly conditioned" if acc > chance + 0.1 else "no better than chance: conditioning failed")
         lines.append(f"- {c.name}: conditional accuracy {acc:.2f} against chance {chance:.2f} ({k} classes): {verdict}.")
     lines += ["", "### Did synthetic augmentation help?", ""]
-    util = [c for c in cells if c.values("utility_acc_real_plus_synth") and c.values("utility_acc_real_dup")]
+    util = [c for c in cells if c.values(K.UTILITY_ACC_REAL_PLUS_SYNTH) and c.values(K.UTILITY_ACC_REAL_DUP)]
     if not util:
         lines.append("- No cell has utility numbers (needs a conditional model on 2+ classes).")
     for c in util:
-        b, d = c.values("utility_acc_real_plus_synth"), c.values("utility_acc_real_dup")
-        ra, rs = _m(c.values("utility_acc_real")), _m(c.values("utility_acc_synth_only"))
+        b, d = c.values(K.UTILITY_ACC_REAL_PLUS_SYNTH), c.values(K.UTILITY_ACC_REAL_DUP)
+        ra, rs = _m(c.values(K.UTILITY_ACC_REAL)), _m(c.values(K.UTILITY_ACC_SYNTH_ONLY))
         delta = _m(b) - _m(d)
         verdict = "beat" if delta > 1e-9 else "tied with" if abs(delta) <= 1e-9 else "did not beat"
         sep = (", larger than the seed spread" if _separable(b, d)
                else f", within seed noise over {len(b)} seed(s)")
         sat = " Accuracy is near 1.0 for every arm, so this dataset cannot show a gain." if min(ra, _m(d)) > 0.98 else ""
-        how = " (pseudo-labelled by classifier (a))" if _m(c.values("utility_pseudo_labels")) > 0.5 else ""
+        how = " (pseudo-labelled by classifier (a))" if _m(c.values(K.UTILITY_PSEUDO_LABELS)) > 0.5 else ""
         lines.append(f"- **{c.name}**{how}: real + synthetic {verdict} the duplicated-real control (Δ accuracy {delta:+.3f}{sep}; "
                      f"{_m(b):.3f} vs {_m(d):.3f}); synthetic-only reaches {rs:.3f} against {ra:.3f} for real-only "
                      f"({100 * rs / max(ra, 1e-12):.0f}%).{sat}")
@@ -289,8 +290,8 @@ def discussion(cells: list[CellRuns]) -> list[str]:
     split = [c for c in cells if c.dataset in PER_IMAGE_SPLIT]
     other = [c for c in cells if c.dataset not in PER_IMAGE_SPLIT and c.dataset != "multi"]
     if split:
-        s_fl = {c.dataset: (_m(c.values("nn_ssim_mean_floor")), _m(c.values("fid_domain_floor"))) for c in split}
-        o_fl = {c.dataset: (_m(c.values("nn_ssim_mean_floor")), _m(c.values("fid_domain_floor"))) for c in other}
+        s_fl = {c.dataset: (_m(c.values(K.NN_SSIM_MEAN_FLOOR)), _m(c.values(K.FID_DOMAIN_FLOOR))) for c in split}
+        o_fl = {c.dataset: (_m(c.values(K.NN_SSIM_MEAN_FLOOR)), _m(c.values(K.FID_DOMAIN_FLOOR))) for c in other}
         desc = "; ".join(f"{d}: nearest-real SSIM {v[0]:.2f}, FID-domain floor {v[1]:.3g}" for d, v in sorted(s_fl.items()))
         ref = "; ".join(f"{d}: {v[0]:.2f}, {v[1]:.3g}" for d, v in sorted(o_fl.items()))
         lines.append(f"- The MedNIST subsets carry no patient or volume identifier, so their splits are per image: "
@@ -308,10 +309,10 @@ def discussion(cells: list[CellRuns]) -> list[str]:
         col = [s for s in c.seeds if c.train[s].data.metrics.get("final_mode_collapse", 0) > 0.5]
         if col:
             notes.append(f"training flagged mode collapse (per-class diversity ratio < threshold) for seed(s) {col}")
-        cov, cov_fl = _m(c.values("prdc_coverage")), _m(c.values("prdc_coverage_floor"))
+        cov, cov_fl = _m(c.values(K.PRDC_COVERAGE)), _m(c.values(K.PRDC_COVERAGE_FLOOR))
         if cov < 0.5 * cov_fl:
             notes.append(f"coverage {cov:.2f} is under half the real floor {cov_fl:.2f} (missing modes)")
-        dg, dr = _m(c.values("diversity_ms_ssim_generated")), _m(c.values("diversity_ms_ssim_real"))
+        dg, dr = _m(c.values(K.DIVERSITY_MS_SSIM_GENERATED)), _m(c.values(K.DIVERSITY_MS_SSIM_REAL))
         if dg > 1.5 * dr:
             notes.append(f"synthetic pairs are {dg / max(dr, 1e-12):.1f}× as similar as real pairs (low diversity)")
         dom = [s for s in c.seeds if c.train[s].data.metrics.get("final_d_real", 0) > 0.9
@@ -324,11 +325,11 @@ def discussion(cells: list[CellRuns]) -> list[str]:
                 if curve[-1][1] > 1.5 * best:
                     notes.append(f"seed {s}: quality got worse late in training (final FID-domain "
                                  f"{curve[-1][1]:.3g} vs best {best:.3g} earlier): oscillation")
-        spread = stats(c.values("fid_domain"))
+        spread = stats(c.values(K.FID_DOMAIN))
         if spread[2] > 1 and spread[1] > 0.3 * spread[0]:
             notes.append(f"unstable across seeds: FID-domain sd {spread[1]:.3g} is over 30% of the mean {spread[0]:.3g}")
-        if c.values("privacy_near_copy_share") and _m(c.values("privacy_near_copy_share")) > 0.02:
-            notes.append(f"near-copies of training images: {100 * _m(c.values('privacy_near_copy_share')):.1f}%")
+        if c.values(K.PRIVACY_NEAR_COPY_SHARE) and _m(c.values(K.PRIVACY_NEAR_COPY_SHARE)) > 0.02:
+            notes.append(f"near-copies of training images: {100 * _m(c.values(K.PRIVACY_NEAR_COPY_SHARE)):.1f}%")
         if notes:
             found = True
             lines.append(f"- **{c.name}**: " + "; ".join(notes) + ".")
@@ -429,9 +430,9 @@ def write(project: Any, study_id: str, experiment: str, out: Path, command: str)
         old.unlink()
     rel = fig_dir.name
     first_eval = cells[0].evaluate[cells[0].seeds[0]]
-    ext_sha = first_eval.data.params.get("extractor_sha256", "")
-    backbone = first_eval.data.params.get("backbone", "")
-    shas = {c.evaluate[s].data.params.get("extractor_sha256") for c in cells for s in c.seeds}
+    ext_sha = first_eval.data.params.get(K.EXTRACTOR_SHA256, "")
+    backbone = first_eval.data.params.get(K.BACKBONE, "")
+    shas = {c.evaluate[s].data.params.get(K.EXTRACTOR_SHA256) for c in cells for s in c.seeds}
     commits = sorted({c.train[s].data.tags.get("mlflow.source.git.commit", "unknown") for c in cells for s in c.seeds})
     profile = first_eval.data.tags.get("medsynth.study.profile", "")
     res = cells[0].param("model.resolution") or ""

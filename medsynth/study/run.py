@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from medsynth import metric_keys as K
 from medsynth.errors import ConfigError
 from medsynth.project import ProjectConfig
 
@@ -353,8 +354,8 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
             eres = evaluate.run(ev_cfg, dataclasses.replace(project, seed=seed), gen, prepared[dataset],
                                 out / "evaluate", extractor=ext, model_uri=model_uri, tags=tags)
             m = eres.metrics
-            log(f"    FID-domain {m['fid_domain']:.2f} (floor {m['fid_domain_floor']:.2f}), "
-                f"coverage {m.get('prdc_coverage', float('nan')):.2f}, {eres.seconds:.0f}s")
+            log(f"    FID-domain {m[K.FID_DOMAIN]:.2f} (floor {m[K.FID_DOMAIN_FLOOR]:.2f}), "
+                f"coverage {m.get(K.PRDC_COVERAGE, float('nan')):.2f}, {eres.seconds:.0f}s")
             ran.append(f"{cell}/seed {seed}")
         return StudyOutcome(plan_.study_id, parent.info.run_id, ran, skipped, time.perf_counter() - t0)
 
