@@ -26,6 +26,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     import shutil
     import time
 
+    from medsynth import metric_keys as K
     from medsynth.components import evaluate, features, ingest, preprocess, train, validate
     from medsynth.components.promote import PromoteConfig
     from medsynth.generator import GENERATOR_FILE, load_generator
@@ -44,7 +45,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     ext = features.ensure(stage(features.FeaturesConfig, "features"), project, ing.datasets)
     cfg = stage(TrainConfig, "train")
     log(f"==> train {cfg.model}/{cfg.arch} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
-          f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)")
+        f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)")
     tres = train.run(cfg, project, art / "preprocess", art / "train", track=track)
     log(f"==> evaluate ({tres.global_step} steps trained)")
     gen = load_generator(art / "train")
@@ -60,20 +61,20 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
         if (art / "evaluate" / name).is_file():
             shutil.copy2(art / "evaluate" / name, dest / name)
     real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
-    passed = bool(m.get("gate_floors_passed", False))
+    passed = bool(m.get(K.GATE_FLOORS_PASSED, False))
     info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
             "profile": str(cfg.profile), "global_step": tres.global_step, "ngf": cfg.ngf, "ndf": cfg.ndf,
             "classes": list(gen.classes), "resolution": gen.resolution, "train_run_id": tres.run_id or "",
             "data_hash": json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", ""),
-            "extractor_sha256": m.get("protocol", {}).get("extractor_sha256", ""),
+            "extractor_sha256": m.get(K.PROTOCOL, {}).get(K.EXTRACTOR_SHA256, ""),
             "gate_floors_passed": passed, "build_seconds": round(time.perf_counter() - t0, 1),
-            "key_metrics": {k: m[k] for k in ("fid_domain", "fid_domain_floor", "c2st_auc", "c2st_auc_floor",
-                                               "prdc_coverage", "cond_accuracy") if k in m}}
+            "key_metrics": {k: m[k] for k in (K.FID_DOMAIN, K.FID_DOMAIN_FLOOR, K.C2ST_AUC, K.C2ST_AUC_FLOOR,
+                                               K.PRDC_COVERAGE, K.COND_ACCURACY) if k in m}}
     (dest / "MODEL_CARD.md").write_text(_card(dataset, info, m))
     zoo.write_entry(dataset, dest, info)
     log(f"zoo entry {dataset}: {dest} ({sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB); "
-          f"gate floors {'passed' if passed else 'NOT passed'}; FID-domain {m.get('fid_domain', float('nan')):.3f} "
-          f"(floor {m.get('fid_domain_floor', float('nan')):.3f}), C2ST AUC {m.get('c2st_auc', float('nan')):.3f}")
+        f"gate floors {'passed' if passed else 'NOT passed'}; FID-domain {m.get(K.FID_DOMAIN, float('nan')):.3f} "
+        f"(floor {m.get(K.FID_DOMAIN_FLOOR, float('nan')):.3f}), C2ST AUC {m.get(K.C2ST_AUC, float('nan')):.3f}")
     return passed
 
 

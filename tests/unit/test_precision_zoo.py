@@ -90,8 +90,8 @@ def test_real_vs_synthetic_figure_has_a_row_per_class_and_says_synthetic(tmp_pat
     import numpy as np
     from PIL import Image
 
-    from medsynth.pipelines.zoo import real_vs_synthetic
     from medsynth.generator import load_generator
+    from medsynth.pipelines.zoo import real_vs_synthetic
 
     class Split:  # the two things the figure reads from PreparedData
         classes = ["AbdomenCT", "ChestCT", "HeadCT"]
