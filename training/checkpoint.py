@@ -100,7 +100,10 @@ def check_compatible(path: Path, snap: dict[str, Any], spec: dict[str, Any], dat
                 f"{path}: checkpoint was trained on {key}={old_data.get(key)!r} but the prepared data has "
                 f"{key}={data.get(key)!r}; use another --out folder or move the checkpoint away"
             )
-    old = snap["model_spec"]
+    from medsynth.training.models import ModelSpec
+
+    # a field added to ModelSpec after the checkpoint was written takes its default (what that code did)
+    old = {**ModelSpec().to_dict(), **snap["model_spec"]}
     diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
     if diff:
         k = diff[0]

@@ -17,3 +17,22 @@ def test_resume_note_says_when_nothing_was_trained() -> None:
     note = resume_note(_outcome(372))
     assert "already complete: nothing was trained" in note and "artifacts/train/checkpoints" in note
     assert "--no-resume" in note
+
+
+def test_a_checkpoint_from_before_a_new_model_field_still_resumes(tmp_path):
+    """A ModelSpec field added later (e.g. minibatch_std_by_class) takes its default for older snapshots;
+    a real difference is still refused."""
+    import pytest
+
+    from medsynth.errors import TrainingError
+    from medsynth.training.checkpoint import check_compatible
+    from medsynth.training.models import ModelSpec
+
+    spec = ModelSpec(kind="cgan", arch="resize", ngf=32, ndf=32, num_classes=3, minibatch_std=True).to_dict()
+    older = {k: v for k, v in spec.items() if k != "minibatch_std_by_class"}
+    data = {"resolution": 64, "classes": ["a", "b", "c"]}
+    check_compatible(tmp_path / "last.pt", {"model_spec": older, "data": data}, spec, data)  # no error
+    with pytest.raises(TrainingError, match="checkpoint has minibatch_std_by_class=False but this run asks for "
+                                            "minibatch_std_by_class=True"):
+        check_compatible(tmp_path / "last.pt", {"model_spec": older, "data": data},
+                         {**spec, "minibatch_std_by_class": True}, data)
