@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from medsynth.components.monitor import MonitorConfig, history_of, load_reference, reference_path
+from medsynth.errors import ConfigError
 from medsynth.monitoring.policy import Decision
 from medsynth.project import ProjectConfig
 
@@ -135,7 +136,7 @@ def loop(cfg: MonitorConfig, project: ProjectConfig, params: dict[str, Any], ove
         first = launcher.launch(params, overrides)
         log(f"   {first.verdict()}")
         if first.prepared is None:
-            raise ValueError(f"the {first.runner} launcher gives no local outputs: pass reference= (the champion's "
+            raise ConfigError(f"the {first.runner} launcher gives no local outputs: pass reference= (the champion's "
                              "prepared data) to run the loop against a remote pipeline")
         ref_dir = first.prepared
         if first.generator is not None and first.generator.is_file():  # becomes the output check's reference
