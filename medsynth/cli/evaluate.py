@@ -70,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     elif args.reference:
         gen, uri = HeldOutReal(data, args.reference), f"reference:{args.reference}"
     elif args.generator:
-        gen, uri = load_generator(args.generator), str(Path(args.generator).resolve())
+        ref = args.generator  # a file path is recorded absolute; zoo:<dataset> as given
+        gen, uri = load_generator(ref), ref if ref.startswith("zoo:") else str(Path(ref).resolve())
     else:
         gen, uri = load_generator(args.model_uri, project), args.model_uri
     if not args.images:
