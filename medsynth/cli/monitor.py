@@ -172,13 +172,13 @@ def _act(args, params, overrides, project, cfg) -> int:
     """Decide, print, and (unless --dry-run / --launch none) start the retraining."""
     from medsynth.components.retrain import act
 
-    dry = args.dry_run or args.launch == "none"
-    acted = act(cfg, project, params, overrides, None if dry else _launcher(args), model=args.model,
-                version=args.version, reference=args.reference, dry_run=dry)
+    launcher = None if args.dry_run else _launcher(args)  # None: decide only (--dry-run, --launch none)
+    acted = act(cfg, project, params, overrides, launcher, model=args.model, version=args.version,
+                reference=args.reference)
     decision = acted.decision
     print(("[dry run] " if args.dry_run else "") + decision.summary_line())
     if decision.trigger:
-        print(f"  {'would retrain' if dry else 'retrained'} on the current data + {len(decision.batches)} new "
+        print(f"  {'would retrain' if launcher is None else 'retraining'} on the current data + {len(decision.batches)} new "
               f"batch(es) ({decision.new_images} images)")
     if acted.launched is not None:
         print(f"  launched: {acted.launched.record}")
