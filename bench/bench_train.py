@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -203,8 +202,9 @@ def main() -> None:
     variants = ["reference", "reference+resident", "ours fp32", "ours fp32 channels_last", "ours default"]
     if not args.no_bf16:
         variants += ["ours bf16", "ours bf16 channels_last"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    from medsynth.training.resources import cpu_model
+
+    cpu = cpu_model()
     flags = Path("/proc/cpuinfo").read_text()
     info = {"cpu": cpu, "cores": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),

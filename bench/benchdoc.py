@@ -20,14 +20,9 @@ def markers(name: str) -> tuple[str, str]:
 
 def machine() -> str:
     """Core count, CPU model and Python version (the line every figure carries)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from medsynth.training.resources import cpu_model
+
+    cpu = cpu_model()
     return f"{os.cpu_count()} cores (nproc), {cpu}, Python {platform.python_version()}"
 
 
@@ -44,19 +39,7 @@ def write_section(doc: Path, block: str, name: str, section: str) -> None:
     Replaces the script's previous block; else inserts it under ``section``; else appends the
     section with the block.
     """
+    from medsynth.fileio import put_block
+
     start, end = markers(name)
-    block = block.strip()
-    if block.startswith(section):  # a rendered section may carry its own heading
-        block = block[len(section):].strip()
-    if not block.startswith(start):
-        block = f"{start}\n{block.strip()}\n{end}"
-    body = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if start in body and end in body:
-        i, j = body.index(start), body.index(end) + len(end)
-        body = body[:i] + block + body[j:]
-    elif section in body:
-        i = body.index(section) + len(section)
-        body = body[:i] + "\n\n" + block + body[i:]
-    else:
-        body = body.rstrip("\n") + f"\n\n{section}\n\n{block}\n"
-    doc.write_text(body)
+    put_block(doc, block, start, end, section, default_title="# Benchmarks\n")

@@ -74,6 +74,32 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def put_block(doc: str | os.PathLike, block: str, start: str, end: str, section: str,
+              default_title: str = "") -> None:
+    """Put ``block`` between the markers ``start`` / ``end`` into the Markdown file ``doc``.
+
+    Replaces what was between the markers; else inserts the marked block under the heading
+    ``section``; else appends the heading and the block (a new file starts with ``default_title``).
+    The file is written atomically.
+    """
+    doc = Path(doc)
+    block = block.strip()
+    if block.startswith(section):  # a rendered section may carry its own heading
+        block = block[len(section):].strip()
+    if not block.startswith(start):
+        block = f"{start}\n{block}\n{end}"
+    body = doc.read_text() if doc.exists() else default_title
+    if start in body and end in body:
+        i, j = body.index(start), body.index(end) + len(end)
+        body = body[:i] + block + body[j:]
+    elif section in body:
+        i = body.index(section) + len(section)
+        body = body[:i] + "\n\n" + block + body[i:]
+    else:
+        body = body.rstrip("\n") + f"\n\n{section}\n\n{block}\n"
+    write_text(doc, body)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -16,6 +16,21 @@ An entry whose evaluation fails the floors is still written (so its report can b
 from __future__ import annotations
 
 
+def prepare(project, stage, dataset: str, track: bool = True, log=print):
+    """Step 1: ingest -> validate -> preprocess ``dataset`` into ``<artifacts>/zoo/<dataset>/preprocess``;
+    returns the domain feature extractor's folder (trained once, shared by every dataset)."""
+    from medsynth.components import features, ingest, preprocess, validate
+
+    art = project.artifacts_path() / "zoo" / dataset
+    ing = stage(ingest.IngestConfig, "ingest")
+    log(f"==> zoo {dataset}: ingest, validate, preprocess into {art}")
+    ingest.run(ing, project, art / "ingest", track=track)
+    validate.run(stage(validate.ValidateConfig, "validate"), project, art / "ingest", art / "validate", track=track)
+    preprocess.run(stage(preprocess.PreprocessConfig, "preprocess"), project, art / "validate", art / "preprocess",
+                   track=track)
+    return features.ensure(stage(features.FeaturesConfig, "features"), project, ing.datasets)
+
+
 def build(project, stage, dataset: str, track: bool = True, command: str = "", log=print) -> bool:
     """Steps 1-4 of the module docstring; reports each through ``log``. True when the floors passed.
 
@@ -27,7 +42,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     import time
 
     from medsynth import metric_keys as K
-    from medsynth.components import evaluate, features, ingest, preprocess, train, validate
+    from medsynth.components import evaluate, train
     from medsynth.components.promote import PromoteConfig
     from medsynth.generator import GENERATOR_FILE, load_generator
     from medsynth.prepared import PreparedData
@@ -36,13 +51,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
 
     art = project.artifacts_path() / "zoo" / dataset
     t0 = time.perf_counter()
-    ing = stage(ingest.IngestConfig, "ingest")
-    log(f"==> zoo {dataset}: ingest, validate, preprocess into {art}")
-    ingest.run(ing, project, art / "ingest", track=track)
-    validate.run(stage(validate.ValidateConfig, "validate"), project, art / "ingest", art / "validate", track=track)
-    preprocess.run(stage(preprocess.PreprocessConfig, "preprocess"), project, art / "validate", art / "preprocess",
-                   track=track)
-    ext = features.ensure(stage(features.FeaturesConfig, "features"), project, ing.datasets)
+    ext = prepare(project, stage, dataset, track, log)
     cfg = stage(TrainConfig, "train")
     log(f"==> train {cfg.model}/{cfg.arch} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
         f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)")

@@ -109,11 +109,14 @@ def train_classifier(
     num_classes: int,
     settings: TrainSettings = TrainSettings(),
     on_epoch: Callable[[int, float, float], None] | None = None,
+    init: SmallCNN | None = None,
 ) -> tuple[SmallCNN, TrainHistory]:
     """Fit a :class:`SmallCNN` on ``x`` float32 ``[N, 1, R, R]`` in [-1, 1] and labels ``y`` ``[N]``.
 
     Args:
         on_epoch: called as ``on_epoch(epoch, loss, train_acc)`` after each epoch (progress/logging).
+        init: start from a copy of this model's weights (fine-tuning); its shape must match
+            ``num_classes`` and the settings' ``feature_dim``/``width``. It is left unchanged.
 
     Returns:
         The model in eval mode and the per-epoch history.
@@ -134,6 +137,10 @@ def train_classifier(
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     model = SmallCNN(num_classes, settings.feature_dim, settings.width)
+    if init is not None:
+        if init.spec() != model.spec():
+            raise ValueError(f"init: model {init.spec()} does not match {model.spec()}")
+        model.load_state_dict(init.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     steps = settings.epochs * int(np.ceil(len(x) / settings.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=steps)

@@ -75,17 +75,21 @@ class PeakMemory:
         return {"peak_memory_mib": self.peak / MIB, "memory_added_mib": max(added, 0) / MIB}
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else platform's guess)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return model or platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device | str) -> str:
     """A human name of ``device``: the GPU model, or the CPU model with its logical core count."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    import platform
-
-    return f"cpu: {model or platform.processor() or platform.machine()} x{os.cpu_count()}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu_model()} x{os.cpu_count()}, {torch.get_num_threads()} threads"

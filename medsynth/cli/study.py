@@ -6,6 +6,11 @@ docs/RESULTS.md, figures in docs/results/) from those MLflow runs. Profiles: ``m
 about a minute: a check of the machinery), ``quick`` (the whole grid, 3 seeds, 32 px, about 30 minutes
 on 2 CPU cores), ``full`` (64 px, long training, 3 seeds: for a GPU). Re-running the same command
 after an interruption skips the finished runs and resumes the interrupted one.
+
+``medsynth study --augment`` answers the augmentation question instead: classifiers trained on
+real, real + synthetic (from ``--generator``, default the shipped pneumonia generator) and the
+duplicated-real controls, over seeds (medsynth/study/augment.py); its block in the results
+document is replaced, the rest of the document is left as it is.
 """
 
 from __future__ import annotations
@@ -30,6 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-id", default=None,
                    help="with --report-only: report this study (e.g. one run by older code; the id is printed by "
                    "every study and kept in the document) instead of the one the current settings and code give")
+    p.add_argument("--augment", action="store_true",
+                   help="run the augmentation question (real + synthetic vs duplicated real) instead of the grid")
+    p.add_argument("--generator", default="zoo:pneumonia",
+                   help="with --augment: the conditional generator (zoo:<dataset>, a generator.pt, runs:/ or models:/ "
+                   "URI; default zoo:pneumonia); its dataset is prepared like a zoo build's")
+    p.add_argument("--epochs", type=int, default=None, help="with --augment: epochs per classifier fit (default 6)")
     p.set_defaults(func=_run)
 
 
@@ -45,6 +56,8 @@ def _run(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     except ValueError:
         raise ConfigError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
+    if args.augment:
+        return _augment(args, seeds)
     ctx = Context(args)
     cells = [c.strip() for c in args.cells.split(",") if c.strip()] if args.cells else None
     prof = study.get_profile(args.profile, seeds, cells)
@@ -62,4 +75,36 @@ def _run(args: argparse.Namespace) -> int:
     study_report.write(ctx.project, study_id, args.experiment, out, command)
     print(f"results: {out} (figures in {out.parent / 'results'})")
     print(f"MLflow  : experiment {args.experiment!r}, tag medsynth.study.id = {study_id}")
+    return 0
+
+
+def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
+    from pathlib import Path
+
+    from medsynth.cli import Context
+    from medsynth.errors import ConfigError
+    from medsynth.generator import load_generator
+    from medsynth.pipelines.zoo import prepare
+    from medsynth.prepared import PreparedData
+    from medsynth.study import augment
+
+    if args.cells or args.report_only or args.study_id:
+        raise ConfigError("--augment: --cells, --report-only and --study-id belong to the study grid")
+    gen = load_generator(args.generator)
+    dataset = (args.generator.split(":", 1)[1] if args.generator.startswith("zoo:")
+               else next((o.split("=", 1)[1] for o in args.overrides if o.startswith("ingest.dataset=")), ""))
+    if not dataset:
+        raise ConfigError("--augment: name the generator's dataset with --set ingest.dataset=NAME "
+                          "(implied for zoo:<dataset>)")
+    ctx = Context(args, extra={"ingest.dataset": dataset})
+    prepare(ctx.project, ctx.stage, dataset, log=lambda line: print(line, flush=True))
+    data = PreparedData.load(ctx.project.artifacts_path() / "zoo" / dataset / "preprocess")
+    settings = augment.AugmentSettings(**({"seeds": tuple(seeds)} if seeds else {}),
+                                       **({"epochs": args.epochs} if args.epochs else {}))
+    command = " ".join(["medsynth study --augment", *(f"--generator {args.generator}",) * (args.generator != "zoo:pneumonia"),
+                        *(f"--seeds {args.seeds}",) * bool(args.seeds), *(f"--epochs {args.epochs}",) * bool(args.epochs)])
+    res = augment.run_tracked(ctx.project, gen, data, settings, args.generator, dataset, Path(args.out), command,
+                              log=lambda line: print(line, flush=True))
+    print(f"augmentation question: {len(res.scores)} arms x {len(settings.seeds)} seeds in {res.seconds / 60:.1f} min; "
+          f"results: {args.out} ({augment.SECTION[3:]})")
     return 0

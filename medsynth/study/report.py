@@ -480,10 +480,21 @@ def write(project: Any, study_id: str, experiment: str, out: Path, command: str)
         if got:
             lines += [f"### {c.name} (seed {s})", "", *got, ""]
     lines += ["## Discussion (computed from the numbers above)", "", *discussion(cells), ""]
+    lines += _kept_blocks(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         Path(tmp).write_text("\n".join(lines))
     return out
+
+
+def _kept_blocks(out: Path) -> list[str]:
+    """Sections other commands own in the same document (``medsynth study --augment``), carried over."""
+    from medsynth.study.augment import END, SECTION, START
+
+    body = out.read_text() if out.exists() else ""
+    if START not in body or END not in body:
+        return []
+    return [SECTION, "", body[body.index(START): body.index(END) + len(END)], ""]
 
 
 def parse_tables(markdown: str) -> dict[str, tuple[list[str], list[list[str]]]]:

@@ -78,6 +78,14 @@ def test_micro_study_writes_results_from_mlflow(project_home: Path, capsys: pyte
     assert "0 runs to do, 1 already finished" in capsys.readouterr().out
     assert len(_study_runs(project_home)) == n_before
     assert parse_tables(out.read_text()) == tables
+    # the augmentation question's block (`medsynth study --augment`) survives a rewrite of the document
+    from medsynth.fileio import put_block
+    from medsynth.study.augment import END, SECTION, START
+
+    put_block(out, f"{START}\naugmentation table\n{END}", START, END, SECTION)
+    assert main(["study", "--profile", "micro", "--report-only", "--out", str(out)]) == 0
+    assert "augmentation table" in out.read_text() and out.read_text().count(SECTION) == 1
+    assert parse_tables(out.read_text()) == tables
     # a study made by other settings or code is still reportable by its id
     sid = ev.data.tags["medsynth.study.id"]
     again = project_home / "again.md"
