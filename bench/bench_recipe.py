@@ -89,12 +89,34 @@ class Arm:
         return x.clamp(-1, 1).numpy(), (y.numpy() if y is not None else None)
 
 
-def judge(fake: np.ndarray, real_train: np.ndarray, test_feats: np.ndarray, module) -> dict[str, float]:
+def judge(fake: np.ndarray, labels: np.ndarray | None, real_train: np.ndarray, real_labels: np.ndarray,
+          test_feats: np.ndarray, module) -> dict[str, float]:
+    """FID-domain, C2ST AUC and, per class, generated/real diversity (the lowest class: collapse)."""
     from medsynth.c2st import c2st
     from medsynth.metrics import extract, frechet
+    from medsynth.training.sampler import diversity
 
+    ratios = []
+    for c in (np.unique(labels) if labels is not None else [None]):
+        f = fake if c is None else fake[labels == c]
+        r = real_train if c is None else real_train[real_labels == c]
+        ratios.append(diversity(f[:200]) / max(diversity(r[:200]), 1e-8))
     return {"fid_domain": frechet(test_feats, extract(module, fake)),
-            "c2st_auc": c2st(real_train, fake, seed=0).auc}
+            "c2st_auc": c2st(real_train, fake, seed=0).auc, "diversity_min": float(min(ratios))}
+
+
+def parse_arm(text: str) -> tuple[str, dict]:
+    """``"NAME:key=value,key=value"`` -> (name, train overrides on top of our default recipe)."""
+    import yaml
+
+    name, _, spec = text.partition(":")
+    if not name or not spec:
+        raise SystemExit(f"--arm: expected NAME:key=value[,key=value], got {text!r}")
+    out = {}
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        out[key.strip()] = yaml.safe_load(value)
+    return name.strip(), out
 
 
 def main() -> int:
@@ -109,6 +131,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="artifacts/bench_recipe")
     ap.add_argument("--write", default=None, help="write the section into this BENCHMARKS.md")
+    ap.add_argument("--arm", action="append", default=[],
+                    help="an extra arm, our default recipe with changes: 'NAME:key=value[,key=value]' "
+                    "(e.g. 'ours + mode seeking:mode_seeking=1.0'); repeatable")
     a = ap.parse_args()
 
     from medsynth.components.promote import PromoteConfig
@@ -135,8 +160,12 @@ def main() -> int:
     out = Path(a.out) / a.dataset
     arms = [Arm("reference (pytorch/examples DCGAN)", make_trainer("reference", REFERENCE, data, out, model, a.threads)),
             Arm("ours (default recipe, zoo widths)", make_trainer("ours", {}, data, out, model, a.threads))]
+    for i, text in enumerate(a.arm):
+        name, overrides = parse_arm(text)
+        arms.append(Arm(name, make_trainer(f"extra{i}", overrides, data, out, model, a.threads)))
+    real_labels = data.y.numpy()
     budget = a.minutes * 60
-    next_probe = [0.0, 0.0]
+    next_probe = [0.0] * len(arms)
     t_start = time.perf_counter()
     while min(arm.train_s for arm in arms) < budget:
         for i, arm in enumerate(arms):
@@ -144,12 +173,12 @@ def main() -> int:
                 continue
             arm.run_for(min(a.slice, budget - arm.train_s))
             if arm.train_s >= next_probe[i] or arm.train_s >= budget:
-                fake, _ = arm.sample(a.probe_n)
-                s = judge(fake, real_train, test_feats, module)
+                fake, labels = arm.sample(a.probe_n)
+                s = judge(fake, labels, real_train, real_labels, test_feats, module)
                 arm.history.append({"train_s": round(arm.train_s, 1), "step": arm.t.global_step, **s})
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {arm.name}: {arm.train_s:5.0f}s trained, step "
                       f"{arm.t.global_step}, FID-domain {s['fid_domain']:.3f} (floor {floor:.3f}), "
-                      f"C2ST AUC {s['c2st_auc']:.3f}", flush=True)
+                      f"C2ST AUC {s['c2st_auc']:.3f}, diversity (lowest class) x{s['diversity_min']:.2f} real", flush=True)
                 next_probe[i] = arm.train_s + a.probe_every
     for arm in arms:
         fake, labels = arm.sample(64)
@@ -158,7 +187,7 @@ def main() -> int:
         from medsynth.imaging import make_grid
 
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_grid(fake)).save(out / f"SYNTHETIC_{arm.name.split()[0]}_grid.png")
+        Image.fromarray(make_grid(fake)).save(out / f"SYNTHETIC_{arm.t.out_dir.name}_grid.png")
     result = {"dataset": a.dataset, "floor": floor, "k": k, "t": t_auc, "machine": benchdoc.machine(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "arms": {arm.name: arm.history for arm in arms}}
@@ -176,16 +205,18 @@ def _reached(history: list[dict], floor: float, k: float | None, t: float | None
 
 
 def write(doc: Path, r: dict, a: argparse.Namespace) -> None:
+    extra = "".join(f" --arm '{t}'" for t in a.arm)
     lines = [f"Command: `.venv/bin/python bench/bench_recipe.py --dataset {a.dataset} --minutes {a.minutes:g} "
-             f"--probe-every {a.probe_every:g} --write docs/BENCHMARKS.md`  ",
+             f"--probe-every {a.probe_every:g}{extra} --write docs/BENCHMARKS.md`  ",
              f"Machine: {r['machine']} (torch CPU capability {r['cpu_capability']}); both arms in one process, "
              f"alternating {a.slice:g} s slices. Real floor FID-domain {r['floor']:.3f}; gate floors k = {r['k']}, "
              f"t = {r['t']}.", "",
-             "| recipe | training min | steps | FID-domain | x floor | C2ST AUC |", "| --- | --- | --- | --- | --- | --- |"]
+             "| recipe | training min | steps | FID-domain | x floor | C2ST AUC | diversity x real (lowest class) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, hist in r["arms"].items():
         for h in hist:
             lines.append(f"| {name} | {h['train_s'] / 60:.1f} | {h['step']} | {h['fid_domain']:.3f} | "
-                         f"{h['fid_domain'] / r['floor']:.1f} | {h['c2st_auc']:.3f} |")
+                         f"{h['fid_domain'] / r['floor']:.1f} | {h['c2st_auc']:.3f} | {h['diversity_min']:.2f} |")
     lines.append("")
     for name, hist in r["arms"].items():
         lines.append(f"- {name}: floors reached after {_reached(hist, r['floor'], r['k'], r['t'])}")

@@ -80,6 +80,7 @@ class TrainConfig:
     minibatch_std: bool = False  # a minibatch-standard-deviation map before D's last layer (anti-collapse)
     minibatch_std_by_class: bool = False  # conditional models: that spread within same-class groups
     diffaugment: list[str] = field(default_factory=list)  # e.g. [color, translation, cutout]
+    mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): same class, two z -> G is pushed apart; 0 = off
     ema_decay: float = 0.999  # 0 turns the EMA generator off (the raw G is then served)
     precision: Precision = Precision.AUTO
     channels_last: bool = False
@@ -116,6 +117,8 @@ class TrainConfig:
             raise ConfigError("train.max_steps / train.max_train_images: must be >= 0 (0 = no limit)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.mode_seeking <= 10.0:
+            raise ConfigError(f"train.mode_seeking: must be in [0, 10], got {self.mode_seeking}")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ConfigError("train.lr_g / train.lr_d: must be > 0")
 

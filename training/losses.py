@@ -38,3 +38,14 @@ def g_loss(kind: LossKind, fake_logits: torch.Tensor) -> torch.Tensor:
 def d_prob(logits: torch.Tensor) -> float:
     """Mean D output as a probability (D(x), D(G(z)) in pytorch/examples' logs)."""
     return float(torch.sigmoid(logits.detach().float()).mean())
+
+
+def mode_seeking_loss(x1: torch.Tensor, x2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                      eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's regulariser (Mao et al., CVPR 2019): 1 / (image distance / latent distance).
+
+    ``x1``/``x2`` are made from the same class with latents ``z1``/``z2``; minimising this makes
+    different z give different images (a generator that ignores z scores 1/eps).
+    """
+    ratio = (x1.float() - x2.float()).abs().mean() / (z1.float() - z2.float()).abs().mean()
+    return 1.0 / (ratio + eps)

@@ -36,7 +36,7 @@ from medsynth.training import distributed as dist_util
 from medsynth.training.augment import diff_augment
 from medsynth.training.config import Precision, TrainConfig, resolve_precision
 from medsynth.training.ema import EMA
-from medsynth.training.losses import d_loss, d_prob, g_loss
+from medsynth.training.losses import d_loss, d_prob, g_loss, mode_seeking_loss
 from medsynth.training.models import ModelSpec
 from medsynth.training.registry import build_models, get_kind
 from medsynth.training.sampler import diversity, generator_payload
@@ -211,6 +211,9 @@ class Trainer:
         b = real.shape[0]
         z = torch.randn(b, cfg.nz, generator=gen, device=dev)
         yf = torch.randint(0, self.spec.num_classes, (b,), generator=gen, device=dev) if y is not None else None
+        half = b // 2
+        if cfg.mode_seeking and yf is not None:
+            yf[half : 2 * half] = yf[:half]  # pairs (i, i + half): one class, two z (mode seeking)
         aug = (lambda t: diff_augment(t, cfg.diffaugment, gen)) if cfg.diffaugment else (lambda t: t)
         ac = torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
         # 1. D step on real and (detached) fake images
@@ -227,6 +230,9 @@ class Trainer:
         with ac:
             gen_logits = self.D(aug(fake), yf)
             loss_g = g_loss(cfg.loss, gen_logits)
+            if cfg.mode_seeking and half:
+                loss_g = loss_g + cfg.mode_seeking * mode_seeking_loss(fake[:half], fake[half : 2 * half],
+                                                                      z[:half], z[half : 2 * half])
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)

@@ -197,3 +197,30 @@ def test_multi_modality_cgan_conditions_on_modality_and_class(tmp_path: Path) ->
     sampler = load_sampler(tmp_path / "run" / "generator.pt")
     assert sampler.classes[3] == "MR/BreastMRI" and sampler.label_index("cxr") == 4
     assert sampler.generate(5, seed=0, labels=[0, 1, 2, 3, 4]).shape == (5, 1, 32, 32)
+
+
+def test_mode_seeking_pairs_one_class_with_two_latents(ct32: Path, tmp_path: Path) -> None:
+    """train.mode_seeking: the fake batch's halves share their labels (two z per class), the loss
+    enters G's objective (a different G after the same steps) and bounds are checked."""
+    data = train_data(ct32)
+    seen: list[torch.Tensor] = []
+
+    def trained(weight: float) -> dict[str, torch.Tensor]:
+        trainer = Trainer(load_train_config({"train": {**TINY, "mode_seeking": weight}}), data,
+                          tmp_path / f"ms{weight}", seed=0)
+        g = trainer.G
+        original = g.forward
+        g.forward = lambda z, y=None: (seen.append(y.clone()), original(z, y))[1]  # type: ignore[method-assign]
+        trainer.fit()
+        return {k: v.clone() for k, v in g.state_dict().items()}
+
+    plain = trained(0.0)
+    n_plain = len(seen)
+    ms = trained(1.0)
+    labels = seen[n_plain]
+    half = len(labels) // 2
+    assert torch.equal(labels[:half], labels[half : 2 * half])
+    assert not torch.equal(seen[0][:half], seen[0][half : 2 * half])  # off: independent labels
+    assert any(not torch.equal(plain[k], ms[k]) for k in plain)
+    with pytest.raises(ConfigError, match="train.mode_seeking"):
+        load_train_config({"train": {**TINY, "mode_seeking": -1}}).check()

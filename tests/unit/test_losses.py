@@ -67,3 +67,19 @@ def test_profiles_and_explicit_keys() -> None:
         load_train_config({"train": {"diffaugment": ["rotate"]}})
     with pytest.raises(ConfigError, match="unknown key"):
         load_train_config({"train": {"epoch": 3}})
+
+
+def test_mode_seeking_loss_punishes_a_generator_that_ignores_z() -> None:
+    from medsynth.training.losses import mode_seeking_loss
+
+    z1, z2 = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), torch.randn(8, 16)
+    same = torch.rand(8, 1, 4, 4)
+    apart = same + 0.5 * torch.randn(8, 1, 4, 4)
+    collapsed, diverse = mode_seeking_loss(same, same, z1, z2), mode_seeking_loss(same, apart, z1, z2)
+    assert collapsed > 1e4 and diverse < 10  # 1/eps when the two z give one image
+    # its gradient pushes the two images apart
+    x2 = (same + 0.1).requires_grad_(True)
+    mode_seeking_loss(same, x2, z1, z2).backward()
+    step = -x2.grad  # gradient descent direction
+    assert ((x2 + 1e-3 * step.sign()) - same).abs().mean() > (x2 - same).abs().mean()
+    assert mode_seeking_loss(same.bfloat16(), apart.bfloat16(), z1, z2).dtype == torch.float32
