@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medsynth-installed
 
-.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study zoo
+.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study augment zoo
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ loop-demo: $(STAMP)
 STUDY_PROFILE ?= quick
 study: $(STAMP)
 	$(BIN)/medsynth study --profile $(STUDY_PROFILE)
+
+# The augmentation question at 64 px: real + synthetic (the shipped pneumonia generator) against
+# duplicated-real controls, 5 seeds, paired intervals; its block in docs/RESULTS.md (~40 min, 2 cores).
+augment: $(STAMP)
+	$(BIN)/medsynth study --augment
 
 # The shipped champions (training/zoo/): one trained generator per bundled dataset, each with its
 # evaluation report, metrics and model card, recorded in training/zoo/MANIFEST.json (sha256, sizes).
