@@ -91,6 +91,7 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
     if args.cells or args.report_only or args.study_id:
         raise ConfigError("--augment: --cells, --report-only and --study-id belong to the study grid")
     gen = load_generator(args.generator)
+    augment.check_generator(gen)
     dataset = (args.generator.split(":", 1)[1] if args.generator.startswith("zoo:")
                else next((o.split("=", 1)[1] for o in args.overrides if o.startswith("ingest.dataset=")), ""))
     if not dataset:

@@ -135,6 +135,13 @@ def training_sets(arm: str, x: np.ndarray, y: np.ndarray, synth: Callable[[np.nd
     raise ConfigError(f"augment: unknown arm {arm!r}")
 
 
+def check_generator(gen: Any) -> None:
+    """The question needs labelled synthetic images: a conditional generator over >= 2 classes."""
+    if len(gen.classes) < 2 or not gen.spec.num_classes:
+        raise ConfigError("augment: the generator is unconditional or has one class; the question needs labelled "
+                          "synthetic images (a cgan over the dataset's classes, e.g. zoo:pneumonia)")
+
+
 class _Synth:
     """Labelled synthetic images of one seed; each call draws new ones (seed, call and chunk decide
     them), 8-bit as `medsynth generate` writes them."""
@@ -166,9 +173,7 @@ def run(gen: Any, data: Any, settings: AugmentSettings = AugmentSettings(), gene
     )
 
     settings.check()
-    if not gen.spec.num_classes:
-        raise ConfigError("augment: the generator is unconditional; the question needs labelled synthetic "
-                          "images (a cgan over the dataset's classes)")
+    check_generator(gen)
     if [c.lower() for c in gen.classes] != [c.lower() for c in data.classes]:
         raise ConfigError(f"augment: generator classes {gen.classes} differ from the data's {data.classes}")
     if gen.resolution != data.resolution:

@@ -108,6 +108,14 @@ def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pyt
     assert not out.exists()
     assert main(["study", "--profile", "micro", "--study-id", "micro-0123456789"]) != 0
     assert "only with --report-only" in capsys.readouterr().err
+    # the augmentation question: grid options refused, and a generator without labelled classes
+    assert main(["study", "--augment", "--cells", "cgan-ct"]) != 0
+    assert "--cells, --report-only and --study-id belong to the study grid" in capsys.readouterr().err
+    assert main(["study", "--augment", "--generator", "zoo:mri"]) != 0
+    err = capsys.readouterr().err
+    assert "unconditional or has one class" in err and len(err.strip().splitlines()) == 1
+    assert main(["study", "--augment", "--generator", "zoo:nope"]) != 0
+    assert "zoo" in capsys.readouterr().err
 
 
 def test_profiles_resolve_and_the_study_id_hashes_settings_not_seeds(project_home: Path, params: dict) -> None:
