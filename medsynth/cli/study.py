@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="docs/RESULTS.md", help="results document (figures go beside it in results/)")
     p.add_argument("--experiment", default="study", help="MLflow experiment of the study runs (default: study)")
     p.add_argument("--report-only", action="store_true",
-                   help="do not train: rewrite the document from the runs already in MLflow")
+                   help="do not train: rewrite the document from the runs already in MLflow (with --augment: "
+                   "the augmentation block from the newest augment run)")
     p.add_argument("--study-id", default=None,
                    help="with --report-only: report this study (e.g. one run by older code; the id is printed by "
                    "every study and kept in the document) instead of the one the current settings and code give")
@@ -88,8 +89,13 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
     from medsynth.prepared import PreparedData
     from medsynth.study import augment
 
-    if args.cells or args.report_only or args.study_id:
-        raise ConfigError("--augment: --cells, --report-only and --study-id belong to the study grid")
+    if args.cells or args.study_id:
+        raise ConfigError("--augment: --cells and --study-id belong to the study grid")
+    if args.report_only:
+        ctx = Context(args)
+        res = augment.rewrite(ctx.project, Path(args.out), "medsynth study --augment")
+        print(f"augmentation question ({res.generator}, {len(res.settings.seeds)} seeds) rewritten from MLflow: {args.out}")
+        return 0
     gen = load_generator(args.generator)
     augment.check_generator(gen)
     dataset = (args.generator.split(":", 1)[1] if args.generator.startswith("zoo:")

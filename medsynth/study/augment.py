@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,25 @@ class AugmentResult:
             return float(d.mean()), float("nan"), float("nan")
         half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
         return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+    def p_value(self, arm: str, control: str, metric: int) -> float:
+        """Two-sided paired t-test of arm - control over the seeds (nan with fewer than 2 seeds)."""
+        from scipy import stats
+
+        d = np.array([self.scores[arm][s][metric] - self.scores[control][s][metric] for s in self.settings.seeds])
+        if len(d) < 2:
+            return float("nan")
+        if d.std(ddof=1) == 0:
+            return 0.0 if d.mean() else 1.0
+        return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AugmentResult:
+        """Back from ``to_dict`` (the ``augment.json`` artifact of the MLflow run)."""
+        st = d["settings"]
+        settings = AugmentSettings(**{**st, "seeds": tuple(st["seeds"]), "shares": tuple(st["shares"])})
+        scores = {a: {int(k): (float(v[0]), float(v[1])) for k, v in per.items()} for a, per in d["scores"].items()}
+        return cls(**{**d, "settings": settings, "scores": scores})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -203,6 +223,16 @@ def run(gen: Any, data: Any, settings: AugmentSettings = AugmentSettings(), gene
     return res
 
 
+def _holm(p: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error over all comparisons)."""
+    order = np.argsort(np.nan_to_num(p, nan=1.0))
+    adj, running = [1.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * (1.0 if np.isnan(p[i]) else p[i])))
+        adj[i] = running
+    return adj
+
+
 def render(res: AugmentResult, command: str, machine: str) -> str:
     """The marked Markdown block for docs/RESULTS.md."""
     s = res.settings
@@ -216,6 +246,8 @@ def render(res: AugmentResult, command: str, machine: str) -> str:
              "", f"Command: `{command}` ({res.seconds / 60:.0f} min on {machine}).", "",
              "| Arm | Training images (per fit) | ACC (mean ± sd) | AUC (mean ± sd) | vs control: ΔACC [95% CI] | ΔAUC [95% CI] |",
              "|---|---|---|---|---|---|"]
+    tests = [(arm, control, m) for arm, control in arms.items() if control for m in (0, 1)]
+    holm = _holm([res.p_value(*t) for t in tests])
     verdicts = []
     for arm, control in arms.items():
         acc = np.array([res.scores[arm][k][0] for k in s.seeds])
@@ -227,14 +259,41 @@ def render(res: AugmentResult, command: str, machine: str) -> str:
                 m, lo, hi = res.paired(arm, control, metric)
                 cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {control}")
                 verdict = ("better (separable)" if lo > 0 else "worse (separable)" if hi < 0 else "not separable")
-                verdicts.append(f"- {arm} vs {control}, {name}: {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}")
+                p_adj = holm[tests.index((arm, control, metric))]
+                after = ("also after Holm's correction" if p_adj < 0.05 else "not after Holm's correction")
+                verdicts.append(f"- {arm} vs {control}, {name}: {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}"
+                                + (f" (p = {res.p_value(arm, control, metric):.3f}; {after}, "
+                                   f"adjusted p = {p_adj:.3f})" if lo > 0 or hi < 0 else ""))
             row += cells
         else:
             row += ["", ""]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Paired per seed (arm - control, same seed), 95% t-interval; separable = the interval excludes 0:", "",
-              *verdicts, "", END]
+    lines += ["", "Paired per seed (arm - control, same seed), 95% t-interval; separable = the interval excludes 0. "
+              f"With {len(tests)} comparisons about {0.05 * len(tests):.1f} would look separable by chance alone, so "
+              "each separable one also carries its paired t-test p and Holm's step-down adjustment over all "
+              f"{len(tests)}:", "", *verdicts, "", END]
     return "\n".join(lines)
+
+
+def rewrite(project: Any, doc: Any, command: str) -> AugmentResult:
+    """Render the newest ``augment`` run's results again into ``doc`` (no training)."""
+    import json
+
+    import mlflow
+
+    from medsynth.errors import InputError
+    from medsynth.fileio import put_block
+    from medsynth.tracking import latest_run_id, setup_mlflow
+
+    setup_mlflow(project, "study")
+    run_id = latest_run_id({"medsynth.step": "augment"})
+    if run_id is None:
+        raise InputError("augment --report-only: no augment run in MLflow yet (run `medsynth study --augment`)")
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="augment.json")
+    res = AugmentResult.from_dict(json.loads(Path(path).read_text()))
+    machine = mlflow.get_run(run_id).data.tags.get("medsynth.machine", "a machine not recorded")
+    put_block(doc, render(res, command, machine), START, END, SECTION, default_title="# Results\n")
+    return res
 
 
 def run_tracked(project: Any, gen: Any, data: Any, settings: AugmentSettings, generator_ref: str, dataset: str,
@@ -242,7 +301,6 @@ def run_tracked(project: Any, gen: Any, data: Any, settings: AugmentSettings, ge
     """``run`` as an MLflow run (experiment ``study``, step ``augment``), its block written into ``doc``."""
     import json
     import tempfile
-    from pathlib import Path
 
     import mlflow
 
@@ -252,7 +310,8 @@ def run_tracked(project: Any, gen: Any, data: Any, settings: AugmentSettings, ge
 
     bench_machine = device_name("cpu")
     with step_run(project, "augment", config={"augment": asdict(settings), "generator": generator_ref},
-                  data_hash=data.data_hash, experiment="study", tags={"medsynth.generator": generator_ref}):
+                  data_hash=data.data_hash, experiment="study",
+                  tags={"medsynth.generator": generator_ref, "medsynth.machine": bench_machine}):
         res = run(gen, data, settings, generator_ref, dataset, log)
         for arm in settings.arms():
             for i, name in enumerate(("acc", "auc")):

@@ -110,7 +110,9 @@ def test_study_bad_arguments_are_one_line_errors(project_home: Path, capsys: pyt
     assert "only with --report-only" in capsys.readouterr().err
     # the augmentation question: grid options refused, and a generator without labelled classes
     assert main(["study", "--augment", "--cells", "cgan-ct"]) != 0
-    assert "--cells, --report-only and --study-id belong to the study grid" in capsys.readouterr().err
+    assert "--cells and --study-id belong to the study grid" in capsys.readouterr().err
+    assert main(["study", "--augment", "--report-only", "--out", str(out)]) != 0
+    assert "no augment run in MLflow yet" in capsys.readouterr().err and not out.exists()
     assert main(["study", "--augment", "--generator", "zoo:mri"]) != 0
     err = capsys.readouterr().err
     assert "unconditional or has one class" in err and len(err.strip().splitlines()) == 1

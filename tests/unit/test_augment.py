@@ -121,3 +121,19 @@ def test_the_block_replaces_itself_and_keeps_the_rest(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.count(augment.SECTION) == 1 and "second" in text and "first" not in text
     assert text.startswith("# Results\n\n## Quality\n\ntable")
+
+
+def test_holm_adjustment_and_the_result_round_trip() -> None:
+    # Holm: sorted p x (m - rank), made monotone, capped at 1
+    assert augment._holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert augment._holm([float("nan"), 0.01]) == pytest.approx([1.0, 0.02])
+    settings = augment.AugmentSettings(seeds=(0, 1, 2), shares=(1.0,))
+    scores = {arm: {s: (0.80 + 0.01 * s, 0.90) for s in settings.seeds} for arm in settings.arms()}
+    scores["synth_1"] = {s: (0.85 + 0.01 * s + 0.001 * (s == 1), 0.90) for s in settings.seeds}  # +0.05 every seed
+    res = augment.AugmentResult("zoo:pneumonia", "pneumonia", ["normal", "pneumonia"], 10, 5, [3, 7], settings,
+                                scores, {a: "10" for a in scores}, 60.0)
+    back = augment.AugmentResult.from_dict(res.to_dict())
+    assert back == res
+    assert res.p_value("synth_1", "dup_1", 0) < 1e-3 and res.p_value("synth_1", "dup_1", 1) == 1.0
+    text = augment.render(res, "cmd", "machine")
+    assert "synth_1 vs dup_1, ACC: +0.050" in text and "also after Holm's correction" in text
