@@ -131,6 +131,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="artifacts/bench_recipe")
     ap.add_argument("--write", default=None, help="write the section into this BENCHMARKS.md")
+    ap.add_argument("--figure", default=None, help="also save every arm's final grid side by side here "
+                    "(e.g. docs/results/SYNTHETIC_time_to_quality_ct.png)")
     ap.add_argument("--arm", action="append", default=[],
                     help="an extra arm, our default recipe with changes: 'NAME:key=value[,key=value]' "
                     "(e.g. 'ours + mode seeking:mode_seeking=1.0'); repeatable")
@@ -180,6 +182,7 @@ def main() -> int:
                       f"{arm.t.global_step}, FID-domain {s['fid_domain']:.3f} (floor {floor:.3f}), "
                       f"C2ST AUC {s['c2st_auc']:.3f}, diversity (lowest class) x{s['diversity_min']:.2f} real", flush=True)
                 next_probe[i] = arm.train_s + a.probe_every
+    grids = []
     for arm in arms:
         fake, labels = arm.sample(64)
         from PIL import Image
@@ -187,7 +190,10 @@ def main() -> int:
         from medsynth.imaging import make_grid
 
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(make_grid(fake)).save(out / f"SYNTHETIC_{arm.t.out_dir.name}_grid.png")
+        grids.append((arm.name, make_grid(fake)))
+        Image.fromarray(grids[-1][1]).save(out / f"SYNTHETIC_{arm.t.out_dir.name}_grid.png")
+    if a.figure:
+        side_by_side(grids, f"{a.minutes:g} min", Path(a.figure))
     result = {"dataset": a.dataset, "floor": floor, "k": k, "t": t_auc, "machine": benchdoc.machine(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "arms": {arm.name: arm.history for arm in arms}}
@@ -195,6 +201,24 @@ def main() -> int:
     if a.write:
         write(Path(a.write), result, a)
     return 0
+
+
+def side_by_side(grids: list[tuple[str, np.ndarray]], budget: str, path: Path) -> None:
+    """Each arm's grid under a red SYNTHETIC band naming the recipe, left to right (one PNG)."""
+    from PIL import Image, ImageDraw
+
+    band, gap = 16, 14
+    h = max(g.shape[0] for _, g in grids)
+    canvas = Image.new("RGB", (sum(g.shape[1] for _, g in grids) + gap * (len(grids) - 1), band + h), "white")
+    d = ImageDraw.Draw(canvas)
+    x = 0
+    for name, g in grids:
+        d.rectangle([x, 0, x + g.shape[1] - 1, band - 2], fill=(200, 30, 30))
+        d.text((x + 4, 2), f"SYNTHETIC - {name}, {budget}", fill="white")
+        canvas.paste(Image.fromarray(g).convert("RGB"), (x, band))
+        x += g.shape[1] + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
 
 
 def _reached(history: list[dict], floor: float, k: float | None, t: float | None) -> str:
