@@ -110,8 +110,9 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
                                        **({"epochs": args.epochs} if args.epochs else {}))
     command = " ".join(["medsynth study --augment", *(f"--generator {args.generator}",) * (args.generator != "zoo:pneumonia"),
                         *(f"--seeds {args.seeds}",) * bool(args.seeds), *(f"--epochs {args.epochs}",) * bool(args.epochs)])
+    sha = augment.generator_sha256(args.generator)
     res = augment.run_tracked(ctx.project, gen, data, settings, args.generator, dataset, Path(args.out), command,
-                              log=lambda line: print(line, flush=True))
+                              log=lambda line: print(line, flush=True), generator_sha256=sha)
     print(f"augmentation question: {len(res.scores)} arms x {len(settings.seeds)} seeds in {res.seconds / 60:.1f} min; "
           f"results: {args.out} ({augment.SECTION[3:]})")
     return 0

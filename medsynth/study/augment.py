@@ -81,6 +81,7 @@ class AugmentResult:
     scores: dict[str, dict[int, tuple[float, float]]] = field(default_factory=dict)  # arm -> seed -> (acc, auc)
     n_images: dict[str, str] = field(default_factory=dict)  # arm -> training images per fit ("4690 + 4690")
     seconds: float = 0.0
+    generator_sha256: str = ""  # of the generator file, when known (zoo entries, files)
 
     def paired(self, arm: str, control: str, metric: int) -> tuple[float, float, float]:
         """(mean, lo, hi) of the per-seed difference arm - control (95% t-interval)."""
@@ -153,6 +154,22 @@ def training_sets(arm: str, x: np.ndarray, y: np.ndarray, synth: Callable[[np.nd
     if arm == "pretrain_real":
         return [(x, y), (x, y)]
     raise ConfigError(f"augment: unknown arm {arm!r}")
+
+
+def generator_sha256(ref: str) -> str:
+    """sha256 of the generator behind ``zoo:<dataset>``, a generator.pt or its folder ("" for
+    ``runs:/`` and ``models:/`` URIs: their run carries it)."""
+    from medsynth.fileio import sha256_file
+    from medsynth.generator import GENERATOR_FILE
+
+    if ref.startswith("zoo:"):
+        from medsynth.training import zoo
+
+        entry = zoo.entries().get(ref.split(":", 1)[1])
+        return entry.sha256 if entry else ""
+    file = Path(ref)
+    file = file / GENERATOR_FILE if file.is_dir() else file
+    return sha256_file(file) if file.is_file() else ""
 
 
 def check_generator(gen: Any) -> None:
@@ -239,7 +256,8 @@ def render(res: AugmentResult, command: str, machine: str) -> str:
     arms = s.arms()
     counts = ", ".join(f"{c} {n}" for c, n in zip(res.classes, res.class_counts, strict=True))
     lines = [START, "",
-             f"Generator `{res.generator}` on {res.dataset} ({counts} real training images; {res.n_test} real test "
+             f"Generator `{res.generator}`" + (f" (sha256 {res.generator_sha256[:12]})" if res.generator_sha256 else "")
+             + f" on {res.dataset} ({counts} real training images; {res.n_test} real test "
              f"images). Classifier: SmallCNN (width {s.width}, {s.feature_dim}-d features), {s.epochs} epochs per "
              f"fit, batch {s.batch_size}, AdamW {s.lr:g} one-cycle, flips and 1-pixel shifts; {len(s.seeds)} seeds "
              f"({', '.join(map(str, s.seeds))}). Synthetic images are 8-bit, as `medsynth generate` writes them.",
@@ -297,7 +315,8 @@ def rewrite(project: Any, doc: Any, command: str) -> AugmentResult:
 
 
 def run_tracked(project: Any, gen: Any, data: Any, settings: AugmentSettings, generator_ref: str, dataset: str,
-                doc: Any, command: str, log: Callable[[str], None] = print) -> AugmentResult:
+                doc: Any, command: str, log: Callable[[str], None] = print,
+                generator_sha256: str = "") -> AugmentResult:
     """``run`` as an MLflow run (experiment ``study``, step ``augment``), its block written into ``doc``."""
     import json
     import tempfile
@@ -309,10 +328,12 @@ def run_tracked(project: Any, gen: Any, data: Any, settings: AugmentSettings, ge
     from medsynth.training.resources import device_name
 
     bench_machine = device_name("cpu")
-    with step_run(project, "augment", config={"augment": asdict(settings), "generator": generator_ref},
+    with step_run(project, "augment", config={"augment": asdict(settings), "generator": generator_ref,
+                                              "generator_sha256": generator_sha256},
                   data_hash=data.data_hash, experiment="study",
                   tags={"medsynth.generator": generator_ref, "medsynth.machine": bench_machine}):
         res = run(gen, data, settings, generator_ref, dataset, log)
+        res.generator_sha256 = generator_sha256
         for arm in settings.arms():
             for i, name in enumerate(("acc", "auc")):
                 vals = [res.scores[arm][k][i] for k in settings.seeds]

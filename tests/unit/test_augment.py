@@ -100,6 +100,16 @@ def test_small_run_with_the_shipped_generator(pneumonia64: PreparedData) -> None
     assert lo <= m <= hi and f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" in block
 
 
+def test_the_generator_is_named_by_its_sha256(tmp_path: Path) -> None:
+    from medsynth.fileio import sha256_file
+    from medsynth.training import zoo
+
+    entry = zoo.entries()["pneumonia"]
+    assert augment.generator_sha256("zoo:pneumonia") == entry.sha256 == sha256_file(entry.path)
+    assert augment.generator_sha256(str(entry.path.parent)) == entry.sha256  # a folder holding generator.pt
+    assert augment.generator_sha256("zoo:nope") == augment.generator_sha256("runs:/abc/model") == ""
+
+
 def test_bad_generators_are_refused(pneumonia64: PreparedData) -> None:
     from medsynth.generator import load_generator
 
@@ -131,9 +141,10 @@ def test_holm_adjustment_and_the_result_round_trip() -> None:
     scores = {arm: {s: (0.80 + 0.01 * s, 0.90) for s in settings.seeds} for arm in settings.arms()}
     scores["synth_1"] = {s: (0.85 + 0.01 * s + 0.001 * (s == 1), 0.90) for s in settings.seeds}  # +0.05 every seed
     res = augment.AugmentResult("zoo:pneumonia", "pneumonia", ["normal", "pneumonia"], 10, 5, [3, 7], settings,
-                                scores, {a: "10" for a in scores}, 60.0)
+                                scores, {a: "10" for a in scores}, 60.0, "ab" * 32)
     back = augment.AugmentResult.from_dict(res.to_dict())
     assert back == res
     assert res.p_value("synth_1", "dup_1", 0) < 1e-3 and res.p_value("synth_1", "dup_1", 1) == 1.0
     text = augment.render(res, "cmd", "machine")
     assert "synth_1 vs dup_1, ACC: +0.050" in text and "also after Holm's correction" in text
+    assert "(sha256 abababababab)" in text
