@@ -43,7 +43,7 @@ study: $(STAMP)
 	$(BIN)/medsynth study --profile $(STUDY_PROFILE)
 
 # The augmentation question at 64 px: real + synthetic (the shipped pneumonia generator) against
-# duplicated-real controls, 5 seeds, paired intervals; its block in docs/RESULTS.md (~40 min, 2 cores).
+# duplicated-real controls, 5 seeds, paired intervals; its block in docs/RESULTS.md (~20-25 min, 2 cores).
 augment: $(STAMP)
 	$(BIN)/medsynth study --augment
 
