@@ -89,7 +89,16 @@ class Arm:
         return x.clamp(-1, 1).numpy(), (y.numpy() if y is not None else None)
 
 
-def judge(fake: np.ndarray, labels: np.ndarray | None, real_train: np.ndarray, real_labels: np.ndarray,
+def real_diversity(real_train: np.ndarray, real_labels: np.ndarray, conditional: bool) -> dict:
+    """Mean pairwise distance of (up to 200) real training images, per class (key None: unconditional)."""
+    from medsynth.training.sampler import diversity
+
+    if not conditional:
+        return {None: diversity(real_train[:200])}
+    return {int(c): diversity(real_train[real_labels == c][:200]) for c in np.unique(real_labels)}
+
+
+def judge(fake: np.ndarray, labels: np.ndarray | None, real_train: np.ndarray, real_div: dict,
           test_feats: np.ndarray, module) -> dict[str, float]:
     """FID-domain, C2ST AUC and, per class, generated/real diversity (the lowest class: collapse)."""
     from medsynth.c2st import c2st
@@ -99,8 +108,7 @@ def judge(fake: np.ndarray, labels: np.ndarray | None, real_train: np.ndarray, r
     ratios = []
     for c in (np.unique(labels) if labels is not None else [None]):
         f = fake if c is None else fake[labels == c]
-        r = real_train if c is None else real_train[real_labels == c]
-        ratios.append(diversity(f[:200]) / max(diversity(r[:200]), 1e-8))
+        ratios.append(diversity(f[:200]) / max(real_div[None if c is None else int(c)], 1e-8))
     return {"fid_domain": frechet(test_feats, extract(module, fake)),
             "c2st_auc": c2st(real_train, fake, seed=0).auc, "diversity_min": float(min(ratios))}
 
@@ -165,7 +173,7 @@ def main() -> int:
     for i, text in enumerate(a.arm):
         name, overrides = parse_arm(text)
         arms.append(Arm(name, make_trainer(f"extra{i}", overrides, data, out, model, a.threads)))
-    real_labels = data.y.numpy()
+    real_div = real_diversity(real_train, data.y.numpy(), model == "cgan")
     budget = a.minutes * 60
     next_probe = [0.0] * len(arms)
     t_start = time.perf_counter()
@@ -176,7 +184,7 @@ def main() -> int:
             arm.run_for(min(a.slice, budget - arm.train_s))
             if arm.train_s >= next_probe[i] or arm.train_s >= budget:
                 fake, labels = arm.sample(a.probe_n)
-                s = judge(fake, labels, real_train, real_labels, test_feats, module)
+                s = judge(fake, labels, real_train, real_div, test_feats, module)
                 arm.history.append({"train_s": round(arm.train_s, 1), "step": arm.t.global_step, **s})
                 print(f"[{time.perf_counter() - t_start:6.0f}s] {arm.name}: {arm.train_s:5.0f}s trained, step "
                       f"{arm.t.global_step}, FID-domain {s['fid_domain']:.3f} (floor {floor:.3f}), "

@@ -83,11 +83,15 @@ class AugmentResult:
     seconds: float = 0.0
     generator_sha256: str = ""  # of the generator file, when known (zoo entries, files)
 
+    def differences(self, arm: str, control: str, metric: int) -> np.ndarray:
+        """arm - control per seed (``metric`` 0 = ACC, 1 = AUC), in the settings' seed order."""
+        return np.array([self.scores[arm][s][metric] - self.scores[control][s][metric] for s in self.settings.seeds])
+
     def paired(self, arm: str, control: str, metric: int) -> tuple[float, float, float]:
         """(mean, lo, hi) of the per-seed difference arm - control (95% t-interval)."""
         from scipy import stats
 
-        d = np.array([self.scores[arm][s][metric] - self.scores[control][s][metric] for s in self.settings.seeds])
+        d = self.differences(arm, control, metric)
         if len(d) < 2:
             return float(d.mean()), float("nan"), float("nan")
         half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
@@ -97,7 +101,7 @@ class AugmentResult:
         """Two-sided paired t-test of arm - control over the seeds (nan with fewer than 2 seeds)."""
         from scipy import stats
 
-        d = np.array([self.scores[arm][s][metric] - self.scores[control][s][metric] for s in self.settings.seeds])
+        d = self.differences(arm, control, metric)
         if len(d) < 2:
             return float("nan")
         if d.std(ddof=1) == 0:
@@ -265,7 +269,8 @@ def render(res: AugmentResult, command: str, machine: str) -> str:
              "| Arm | Training images (per fit) | ACC (mean ± sd) | AUC (mean ± sd) | vs control: ΔACC [95% CI] | ΔAUC [95% CI] |",
              "|---|---|---|---|---|---|"]
     tests = [(arm, control, m) for arm, control in arms.items() if control for m in (0, 1)]
-    holm = _holm([res.p_value(*t) for t in tests])
+    p_values = [res.p_value(*t) for t in tests]
+    holm = _holm(p_values)
     verdicts = []
     for arm, control in arms.items():
         acc = np.array([res.scores[arm][k][0] for k in s.seeds])
@@ -277,10 +282,11 @@ def render(res: AugmentResult, command: str, machine: str) -> str:
                 m, lo, hi = res.paired(arm, control, metric)
                 cells.append(f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] vs {control}")
                 verdict = ("better (separable)" if lo > 0 else "worse (separable)" if hi < 0 else "not separable")
-                p_adj = holm[tests.index((arm, control, metric))]
+                i = tests.index((arm, control, metric))
+                p_adj = holm[i]
                 after = ("also after Holm's correction" if p_adj < 0.05 else "not after Holm's correction")
                 verdicts.append(f"- {arm} vs {control}, {name}: {m:+.3f} [{lo:+.3f}, {hi:+.3f}]: {verdict}"
-                                + (f" (p = {res.p_value(arm, control, metric):.3f}; {after}, "
+                                + (f" (p = {p_values[i]:.3f}; {after}, "
                                    f"adjusted p = {p_adj:.3f})" if lo > 0 or hi < 0 else ""))
             row += cells
         else:
