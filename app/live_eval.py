@@ -173,9 +173,9 @@ def evaluate_batch(images: np.ndarray, labels: Sequence[int] | None, classes: Se
                    bootstrap: int = 20, floor_draws: int = 10, seed: int = 0, policy: Any = None) -> BatchEval:
     """FID-domain against its same-n, same-class real floor, the judge, privacy, and the gate's floors.
 
-    ``policy``: the gate policy (``promote.gate``; default GatePolicy()).
+    ``policy``: the gate policy (``promote.gate``; default params.yaml's).
     """
-    from medsynth.components.gate import GatePolicy, floor_checks, floors_dict
+    from medsynth.components.gate import GatePolicy, floor_checks, floors_dict, gate_policy
     from medsynth.metrics import privacy_against
 
     t0 = time.perf_counter()
@@ -202,7 +202,7 @@ def evaluate_batch(images: np.ndarray, labels: Sequence[int] | None, classes: Se
         feats = np.asarray(sc.features(images), dtype=np.float64)
         _fid(out, ref, feats, lab, classes, bootstrap, floor_draws, np.random.default_rng(seed))
         _judge(out, sc, images, lab, classes)
-    policy = policy or GatePolicy()
+    policy = policy or gate_policy()
     checks = floor_checks(policy, m, conditional=lab is not None and len(classes) > 1, measured_only=True)
     if checks:
         out.floors, out.passed = floors_dict(checks), all(c.passed for c in checks)

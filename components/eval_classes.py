@@ -22,7 +22,7 @@ import numpy as np
 
 from medsynth import metric_keys as K
 from medsynth.components.eval_scores import EvalContext, Features, entries
-from medsynth.imaging import to_res
+from medsynth.imaging import coarse_view, to_res
 
 # 1. conditional sets: the judge and per-class scores -----------------------------------------------
 
@@ -60,12 +60,13 @@ class ClassScores:
     coverage_floor: float | None
     diversity_generated: float  # pair MS-SSIM
     diversity_real: float
+    coarse: dict[str, float] = field(default_factory=dict)  # the coarse view's keys (fid_domain_16px, ...)
 
     def entries(self) -> dict[str, Any]:
         values = ((K.FID_DOMAIN, self.fid), (K.FID_DOMAIN_FLOOR, self.fid_floor), (K.PRDC_COVERAGE, self.coverage),
                   (K.PRDC_COVERAGE_FLOOR, self.coverage_floor),
                   (K.DIVERSITY_MS_SSIM_GENERATED, self.diversity_generated),
-                  (K.DIVERSITY_MS_SSIM_REAL, self.diversity_real))
+                  (K.DIVERSITY_MS_SSIM_REAL, self.diversity_real), *self.coarse.items())
         return {K.per_class(key, self.name): v for key, v in values if v is not None}
 
 
@@ -109,7 +110,21 @@ def per_class(ctx: EvalContext, f: Features) -> PerClass | None:
                 coverage_floor = M.prdc(real, f_fl, cfg.prdc_k)["coverage"]
         div_g = M.pair_similarity(ctx.x_g[sel], cfg.diversity_pairs, ctx.seed)["ms_ssim"]
         div_r = M.pair_similarity(ctx.x_te[ctx.y_te == c], cfg.diversity_pairs, ctx.seed)["ms_ssim"]
-        scores.append(ClassScores(name, fid, fid_floor, coverage, coverage_floor, div_g, div_r))
+        coarse = {}
+        if f.coarse is not None:  # the gate's scale: FID-domain, recall and coverage of the coarse view
+            real_c, gen_c = f.coarse.test[ctx.y_te == c], f.coarse.generated[sel]
+            fl_c = M.extract(module, coarse_view(ctx.x_tr[fl_idx], K.GATE_PX)) if fl_idx is not None else None
+            coarse[K.FID_DOMAIN_16PX] = M.fid_kid(real_c, gen_c, **ctx.kid)["fid"]
+            if fl_c is not None:
+                coarse[K.floor(K.FID_DOMAIN_16PX)] = M.fid_kid(real_c, fl_c, **ctx.kid)["fid"]
+            if min(n_c, len(real)) > cfg.prdc_k:
+                p = M.prdc(real_c, gen_c, cfg.prdc_k)
+                coarse[K.PRDC_RECALL_16PX], coarse[K.PRDC_COVERAGE_16PX] = p["recall"], p["coverage"]
+                if fl_c is not None and len(fl_c) > cfg.prdc_k:
+                    pf = M.prdc(real_c, fl_c, cfg.prdc_k)
+                    coarse[K.floor(K.PRDC_RECALL_16PX)] = pf["recall"]
+                    coarse[K.floor(K.PRDC_COVERAGE_16PX)] = pf["coverage"]
+        scores.append(ClassScores(name, fid, fid_floor, coverage, coverage_floor, div_g, div_r, coarse))
         if min(n_c, len(real)) < cfg.min_samples:
             unstable.append(f"class {name}: {n_c} compared / {len(real)} real test images")
     return PerClass(majority, judged, scores, unstable)
@@ -153,11 +168,14 @@ def judge(extractor: Any, classes: list[str], x_g: np.ndarray, labels: np.ndarra
 class Utility:
     pseudo_labels: bool  # the synthetic images' labels came from classifier (a)
     scores: dict[str, tuple[float, float, int]]  # training set (metric_keys.UTILITY_TRAINING_SETS) -> (ACC, AUC, n)
+    cas_ratio: float | None = None  # ACC(synthetic only) / ACC(as many real images); labelled sets only
 
     def entries(self) -> dict[str, Any]:
         out: dict[str, Any] = {K.UTILITY_PSEUDO_LABELS: float(self.pseudo_labels)}
         for name, (acc, auc, n) in self.scores.items():
             out[K.utility("acc", name)], out[K.utility("auc", name)], out[K.utility("n_train", name)] = acc, auc, n
+        if self.cas_ratio is not None:
+            out[K.UTILITY_CAS_RATIO] = self.cas_ratio
         return out
 
 
@@ -200,9 +218,18 @@ def utility(ctx: EvalContext) -> Utility | None:
     scores = {}
     for name, (x, y) in sets.items():
         model = trained.get(name) or train_classifier(x, y, k, settings)[0]
+        trained[name] = model
         acc, auc = accuracy_auc(predict_proba(model, ctx.x_te), ctx.y_te)
         scores[name] = (acc, auc, len(x))
-    return Utility(labels is None, scores)
+    cas = None
+    if labels is not None:  # classification accuracy score (Ravuri & Vinyals 2019), at equal counts
+        real_acc = scores["real"][0]
+        if len(xs) < len(xr):  # fewer synthetic images: the real classifier sees as many
+            sub = np.sort(rng.choice(len(xr), size=len(xs), replace=False))
+            model = train_classifier(xr[sub], yr[sub], k, settings)[0]
+            real_acc = accuracy_auc(predict_proba(model, ctx.x_te), ctx.y_te)[0]
+        cas = scores["synth_only"][0] / max(real_acc, 1e-9)
+    return Utility(labels is None, scores, cas)
 
 
 def utility_notes(ctx: EvalContext, result: Utility | None) -> list[str]:

@@ -102,18 +102,22 @@ def entries(*results: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, eq=False)
 class Features:
-    """Domain-extractor features ``[N, D]`` of each set."""
+    """Domain-extractor features ``[N, D]`` of each set, at full resolution and through the coarse view."""
 
     generated: np.ndarray
     test: np.ndarray
     floor: np.ndarray
+    coarse: Features | None = None  # the same sets seen through medsynth.imaging.coarse_view(K.GATE_PX)
 
 
 def features(ctx: EvalContext) -> Features:
     from medsynth import metrics as M
+    from medsynth.imaging import coarse_view
 
     module = ctx.extractor.feature_module()
-    return Features(*(M.extract(module, a) for a in (ctx.x_g, ctx.x_te, ctx.x_fl)))
+    sets = (ctx.x_g, ctx.x_te, ctx.x_fl)
+    coarse = Features(*(M.extract(module, coarse_view(a, K.GATE_PX)) for a in sets))
+    return Features(*(M.extract(module, a) for a in sets), coarse=coarse)
 
 
 # 2. distribution -----------------------------------------------------------------------------------
@@ -141,6 +145,7 @@ class Distribution:
     compared: SetScores
     floor: SetScores
     intervals: dict[str, tuple[float, float]]  # key -> bootstrap (5th, 95th) percentiles (empty: bootstrap 0)
+    coarse: Distribution | None = None  # the same through the coarse view (keys suffixed _16px)
 
     @property
     def ratio_to_floor(self) -> float:
@@ -151,10 +156,24 @@ class Distribution:
                K.FID_DOMAIN_RATIO_TO_FLOOR: self.ratio_to_floor}
         for key, (a, b) in self.intervals.items():
             out[K.lo(key)], out[K.hi(key)] = a, b
+        if self.coarse is not None:
+            out.update(coarse_entries(self.coarse.entries()))
         return out
 
 
+def coarse_entries(entries: dict[str, Any]) -> dict[str, Any]:
+    """The distribution keys of the coarse view: FID-domain (ratio, interval) and PRDC, suffixed ``_16px``."""
+    bases = (K.FID_DOMAIN, *(K.prdc(n) for n in ("precision", "recall", "density", "coverage")))
+    out = {}
+    for key, v in entries.items():
+        for base in bases:
+            if key == base or key.startswith(base + "_"):
+                out[K.at_px(base, K.GATE_PX) + key[len(base):]] = v
+    return out
+
+
 def distribution(ctx: EvalContext, f: Features) -> Distribution:
+    """FID-domain / KID-domain / PRDC against the real test split, full resolution and coarse view."""
     from medsynth import metrics as M
 
     cfg = ctx.cfg
@@ -171,29 +190,41 @@ def distribution(ctx: EvalContext, f: Features) -> Distribution:
         for name, key in (("fid", K.FID_DOMAIN), ("floor", K.FID_DOMAIN_FLOOR), ("ratio", K.FID_DOMAIN_RATIO_TO_FLOOR)):
             a, b = (float(v) for v in np.percentile(boot[name], [5, 95]))
             intervals[key] = (a, b)
-    return Distribution(compared, floor, intervals)
+    coarse = distribution(ctx, f.coarse) if f.coarse is not None else None
+    return Distribution(compared, floor, intervals, coarse)
 
 
 # 3. detectability (C2ST) ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Detectability:
+    """C2ST at full resolution (``K.C2ST_AUC`` ...) and at each coarse scale (``K.at_px(K.C2ST_AUC, px)`` ...)."""
+
     compared: C2STResult  # real train split vs the compared set
     control: C2STResult  # real train split vs a real test sample of the compared set's size
     per_class: dict[str, C2STResult]  # class name -> within-class C2ST (conditional sets)
     settings: C2STSettings
+    coarse: dict[int, Detectability] = dataclasses.field(default_factory=dict)  # px -> the same at that scale
 
-    def entries(self) -> dict[str, Any]:
+    def entries(self, px: int | None = None) -> dict[str, Any]:
+        def key(k: str) -> str:
+            return k if px is None else K.at_px(k, px)
+
         c, ctl = self.compared, self.control
         seconds = c.seconds + ctl.seconds
-        out: dict[str, Any] = {K.C2ST_AUC: c.auc, K.lo(K.C2ST_AUC): c.auc_lo, K.hi(K.C2ST_AUC): c.auc_hi,
-                               K.C2ST_N_REAL: c.n_real, K.C2ST_N_SYNTH: c.n_synth, K.C2ST_SECONDS: seconds,
-                               K.C2ST_AUC_FLOOR: ctl.auc, K.lo(K.C2ST_AUC_FLOOR): ctl.auc_lo,
-                               K.hi(K.C2ST_AUC_FLOOR): ctl.auc_hi, K.C2ST_N_FLOOR: ctl.n_real}
+        out: dict[str, Any] = {key(K.C2ST_AUC): c.auc, K.lo(key(K.C2ST_AUC)): c.auc_lo,
+                               K.hi(key(K.C2ST_AUC)): c.auc_hi, K.floor(key(K.C2ST_AUC)): ctl.auc,
+                               K.lo(K.floor(key(K.C2ST_AUC))): ctl.auc_lo, K.hi(K.floor(key(K.C2ST_AUC))): ctl.auc_hi}
+        if px is None:
+            out.update({K.C2ST_N_REAL: c.n_real, K.C2ST_N_SYNTH: c.n_synth, K.C2ST_N_FLOOR: ctl.n_real})
         for name, r in self.per_class.items():
-            for key, v in ((K.C2ST_AUC, r.auc), (K.lo(K.C2ST_AUC), r.auc_lo), (K.hi(K.C2ST_AUC), r.auc_hi)):
-                out[K.per_class(key, name)] = v
+            for k, v in ((key(K.C2ST_AUC), r.auc), (K.lo(key(K.C2ST_AUC)), r.auc_lo), (K.hi(key(K.C2ST_AUC)), r.auc_hi)):
+                out[K.per_class(k, name)] = v
             seconds += r.seconds
+        for scale, d in self.coarse.items():
+            sub = d.entries(scale)
+            seconds += sub.pop(K.C2ST_SECONDS)
+            out.update(sub)
         out[K.C2ST_SECONDS] = seconds
         return out
 
@@ -201,12 +232,14 @@ class Detectability:
         """metrics.json ``protocol.c2st``."""
         return {**self.settings.to_dict(), "real": "real train split", "control": "real train split vs a real test "
                 "sample of the compared set's size", "per_class": by_class,
-                "interval": "bootstrap 95% of the held-out predictions (auc_lo, auc_hi)"}
+                "interval": "bootstrap 95% of the held-out predictions (auc_lo, auc_hi)",
+                "coarse_scales": {f"{px}px": d.settings.to_dict() for px, d in self.coarse.items()}}
 
 
 def detectability(ctx: EvalContext, settings: C2STSettings | None = None) -> Detectability | None:
-    """C2ST AUC of the compared set, its real-vs-real control and (conditional) per class; None when off."""
-    from medsynth.c2st import C2STSettings, c2st, c2st_floor, c2st_per_class
+    """C2ST AUC of the compared set, its real-vs-real control and (conditional) per class, at full
+    resolution and at each coarse scale (``K.COARSE_PX``); None when off."""
+    from medsynth.c2st import C2STSettings
 
     cfg = ctx.cfg
     if not cfg.c2st:
@@ -214,6 +247,14 @@ def detectability(ctx: EvalContext, settings: C2STSettings | None = None) -> Det
     s = settings or C2STSettings()
     if cfg.c2st_max_images:
         s = dataclasses.replace(s, max_images=cfg.c2st_max_images)
+    full = _detect(ctx, s)
+    coarse = {px: _detect(ctx, s.coarse(px)) for px in K.COARSE_PX}
+    return dataclasses.replace(full, coarse=coarse)
+
+
+def _detect(ctx: EvalContext, s: C2STSettings) -> Detectability:
+    from medsynth.c2st import c2st, c2st_floor, c2st_per_class
+
     res = c2st(ctx.x_tr, ctx.x_g, seed=ctx.seed, settings=s)
     # the control at the same count: a train sample against a real test sample of the compared set's size
     rng = np.random.default_rng(ctx.seed + 5)

@@ -43,7 +43,7 @@ import numpy as np
 from medsynth import metric_keys as K
 from medsynth.components import eval_classes as C
 from medsynth.components import eval_scores as S
-from medsynth.components.gate import GatePolicy, floor_checks, floors_dict
+from medsynth.components.gate import GatePolicy, floor_checks, floors_dict, gate_policy, grade
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.generator import ImageGenerator
@@ -238,7 +238,7 @@ def run(cfg: EvaluateConfig, project: ProjectConfig, generator: ImageGenerator |
     ``extractor``: a loaded medsynth.extractor.Extractor (default: ``evaluate.extractor`` or
     ``<artifacts>/features/domain_cnn``, which must exist: run ``medsynth features``).
     ``gate``: the policy whose absolute floors are recorded in metrics.json (``promote.gate``;
-    default: GatePolicy()). ``c2st_settings``: medsynth.c2st.C2STSettings (default: its defaults).
+    default: params.yaml's). ``c2st_settings``: medsynth.c2st.C2STSettings (default: its defaults).
 
     Raises:
         InputError: the source does not fit the dataset, bad output, no extractor, too few images.
@@ -334,7 +334,7 @@ def score(cfg: EvaluateConfig, s: ImageSet, data: PreparedData, extractor: Any, 
     std = clock.stage("standard_fid", S.standard_fid, ctx)
     m = {**_scored(s, ctx), **S.entries(dist, det, pix, by_class, priv, util, std),
          **_status(cfg, s, ctx, by_class, [*s.notes, *C.utility_notes(ctx, util)], clock.timing)}
-    gate = gate or GatePolicy()
+    gate = gate or gate_policy()
     # one class: "follows its label" cannot fail and the majority share is 1, so the conditional
     # floors do not apply (promote treats such a model as unconditional too)
     m.update(clock.stage("floors", _floors, gate, m, ctx.conditional and data.num_classes > 1))
@@ -363,9 +363,12 @@ def _status(cfg: EvaluateConfig, s: ImageSet, ctx: S.EvalContext, by_class: C.Pe
 
 
 def _floors(gate: GatePolicy, m: dict[str, Any], conditional: bool) -> dict[str, Any]:
-    """The gate's absolute floors applied to the scores so far (components/gate.py)."""
+    """The gate's absolute floors applied to the scores so far, once (components/gate.py): recorded with
+    the policy's fingerprint (promote reads them back) and the grade they give."""
     floors = floor_checks(gate, m, conditional)
-    return {K.GATE_FLOORS_PASSED: all(c.passed for c in floors), K.GATE_FLOORS: floors_dict(floors)}
+    g, reason = grade(gate, m, floors, conditional)
+    return {K.GATE_FLOORS_PASSED: all(c.passed for c in floors), K.GATE_FLOORS: floors_dict(floors),
+            K.GATE_POLICY_SHA256: gate.sha256(), K.GATE_GRADE: g, K.GATE_GRADE_REASON: reason}
 
 
 def _protocol(cfg: EvaluateConfig, s: ImageSet, ctx: S.EvalContext, feats: S.Features, dist: S.Distribution,

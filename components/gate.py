@@ -9,14 +9,24 @@ model version.
 Two kinds of checks:
 
 1. **Absolute floors** (:func:`floor_checks`), on for every candidate, the first champion too, so a
-   model that nothing beats yet is still held to "close to real": FID-domain <= k x the real-vs-real
-   floor, C2ST AUC <= t (0.5 = a classifier cannot tell synthetic from real), PRDC coverage >= c,
-   generated/real MS-SSIM diversity ratio in bounds (too low: noise; too high: mode collapse),
-   conditional accuracy above the majority-class share (what a judge that ignores the image
-   scores) and >= an absolute minimum, and privacy (near-copy share; share of synthetic images closer
-   to a training image than the training set's own 5th-percentile NN distance). For conditional
-   models the **worst class** decides each floor that has per-class values.
-2. **Relative checks**: FID-domain against the champion's (only when both were evaluated with the same
+   model that nothing beats yet is still held to "close to real". They judge at the scale that
+   grades (both sets brought down to 16 px: anatomy, layout, modes; a full-resolution detector tells
+   even a 0.6 px blur of real images apart, so it is reported, not gated on): FID-domain <= k x the
+   real-vs-real floor, C2ST AUC <= t (0.5 = a classifier cannot tell synthetic from real), PRDC
+   coverage >= c and recall >= r (missing and dropped modes), generated/real MS-SSIM diversity ratio
+   in bounds (too low: noise; too high: mode collapse), conditional accuracy above the majority-class
+   share (what a judge that ignores the image scores) and >= an absolute minimum, the synthetic-only
+   classifier's accuracy as a share of a real-trained one's (where the real one is not at ceiling),
+   and privacy (near-copy share; share of synthetic images closer to a training image than the
+   training set's own 5th-percentile NN distance). For conditional models the **worst class**
+   decides each floor that has per-class values. Calibrated on both sides by bench/bench_judge.py:
+   clinically harmless changes of real images pass, damaging ones are refused.
+   ``medsynth evaluate`` records them with the policy's fingerprint; promote reads that record and
+   refuses one made under another policy (:func:`recorded_floors`).
+2. **A grade** (:func:`grade`): ``refused`` (which floor, in plain words), ``usable`` for pipeline
+   testing and pre-training (every floor passes; detectable at full resolution), ``near-real`` (also
+   full-resolution detectability and utility).
+3. **Relative checks**: FID-domain against the champion's (only when both were evaluated with the same
    extractor sha256 and data hash; otherwise the comparison is skipped, saying why, and the floors
    alone decide), utility against its duplicated-real control, stable metrics.
 
@@ -26,7 +36,11 @@ evaluation from an older protocol never passes by omission. A limit set to null 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,39 +50,50 @@ from medsynth.errors import ConfigError
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """``promote.gate`` in params.yaml (the limits live there; these defaults mirror it).
+    """``promote.gate`` in params.yaml: every limit lives there and only there (no defaults here).
 
-    Metric names refer to keys of the evaluation's metrics.json (medsynth/metric_keys.py; per-class
-    values: ``<metric>_class_<class>``, e.g. ``c2st_auc_class_headct``).
+    Build it with :func:`gate_policy` (params.yaml with ``--set`` overrides). Metric names refer to keys
+    of the evaluation's metrics.json (medsynth/metric_keys.py; per-class values:
+    ``<metric>_class_<class>``, e.g. ``c2st_auc_16px_class_headct``).
     """
 
-    fid_metric: str = K.FID_DOMAIN
-    fid_tolerance: float = 0.10  # challenger FID-domain <= champion's x (1 + tolerance)
-    max_fid: float | None = None  # absolute ceiling, also when there is no champion yet
+    fid_metric: str  # the FID the floor ratio and the champion comparison use
+    fid_tolerance: float  # challenger FID <= champion's x (1 + tolerance)
+    max_fid: float | None  # absolute ceiling, also when there is no champion yet
     # -- absolute floors (every candidate) --
-    max_fid_floor_ratio: float | None = 2.5  # k: FID-domain <= k x fid_domain_floor (worst class decides)
-    c2st_metric: str = K.C2ST_AUC
-    max_c2st_auc: float | None = 0.65  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
-    coverage_metric: str = K.PRDC_COVERAGE
-    min_coverage: float | None = 0.5  # c: share of real images with a generated neighbour (worst class)
-    diversity_metric: str = K.DIVERSITY_MS_SSIM_GENERATED
-    diversity_real_metric: str = K.DIVERSITY_MS_SSIM_REAL
-    min_diversity_ratio: float | None = 0.8  # generated/real pair MS-SSIM: below = noise-like
-    max_diversity_ratio: float | None = 1.25  # above = mode collapse
-    cond_acc_metric: str = K.COND_ACCURACY
-    cond_majority_metric: str = K.COND_MAJORITY_SHARE
-    min_conditional_accuracy: float | None = 0.5  # overall and the worst class (conditional models)
-    cond_accuracy_margin: float | None = 0.05  # overall >= majority-class share + margin
-    near_copy_metric: str = K.PRIVACY_NEAR_COPY_SHARE
-    max_near_copy_share: float | None = 0.02
-    p5_metric: str = K.PRIVACY_SHARE_BELOW_TRAIN_P5
-    max_share_below_train_p5: float | None = 0.10  # ~0.05 when nothing is copied
+    max_fid_floor_ratio: float | None  # k: FID <= k x its real floor (worst class decides)
+    c2st_metric: str
+    max_c2st_auc: float | None  # t: C2ST AUC (0.5 = indistinguishable) <= t (worst class decides)
+    coverage_metric: str
+    min_coverage: float | None  # c: share of real images with a generated neighbour (worst class)
+    recall_metric: str
+    min_recall: float | None  # share of real images inside the generated manifold (mode dropping; worst class)
+    diversity_metric: str
+    diversity_real_metric: str
+    min_diversity_ratio: float | None  # generated/real pair MS-SSIM: below = noise-like
+    max_diversity_ratio: float | None  # above = mode collapse
+    cond_acc_metric: str
+    cond_majority_metric: str
+    min_conditional_accuracy: float | None  # overall and the worst class (conditional models)
+    cond_accuracy_margin: float | None  # overall >= majority-class share + margin
+    cas_metric: str
+    cas_real_metric: str
+    min_cas_ratio: float | None  # synthetic-only classifier ACC / real-trained ACC (conditional models)
+    cas_ceiling: float | None  # ... not applied when the real-trained ACC is at or above this (nothing to learn)
+    near_copy_metric: str
+    max_near_copy_share: float | None
+    p5_metric: str
+    max_share_below_train_p5: float | None  # ~0.05 when nothing is copied
+    # -- the "near-real" grade (beyond the floors) --
+    near_real_c2st_metric: str
+    near_real_max_c2st_auc: float | None  # full-resolution detectability at or below this
+    near_real_min_cas_ratio: float | None  # and (where utility is measured and not at ceiling) CAS at least this
     # -- relative checks --
-    utility_metric: str = K.UTILITY_ACC_REAL_PLUS_SYNTH
-    utility_control_metric: str = K.UTILITY_ACC_REAL_DUP
-    utility_tolerance: float | None = 0.02  # (b) >= (d) - tolerance, datasets with >= 2 classes
-    unstable_flag: str = K.UNSTABLE  # metrics.json flag: too few samples for stable metrics
-    allow_unstable: bool = False
+    utility_metric: str
+    utility_control_metric: str
+    utility_tolerance: float | None  # (b) >= (d) - tolerance, datasets with >= 2 classes
+    unstable_flag: str  # metrics.json flag: too few samples for stable metrics
+    allow_unstable: bool
 
     def check(self) -> None:
         if self.fid_tolerance < 0:
@@ -76,10 +101,31 @@ class GatePolicy:
         lo, hi = self.min_diversity_ratio, self.max_diversity_ratio
         if lo is not None and hi is not None and not 0 <= lo <= hi:
             raise ConfigError(f"promote.gate: min_diversity_ratio {lo} must be in 0..max_diversity_ratio {hi}")
-        for name in ("max_fid_floor_ratio", "max_c2st_auc", "min_coverage", "max_share_below_train_p5"):
+        for name in ("max_fid_floor_ratio", "max_c2st_auc", "min_coverage", "min_recall", "min_cas_ratio",
+                     "max_share_below_train_p5", "near_real_max_c2st_auc", "near_real_min_cas_ratio"):
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise ConfigError(f"promote.gate.{name}: must be >= 0 or null, got {v}")
+
+    def sha256(self) -> str:
+        """The policy's fingerprint: an evaluation judged under another policy is not reused."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def gate_policy(params: dict[str, Any] | str | os.PathLike | None = None,
+                overrides: dict[str, str] | None = None) -> GatePolicy:
+    """``promote.gate`` of params.yaml (or ``params``) with ``promote.gate.<key>=value`` overrides applied."""
+    from medsynth.config import build, read_params, set_dotted
+
+    data = params if isinstance(params, dict) else read_params(params)
+    raw = json.loads(json.dumps((data.get("promote") or {}).get("gate") or {}))
+    for key, value in (overrides or {}).items():
+        if key.startswith("promote.gate."):
+            set_dotted(raw, key.removeprefix("promote.gate."), value)
+    policy = build(GatePolicy, raw, "promote.gate")
+    policy.check()
+    return policy
 
 
 @dataclass
@@ -123,7 +169,8 @@ class GateResult:
 
 
 def floors_dict(checks: list[Check]) -> dict[str, dict[str, Any]]:
-    return {c.name: {"value": c.value, "limit": c.limit, "passed": c.passed, "detail": c.detail} for c in checks}
+    return {c.name: {"value": c.value, "limit": c.limit, "passed": c.passed, "detail": c.detail,
+                     **({"skipped": True} if c.skipped else {})} for c in checks}
 
 
 def metric_number(metrics: dict[str, Any], key: str) -> float | None:
@@ -254,6 +301,24 @@ def _conditional(p: GatePolicy, m: dict[str, Any], measured_only: bool) -> list[
     return out
 
 
+def _cas(p: GatePolicy, m: dict[str, Any]) -> Check:
+    """Classification accuracy score (Ravuri & Vinyals 2019) as a floor, where the task is real: a
+    classifier trained on synthetic images only, tested on real, against one trained on as many real
+    images. Not applied when the real classifier is at ceiling (it then says nothing) or not measured
+    (utility off, one class)."""
+    cas, real = metric_number(m, p.cas_metric), metric_number(m, p.cas_real_metric)
+    if cas is None or real is None:
+        return Check("cas", True, f"not applied: {p.cas_metric} not measured (evaluate.utility off, or fewer than "
+                     "two classes)", None, p.min_cas_ratio, floor=True, skipped=True)
+    if p.cas_ceiling is not None and real >= p.cas_ceiling:
+        return Check("cas", True, f"not applied: the real-trained classifier is at ceiling (ACC {real:.3f} >= "
+                     f"{p.cas_ceiling}), so a synthetic-only one cannot show a difference", round(cas, 6),
+                     p.min_cas_ratio, floor=True, skipped=True)
+    ok = cas >= p.min_cas_ratio
+    return Check("cas", ok, f"synthetic-only classifier ACC / real-trained ACC = {cas:.3f} {'>=' if ok else '<'} "
+                 f"{p.min_cas_ratio} (real-trained ACC {real:.3f})", round(cas, 6), p.min_cas_ratio, floor=True)
+
+
 def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
                  measured_only: bool = False) -> list[Check]:
     """The absolute floors of ``policy`` applied to one evaluation's metrics.
@@ -277,10 +342,15 @@ def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
     if p.min_coverage is not None:
         checks.append(_bounded("coverage", p.coverage_metric, m, p.min_coverage, conditional, False,
                                "mode collapse / missing modes", measured_only))
+    if p.min_recall is not None:
+        checks.append(_bounded("recall", p.recall_metric, m, p.min_recall, conditional, False,
+                               "share of real images the generated ones reach: mode dropping", measured_only))
     if p.min_diversity_ratio is not None or p.max_diversity_ratio is not None:
         checks.append(_diversity(p, m, conditional, measured_only))
     if conditional:
         checks.extend(_conditional(p, m, measured_only))
+        if p.min_cas_ratio is not None:
+            checks.append(_cas(p, m))
     if p.max_near_copy_share is not None:
         checks.append(_bounded("privacy", p.near_copy_metric, m, p.max_near_copy_share, False, True,
                                "near-copies of training images", measured_only))
@@ -289,6 +359,73 @@ def floor_checks(policy: GatePolicy, metrics: dict[str, Any], conditional: bool,
                                "closer to a training image than the training set's own 5th-percentile NN distance; "
                                "~0.05 when nothing is copied", measured_only))
     return [c for c in checks if c is not None]
+
+
+REFUSED, USABLE, NEAR_REAL = "refused", "usable", "near-real"
+GRADE_WORDS = {REFUSED: "refused", USABLE: "usable for pipeline testing and pre-training",
+               NEAR_REAL: "near-real"}
+# each floor in plain words (the grade's reason, the app, the model card)
+FLOOR_WORDS = {"fid_ceiling": "too far from real images (FID-domain ceiling)",
+               "fid_floor_ratio": "too far from real images (FID-domain vs its real floor)",
+               "c2st": "easy to tell apart from real images even at low resolution (C2ST)",
+               "coverage": "misses kinds of real images (coverage)",
+               "recall": "drops modes: many real images have nothing like them among the generated (recall)",
+               "diversity": "variety unlike real images (noise or mode collapse)",
+               "conditional_accuracy": "images often not of the requested class",
+               "conditional_accuracy_worst_class": "one class rarely looks like itself",
+               "cas": "a classifier trained on its images does much worse on real ones (utility)",
+               "privacy": "near-copies of training images", "privacy_p5": "too close to training images",
+               "gate_policy": "judged under another gate policy: re-evaluate"}
+
+
+def grade(policy: GatePolicy, metrics: dict[str, Any], floors: list[Check], conditional: bool) -> tuple[str, str]:
+    """(grade, reason in plain words) of one evaluation: ``refused`` (a floor failed: which),
+    ``usable`` (every floor passes, a detector still tells it from real at full resolution), or
+    ``near-real`` (also passes full-resolution detectability and, where measured, utility)."""
+    failed = [c for c in floors if not c.passed]
+    if failed:
+        return REFUSED, "refused: " + "; ".join(FLOOR_WORDS.get(c.name, c.name) for c in failed)
+    p = policy
+    why_not = []
+    if p.near_real_max_c2st_auc is not None:
+        vals = {"all": metric_number(metrics, p.near_real_c2st_metric)}
+        if conditional:
+            vals.update(per_class(metrics, p.near_real_c2st_metric))
+        vals = {k: v for k, v in vals.items() if v is not None}
+        if not vals:
+            why_not.append("full-resolution detectability not measured")
+        else:
+            who, auc = _worst(vals, higher_is_worse=True)
+            if auc > p.near_real_max_c2st_auc:
+                why_not.append(f"a detector still tells it from real at full resolution (C2ST AUC {auc:.2f}"
+                               f"{_where(who)} > {p.near_real_max_c2st_auc})")
+    cas = next((c for c in floors if c.name == "cas" and not c.skipped), None)
+    if cas is not None and p.near_real_min_cas_ratio is not None and cas.value < p.near_real_min_cas_ratio:
+        why_not.append(f"a synthetic-only classifier reaches {cas.value:.2f} of the real-trained one's accuracy "
+                       f"(near-real needs {p.near_real_min_cas_ratio})")
+    if why_not:
+        return USABLE, "usable for pipeline testing and pre-training: passes every floor; " + "; ".join(why_not)
+    return NEAR_REAL, "near-real: passes every floor, full-resolution detectability and utility"
+
+
+def recorded_floors(policy: GatePolicy, metrics: dict[str, Any]) -> list[Check] | None:
+    """The floors ``medsynth evaluate`` recorded (metrics.json ``gate_floors``), or None when it recorded none.
+
+    A record made under another policy is refused: one failing ``gate_policy`` check naming both fingerprints.
+    """
+    rec, sha = metrics.get(K.GATE_FLOORS), metrics.get(K.GATE_POLICY_SHA256)
+    if isinstance(rec, str):
+        try:
+            rec = json.loads(rec)
+        except ValueError:
+            rec = None
+    if not isinstance(rec, dict) or not sha:
+        return None
+    if sha != policy.sha256():
+        return [Check("gate_policy", False, f"the evaluation was judged under another gate policy ({str(sha)[:12]}, "
+                      f"params.yaml now {policy.sha256()[:12]}): re-run medsynth evaluate", floor=True)]
+    return [Check(name, bool(r["passed"]), str(r["detail"]), r.get("value"), r.get("limit"), floor=True,
+                  skipped=bool(r.get("skipped", False))) for name, r in rec.items()]
 
 
 def comparable(challenger: dict[str, Any], champion: dict[str, Any]) -> str | None:
@@ -335,7 +472,9 @@ def evaluate_gate(
                 f"{policy.fid_metric}={fid:.3f} {'<=' if ok else '>'} champion {champ_fid:.3f} x "
                 f"{1 + policy.fid_tolerance:.2f} = {limit:.3f}", fid, limit,
             ))
-    checks.extend(floor_checks(policy, challenger, conditional))
+    # the floors evaluate recorded (under this policy), else computed now from the same numbers
+    floors = recorded_floors(policy, challenger)
+    checks.extend(floors if floors is not None else floor_checks(policy, challenger, conditional))
     if policy.utility_tolerance is not None:
         b, d = metric_number(challenger, policy.utility_metric), metric_number(challenger, policy.utility_control_metric)
         if b is not None and d is not None:  # only datasets with >= 2 classes report utility

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth import metric_keys as K
-from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate
+from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate, gate_policy, grade
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
@@ -40,6 +40,8 @@ from medsynth.registry import (  # CHAMPION, CHALLENGER, client, ... stay import
     GATE_CHAMPION_COMPARED,
     GATE_CHECKS,
     GATE_PASSED,
+    GATE_GRADE,
+    GATE_GRADE_REASON,
     GATE_SUMMARY,
     LINEAGE_CLASSES,
     LINEAGE_DATA_HASH,
@@ -67,7 +69,7 @@ class PromoteConfig:
     model_name: str = ""  # registered model name; "" = medsynth-<dataset>-<model kind>
     require_approval: bool = False  # champion moves only after `medsynth review approve`
     lock_timeout_s: float = 60.0
-    gate: GatePolicy = field(default_factory=GatePolicy)
+    gate: GatePolicy = field(default_factory=gate_policy)  # params.yaml promote.gate
 
 
 @dataclass
@@ -137,8 +139,11 @@ def try_promote(c: Any, project: ProjectConfig, cfg: PromoteConfig, name: str, v
         champ = get_alias(c, name, CHAMPION)
         champ_metrics = (version_metrics(champ) | version_protocol(champ)
                          if champ is not None and champ.version != version else None)
-        gate = evaluate_gate(cfg.gate, version_metrics(mv) | version_protocol(mv), champ_metrics, conditional)
+        metrics = version_metrics(mv) | version_protocol(mv)
+        gate = evaluate_gate(cfg.gate, metrics, champ_metrics, conditional)
+        g, why = grade(cfg.gate, metrics, [x for x in gate.checks if x.floor], conditional)
         set_tags(c, name, version, {
+            GATE_GRADE: g, GATE_GRADE_REASON: why,
             GATE_PASSED: str(gate.passed).lower(),
             GATE_SUMMARY: gate.summary(),
             GATE_CHECKS: json.dumps(gate.as_dict()["checks"]),
@@ -263,7 +268,12 @@ def check_integrity(metrics_file: Path, metrics: dict[str, Any], info: dict[str,
         raise InputError(f"{metrics_file}: evaluated with feature extractor {ev_ext[:12] or 'unknown'} but the "
                          f"project's extractor is {extractor[:12]}; scores from different extractors are not "
                          f"comparable: {fix}")
-    return {K.MODEL_URI: scored, K.DATA_HASH: ev_hash, K.EXTRACTOR_SHA256: ev_ext}
+    out = {K.MODEL_URI: scored, K.DATA_HASH: ev_hash, K.EXTRACTOR_SHA256: ev_ext}
+    if metrics.get(K.GATE_POLICY_SHA256) and isinstance(metrics.get(K.GATE_FLOORS), dict):
+        # the floors as evaluate judged them, and under which policy: the gate reads them back
+        out[K.GATE_POLICY_SHA256] = str(metrics[K.GATE_POLICY_SHA256])
+        out[K.GATE_FLOORS] = json.dumps(metrics[K.GATE_FLOORS], separators=(",", ":"))
+    return out
 
 
 def candidate(cfg: PromoteConfig, project: ProjectConfig, train_dir: str | os.PathLike,

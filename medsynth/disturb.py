@@ -20,6 +20,22 @@ smudge          amplitude, px             smooth random displacement (smeared an
                                           and a Gaussian blur of sigma amplitude/6
 =============== ========================= ==============================================
 
+The *mild* family: changes that keep an image clinically usable (a reader would not notice them or
+would not care), which a quality gate must let pass (``MILD`` lists them):
+
+=============== ========================= ==============================================
+gaussian_blur   sigma, px                 Gaussian blur (a slightly softer scanner/detector)
+noise           sigma, grey levels        as above, at <= 5 grey levels
+contrast        percent                   intensities stretched about the image mean by
+                                          1 +- percent/100 (sign drawn per image)
+brightness      percent                   intensities scaled by 1 +- percent/100 (sign
+                                          drawn per image; PIL's and torchvision's
+                                          brightness: black stays black)
+jpeg            quality (Pillow JPEG)     lossy JPEG round trip, 8x8 DCT requantisation
+shift           px                        whole-pixel translation by up to +- px in x and
+                                          y (drawn per image; edges replicated)
+=============== ========================= ==============================================
+
 ``disturb(name, images, strength, seed)`` dispatches by name; ``DISTURBANCES`` lists the names.
 """
 
@@ -31,8 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DISTURBANCES", "blur", "checkerboard", "disturb", "mode_drop", "noise", "rectangles",
-           "salt_pepper", "smudge", "swirl"]
+__all__ = ["DISTURBANCES", "MILD", "blur", "brightness", "checkerboard", "contrast", "disturb", "gaussian_blur",
+           "jpeg", "mode_drop", "noise", "quantise", "rectangles", "salt_pepper", "shift", "smudge", "swirl"]
 
 
 # ---------------------------------------------------------------- conversion to grey levels
@@ -188,6 +204,79 @@ def smudge(images: np.ndarray, amplitude: float, seed: int = 0) -> np.ndarray:
     return back(_gauss(warped[:, None], a / 6.0)[:, 0].numpy())
 
 
+# ---------------------------------------------------------------- the mild family (must pass a gate)
+
+
+def gaussian_blur(images: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """Gaussian blur of ``sigma`` px (separable, reflect padding; any sigma > 0 is applied)."""
+    del seed
+    g, back = _to_grey(images)
+    if sigma <= 0:
+        return back(g)
+    return back(_gauss(torch.from_numpy(g)[:, None], float(sigma), min_sigma=0.0)[:, 0].numpy())
+
+
+def _signs(n: int, seed: int) -> np.ndarray:
+    return np.where(_rng(seed).random(n) < 0.5, -1.0, 1.0)
+
+
+def contrast(images: np.ndarray, percent: float, seed: int = 0) -> np.ndarray:
+    """Contrast changed by +-``percent`` % about each image's mean (the sign drawn per image)."""
+    g, back = _to_grey(images)
+    f = 1.0 + _signs(len(g), seed)[:, None, None] * float(percent) / 100.0
+    mean = g.mean(axis=(1, 2), keepdims=True)
+    return back(mean + (g - mean) * f)
+
+
+def brightness(images: np.ndarray, percent: float, seed: int = 0) -> np.ndarray:
+    """Brightness changed by +-``percent`` % (the sign drawn per image), as PIL's ``ImageEnhance.Brightness``
+    and torchvision's ``adjust_brightness`` do: every grey level scaled, so black stays black. (An
+    additive offset would turn the exactly black background of real CT grey: a visible change.)"""
+    g, back = _to_grey(images)
+    return back(g * (1.0 + _signs(len(g), seed)[:, None, None] * float(percent) / 100.0))
+
+
+def jpeg(images: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
+    """Lossy JPEG round trip at ``quality`` (1..95, Pillow's scale): 8x8 DCT requantisation."""
+    import io
+
+    from PIL import Image
+
+    del seed
+    q = int(quality)
+    if not 1 <= q <= 95:
+        raise ValueError(f"jpeg: quality must be in 1..95, got {quality}")
+    g, back = _to_grey(images)
+    out = np.empty_like(g)
+    for i, im in enumerate(np.clip(np.rint(g), 0, 255).astype(np.uint8)):
+        buf = io.BytesIO()
+        Image.fromarray(im, mode="L").save(buf, format="JPEG", quality=q)
+        out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
+    return back(out)
+
+
+def shift(images: np.ndarray, px: float, seed: int = 0) -> np.ndarray:
+    """Whole-pixel translation by a shift drawn per image in -px..px for x and y (edges replicated)."""
+    g, back = _to_grey(images)
+    p = int(px)
+    if p <= 0:
+        return back(g)
+    rng = _rng(seed)
+    n, h, w = g.shape
+    padded = np.pad(g, ((0, 0), (p, p), (p, p)), mode="edge")
+    out = np.empty_like(g)
+    for i in range(n):
+        dy, dx = rng.integers(-p, p + 1, 2)
+        out[i] = padded[i, p - dy : p - dy + h, p - dx : p - dx + w]
+    return back(out)
+
+
+def quantise(images: np.ndarray) -> np.ndarray:
+    """Round to whole grey levels (what saving as 8-bit does); same dtype and range as the input."""
+    g, back = _to_grey(images)
+    return back(np.clip(np.rint(g), 0, 255))
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -198,9 +287,9 @@ def _sample(g: np.ndarray, grid: torch.Tensor) -> np.ndarray:
                          align_corners=True)[:, 0].numpy()
 
 
-def _gauss(t: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``[N, C, H, W]`` (reflect padding); sigma < 0.3 is a no-op."""
-    if sigma < 0.3:
+def _gauss(t: torch.Tensor, sigma: float, min_sigma: float = 0.3) -> torch.Tensor:
+    """Separable Gaussian blur of ``[N, C, H, W]`` (reflect padding); sigma < min_sigma is a no-op."""
+    if sigma <= 0 or sigma < min_sigma:
         return t
     r = max(1, int(np.ceil(3 * sigma)))
     r = min(r, t.shape[-1] - 1, t.shape[-2] - 1)  # reflect padding needs pad < size
@@ -220,7 +309,22 @@ DISTURBANCES: dict[str, Callable[..., np.ndarray]] = {
     "checkerboard": checkerboard,
     "mode_drop": mode_drop,
     "smudge": smudge,
+    "gaussian_blur": gaussian_blur,
+    "contrast": contrast,
+    "brightness": brightness,
+    "jpeg": jpeg,
+    "shift": shift,
 }
+# changes that keep an image clinically usable: (name, strength, unit) at the strongest level a gate
+# must still pass (issue "A gate that grades")
+MILD: list[tuple[str, float, str]] = [
+    ("gaussian_blur", 0.7, "sigma, px"),
+    ("noise", 5, "sigma, grey levels"),
+    ("contrast", 5, "percent"),
+    ("brightness", 5, "percent (gain)"),
+    ("jpeg", 75, "Pillow quality"),
+    ("shift", 2, "px"),
+]
 
 
 def disturb(name: str, images: np.ndarray, strength: float, seed: int = 0) -> np.ndarray:

@@ -77,6 +77,15 @@ def to_res(x: np.ndarray, r: int) -> np.ndarray:
     return resize_tensor(torch.from_numpy(x), r, -1.0, 1.0).numpy()
 
 
+def coarse_view(x: np.ndarray, px: int) -> np.ndarray:
+    """Images ``[N, 1, R, R]`` brought down to ``px`` (antialiased) and back up to ``R`` (bilinear).
+
+    What survives is anatomy, layout and modes; pixel texture (8-bit grain, a slight blur, faint
+    noise) does not. The gate's coarse scores compare both sets through this same view.
+    """
+    return to_res(to_res(x, px), x.shape[-1])
+
+
 def make_grid(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 0, scale: int = 1) -> np.ndarray:
     """``[n, 1, R, R]`` in [-1, 1] -> one uint8 ``[H, W]`` mosaic.
 

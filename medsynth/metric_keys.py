@@ -41,6 +41,12 @@ detectability (C2ST, absent when evaluate.c2st is off)
 c2st_auc, c2st_auc_lo, c2st_auc_hi                     ROC AUC (0.5 = indistinguishable), 95 % interval
 c2st_auc_floor[_lo|_hi]                                real train vs real test control, same count
 c2st_n_real, c2st_n_synth, c2st_n_floor, c2st_seconds  images used per side; wall time of all C2STs
+c2st_auc_<16|32>px[_lo|_hi|_floor][_class_<c>]         the same with both sets brought down to 16 / 32 px
+                                                       (antialiased): anatomy, layout and modes rather
+                                                       than pixel texture (the gate judges at 16 px)
+coarse view (both sets down to 16 px and back up, then the domain extractor)
+fid_domain_16px[_floor|_ratio_to_floor][_lo|_hi],      FID-domain, PRDC at that scale; per class too
+prdc_recall|coverage_16px[_floor], ..._class_<c>       (mode dropping: recall; missing modes: coverage)
 pixel similarity and diversity
 nn_ssim_mean, nn_psnr_mean[_floor]                     to the nearest real test image
 diversity_ms_ssim_generated|_real,                     between random pairs; lower = more diverse
@@ -63,6 +69,8 @@ utility (>= 2 classes; classifiers tested on the real test split)
 utility_acc|auc|n_train_real, _real_plus_synth,        trained on (a) real, (b) real + synthetic,
 _synth_only, _real_dup                                 (c) synthetic only, (d) real duplicated to (b)
 utility_pseudo_labels                                  1: synthetic labels came from classifier (a)
+utility_cas_ratio                                      classification accuracy score (Ravuri & Vinyals
+                                                       2019): ACC of (c) / ACC of (a)
 utility_reference (dict|null)                          published MedMNIST v2 numbers for this class set
 fid_standard[_floor]                                   ImageNet-Inception FID, only with local weights
 status
@@ -71,6 +79,8 @@ small_reference (bool), small_reference_reasons        the real test/train split
 per_class_unstable (list[str]), notes (list[str])      classes with too few images; what to know
 gate_floors_passed (bool),                             the gate's absolute floors (promote.gate) on
 gate_floors {name: {value, limit, passed, detail}}     these numbers (components/gate.py)
+gate_policy_sha256, gate_grade, gate_grade_reason      the policy they were judged under; the grade
+                                                       (refused | usable | near-real) and why
 timing_s {stage: wall s}, seconds                      wall time per stage and in all
 protocol {backbone, extractor_sha256, data_hash,       how it was measured (extractor, data, C2ST and
 model_uri, source, source_sha256, c2st, gate_policy,   bootstrap settings, gate policy, config, ...)
@@ -115,6 +125,12 @@ C2ST_N_REAL = "c2st_n_real"
 C2ST_N_SYNTH = "c2st_n_synth"
 C2ST_N_FLOOR = "c2st_n_floor"
 C2ST_SECONDS = "c2st_seconds"
+C2ST_AUC_32PX = "c2st_auc_32px"  # at_px(C2ST_AUC, 32)
+C2ST_AUC_16PX = "c2st_auc_16px"  # at_px(C2ST_AUC, 16): the gate's detectability scale
+# -- the coarse view (16 px): FID-domain and PRDC of what survives downsampling --
+FID_DOMAIN_16PX = "fid_domain_16px"
+PRDC_RECALL_16PX = "prdc_recall_16px"
+PRDC_COVERAGE_16PX = "prdc_coverage_16px"
 
 # -- pixel similarity and diversity --
 NN_SSIM_MEAN = "nn_ssim_mean"
@@ -153,6 +169,7 @@ UTILITY_AUC_REAL_PLUS_SYNTH = "utility_auc_real_plus_synth"
 UTILITY_AUC_SYNTH_ONLY = "utility_auc_synth_only"
 UTILITY_AUC_REAL_DUP = "utility_auc_real_dup"
 UTILITY_PSEUDO_LABELS = "utility_pseudo_labels"
+UTILITY_CAS_RATIO = "utility_cas_ratio"  # ACC trained on synthetic only / ACC trained on real
 UTILITY_REFERENCE = "utility_reference"
 
 # -- ImageNet-Inception FID (local weights only) --
@@ -168,6 +185,9 @@ PER_CLASS_UNSTABLE = "per_class_unstable"
 NOTES = "notes"
 GATE_FLOORS_PASSED = "gate_floors_passed"
 GATE_FLOORS = "gate_floors"
+GATE_POLICY_SHA256 = "gate_policy_sha256"
+GATE_GRADE = "gate_grade"
+GATE_GRADE_REASON = "gate_grade_reason"
 TIMING_S = "timing_s"
 SECONDS = "seconds"
 PROTOCOL = "protocol"
@@ -179,6 +199,15 @@ DATA_HASH = "data_hash"
 SOURCE_SHA256 = "source_sha256"
 
 CLASS_INFIX = "_class_"
+
+
+COARSE_PX = (32, 16)  # the coarse scales C2ST is reported at (beside full resolution)
+GATE_PX = 16  # the coarse scale of the coarse view's FID-domain and PRDC
+
+
+def at_px(key: str, px: int) -> str:
+    """``<key>_<px>px``: the same score with both sets brought down to ``px`` (``c2st_auc`` -> ``c2st_auc_16px``)."""
+    return f"{key}_{px}px"
 
 
 def floor(key: str) -> str:

@@ -44,12 +44,15 @@ ALIASES = (CHAMPION, CHALLENGER)
 # Version tags (see the table above).
 METRIC_PREFIX = "metric."
 EVAL_EXTRACTOR_SHA256, EVAL_DATA_HASH, EVAL_MODEL_URI = "eval.extractor_sha256", "eval.data_hash", "eval.model_uri"
-PROTOCOL_TAGS = {K.EXTRACTOR_SHA256: EVAL_EXTRACTOR_SHA256, K.DATA_HASH: EVAL_DATA_HASH, K.MODEL_URI: EVAL_MODEL_URI}
+EVAL_GATE_POLICY, EVAL_GATE_FLOORS = "eval.gate_policy_sha256", "eval.gate_floors"
+PROTOCOL_TAGS = {K.EXTRACTOR_SHA256: EVAL_EXTRACTOR_SHA256, K.DATA_HASH: EVAL_DATA_HASH, K.MODEL_URI: EVAL_MODEL_URI,
+                 K.GATE_POLICY_SHA256: EVAL_GATE_POLICY, K.GATE_FLOORS: EVAL_GATE_FLOORS}
 LINEAGE_DATASET, LINEAGE_DATA_HASH = "lineage.dataset", "lineage.data_hash"
 LINEAGE_GIT_COMMIT, LINEAGE_CLASSES = "lineage.git_commit", "lineage.classes"
 SYNTHETIC = "synthetic"
 GATE_PASSED, GATE_SUMMARY, GATE_CHECKS = "gate.passed", "gate.summary", "gate.checks"
 GATE_CHAMPION_COMPARED = "gate.champion_compared"
+GATE_GRADE, GATE_GRADE_REASON = "gate.grade", "gate.grade_reason"
 CHAMPION_SINCE, CHAMPION_BY, CHAMPION_REASON = "champion.since", "champion.by", "champion.reason"
 REVIEW_DECISION, REVIEW_BY, REVIEW_AT, REVIEW_REASON = "review.decision", "review.by", "review.at", "review.reason"
 # review.decision values; PENDING is what readers assume when the tag is absent.
