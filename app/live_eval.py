@@ -175,7 +175,7 @@ def evaluate_batch(images: np.ndarray, labels: Sequence[int] | None, classes: Se
 
     ``policy``: the gate policy (``promote.gate``; default params.yaml's).
     """
-    from medsynth.components.gate import GatePolicy, floor_checks, floors_dict, gate_policy
+    from medsynth.components.gate import floor_checks, floors_dict, gate_policy
     from medsynth.metrics import privacy_against
 
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsynth import metric_keys as K
 from medsynth import registry as reg
 from medsynth.errors import MedsynthError, RegistryError
 from medsynth.project import ProjectConfig
@@ -164,8 +165,11 @@ def _version(mv: Any, aliases: list[str]) -> ModelVersion:
         classes = list(json.loads(tags.get(reg.LINEAGE_CLASSES, "[]")))
     except json.JSONDecodeError:
         classes = []
+    metrics = reg.version_metrics(mv)
+    if tags.get(reg.GATE_GRADE):  # the gate's grade and its reason, as promote recorded them
+        metrics[K.GATE_GRADE], metrics[K.GATE_GRADE_REASON] = tags[reg.GATE_GRADE], tags.get(reg.GATE_GRADE_REASON, "")
     return ModelVersion(
-        name=mv.name, version=str(mv.version), aliases=sorted(aliases), metrics=reg.version_metrics(mv),
+        name=mv.name, version=str(mv.version), aliases=sorted(aliases), metrics=metrics,
         gate_passed=None if gate is None else gate == "true",
         gate_summary=tags.get(reg.GATE_SUMMARY, "not gated"), gate_checks=checks,
         card=mv.description or "", classes=classes, dataset=tags.get(reg.LINEAGE_DATASET, ""),

@@ -3,8 +3,10 @@
 Pure functions over a version's metrics (the evaluation's metrics.json keys, medsynth/metric_keys.py,
 as the registry carries them), so the page only lays things out and the wording is testable without a browser.
 
-1. **Verdict** (:func:`verdict`): "realistic" when the gate's absolute floors passed
-   (``gate_floors_passed``), "needs work" when they failed, and "not judged" when the evaluation
+1. **Verdict** (:func:`verdict`): the gate's grade with its reason in plain words: "refused" (which
+   floor failed), "usable for pipeline testing and pre-training" (every floor passes; a detector still
+   tells it from real at full resolution) or "near-real"; for versions graded before grades existed,
+   "realistic" / "needs work" from ``gate_floors_passed``, and "not judged" when the evaluation
    predates the floors. Never from a class classifier alone: it calls noise its favourite class.
 2. **Key figures** (:func:`key_figures`): FID-domain beside its real floor, C2ST AUC beside its
    real-vs-real control, coverage beside real's.
@@ -20,24 +22,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medsynth import metric_keys as K
+from medsynth.components.gate import FLOOR_WORDS, GRADE_WORDS, REFUSED
 from medsynth.components.gate import metric_number as num
 
 REALISTIC, NEEDS_WORK, NOT_JUDGED = "realistic", "needs work", "not judged by the current floors"
 GROUPS = ("quality", "diversity", "privacy", "utility", "run details")
 
-# gate floor name -> the metric it decides on, and a plain name for the sentence
-FLOOR_METRIC = {"fid_ceiling": K.FID_DOMAIN, "fid_floor_ratio": K.FID_DOMAIN_RATIO_TO_FLOOR, "c2st": K.C2ST_AUC,
-                "coverage": K.PRDC_COVERAGE, "diversity": K.DIVERSITY_MS_SSIM_GENERATED,
-                "conditional_accuracy": K.COND_ACCURACY, "conditional_accuracy_worst_class": K.COND_ACCURACY,
-                "privacy": K.PRIVACY_NEAR_COPY_SHARE, "privacy_p5": K.PRIVACY_SHARE_BELOW_TRAIN_P5}
-FLOOR_WORDS = {"fid_ceiling": "too far from real images (FID-domain ceiling)",
-               "fid_floor_ratio": "too far from real images (FID-domain vs its real floor)",
-               "c2st": "easy to tell apart from real images (C2ST)",
-               "coverage": "misses kinds of real images (coverage)",
-               "diversity": "variety unlike real images (noise or mode collapse)",
-               "conditional_accuracy": "images often not of the requested class",
-               "conditional_accuracy_worst_class": "one class rarely looks like itself",
-               "privacy": "near-copies of training images", "privacy_p5": "too close to training images"}
+# gate floor name -> the metric it decides on (params.yaml's promote.gate names them) for the warnings
+FLOOR_METRIC = {"fid_ceiling": "fid_metric", "fid_floor_ratio": "fid_metric", "c2st": "c2st_metric",
+                "coverage": "coverage_metric", "recall": "recall_metric", "diversity": "diversity_metric",
+                "conditional_accuracy": "cond_acc_metric", "conditional_accuracy_worst_class": "cond_acc_metric",
+                "cas": "cas_metric", "privacy": "near_copy_metric", "privacy_p5": "p5_metric"}
+
+
+def floor_metric(name: str) -> str | None:
+    """The metrics.json key floor ``name`` decides on, from params.yaml's gate policy."""
+    from medsynth.components.gate import gate_policy
+
+    attr = FLOOR_METRIC.get(name)
+    if attr is None:
+        return None
+    key = getattr(gate_policy(), attr)
+    return K.ratio_to_floor(key) if name == "fid_floor_ratio" else key
 
 
 @dataclass(frozen=True)
@@ -138,13 +144,16 @@ class Row:
 
 @dataclass
 class Verdict:
-    word: str  # REALISTIC | NEEDS_WORK | NOT_JUDGED
+    word: str  # the gate's grade (refused | usable for pipeline testing and pre-training | near-real), else
+    # REALISTIC | NEEDS_WORK | NOT_JUDGED for versions graded before grades existed
     sentence: str
     failed: list[str] = field(default_factory=list)  # floor names that failed
 
     @property
     def ok(self) -> bool | None:
-        return None if self.word == NOT_JUDGED else self.word == REALISTIC
+        if self.word == NOT_JUDGED:
+            return None
+        return self.word not in (NEEDS_WORK, GRADE_WORDS[REFUSED])
 
 
 @dataclass(frozen=True)
@@ -181,9 +190,15 @@ def _passed_flag(metrics: dict[str, Any]) -> bool | None:
 
 
 def verdict(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> Verdict:
-    """1. The plain verdict from ``gate_floors_passed`` (absent: not judged by the current floors)."""
+    """1. The gate's grade and its reason in words (``gate_grade``), else the plain verdict from
+    ``gate_floors_passed`` (absent: not judged by the current floors)."""
     passed = _passed_flag(metrics)
     fl = floors(metrics, gate_checks)
+    g, why = metrics.get(K.GATE_GRADE), metrics.get(K.GATE_GRADE_REASON)
+    if isinstance(g, str) and g in GRADE_WORDS:
+        failed = [k for k, v in fl.items() if not v.get("passed", True)]
+        reason = str(why or "").split(": ", 1)[-1]
+        return Verdict(GRADE_WORDS[g], reason[:1].upper() + reason[1:] + ("." if reason else ""), failed)
     if passed is None:
         return Verdict(NOT_JUDGED, "This version was evaluated before the quality floors existed, so nobody has "
                        "measured it against real images the current way. Re-evaluate it before relying on it.")
@@ -256,8 +271,8 @@ def _warning(key: str, info: Info, v: float, metrics: dict[str, Any], failed_met
 def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, list[Row]]:
     """3. Every numeric metric, grouped (quality, diversity, privacy, utility, run details), warnings marked."""
     fl = floors(metrics, gate_checks)
-    failed_metrics = {FLOOR_METRIC[k]: str(v.get("detail") or k) for k, v in fl.items()
-                      if not v.get("passed", True) and k in FLOOR_METRIC}
+    failed_metrics = {floor_metric(k): str(v.get("detail") or k) for k, v in fl.items()
+                      if not v.get("passed", True) and floor_metric(k)}
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
     shown_as_real = {i.real_key for i in CATALOGUE.values() if i.real_key}
     order = {k: i for i, k in enumerate(CATALOGUE)}
@@ -283,7 +298,7 @@ def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | Non
         groups[info.group].append(Row(key, label, value, info.meaning, info.better, _f(real) if real is not None
                                       else "", warn))
     for k, v in fl.items():  # a failed floor whose metric is not among the numbers still shows up
-        if not v.get("passed", True) and FLOOR_METRIC.get(k) not in metrics:
+        if not v.get("passed", True) and floor_metric(k) not in metrics:
             groups["quality"].append(Row(k, FLOOR_WORDS.get(k, k), _f(num(v, "value")), str(v.get("detail", "")),
                                          "", warning="fails the gate's floor"))
     return {g: rows for g, rows in groups.items() if rows}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth import metric_keys as K
-from medsynth.components.gate import GatePolicy, GateResult, evaluate_gate, gate_policy, grade
+from medsynth.components.gate import GatePolicy, GateResult, GRADE_WORDS, evaluate_gate, gate_policy, grade
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
@@ -39,9 +39,9 @@ from medsynth.registry import (  # CHAMPION, CHALLENGER, client, ... stay import
     CHAMPION,
     GATE_CHAMPION_COMPARED,
     GATE_CHECKS,
-    GATE_PASSED,
     GATE_GRADE,
     GATE_GRADE_REASON,
+    GATE_PASSED,
     GATE_SUMMARY,
     LINEAGE_CLASSES,
     LINEAGE_DATA_HASH,
@@ -92,6 +92,9 @@ def model_card(name: str, version: str, lineage: dict[str, Any], metrics: dict[s
 
 **Outputs are synthetic images. They are not for diagnosis or any clinical decision.**
 Every exported image is marked synthetic (file name, PNG metadata, DICOM tags).
+
+**Grade: {GRADE_WORDS.get(str(metrics.get(K.GATE_GRADE)), 'not graded (evaluated before grades existed)')}.**
+{metrics.get(K.GATE_GRADE_REASON, '')}
 
 ## Intended use
 Research, education, software testing and data augmentation experiments on the modality and

@@ -28,6 +28,7 @@ class VersionInfo:
     review: str
     created: str
     card: str
+    grade: str = "not graded"  # the gate's grade with its reason in plain words
 
 
 def _versions(c: Any, name: str) -> list[Any]:
@@ -57,6 +58,7 @@ def list_versions(project: ProjectConfig, name: str | None = None, only_pending:
             out.append(VersionInfo(
                 name=n, version=str(mv.version), aliases=aliases,
                 gate=tags.get(reg.GATE_SUMMARY, "not gated"), review=decision,
+                grade=tags.get(reg.GATE_GRADE_REASON) or tags.get(reg.GATE_GRADE) or "not graded",
                 created=time.strftime("%Y-%m-%d %H:%M", time.gmtime(mv.creation_timestamp / 1000)),
                 card=mv.description or "",
             ))

@@ -91,13 +91,15 @@ def train_op(project: str, train: str, kfp_run: str, prepared: Input[Dataset], m
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Dataset], model: Input[Model],
-                extractor: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
+def evaluate_op(project: str, evaluate: str, promote: str, kfp_run: str, prepared: Input[Dataset],
+                model: Input[Model], extractor: Input[Model], evaluation: Output[Artifact], metrics: Output[Metrics],
                 report: Output[Markdown]):
-    """Score the generator against the real test split (quality, diversity, privacy, utility)."""
+    """Score the generator against the real test split (quality, diversity, privacy, utility) and record
+    the gate's floors under the run's own policy (``promote.gate``), which the gate step reads back."""
     import shutil
 
     from medsynth.components.evaluate import EvaluateConfig, run
+    from medsynth.components.promote import PromoteConfig
     from medsynth.extractor import load_extractor
     from medsynth.generator import load_generator
     from medsynth.pipelines.runtime import enter_step, scalars, stage, train_info
@@ -105,7 +107,8 @@ def evaluate_op(project: str, evaluate: str, kfp_run: str, prepared: Input[Datas
     proj = enter_step(project, kfp_run)
     res = run(stage(EvaluateConfig, "evaluate", evaluate), proj, load_generator(model.path),
               prepared.path, evaluation.path, extractor=load_extractor(extractor.path),
-              model_uri=train_info(model.path).get("model_uri") or "")
+              model_uri=train_info(model.path).get("model_uri") or "",
+              gate=stage(PromoteConfig, "promote", promote).gate)
     for key, value in scalars(res.metrics).items():
         metrics.log_metric(key, value)
     shutil.copyfile(f"{evaluation.path}/report.md", report.path)

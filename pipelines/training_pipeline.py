@@ -92,7 +92,7 @@ def training_pipeline(project: str, ingest: str, validate: str, preprocess: str,
     t_train = _task(ops.train_op(project=project, train=train, kfp_run=run,
                                  prepared=t_pre.outputs["prepared"]), "train")
     t_train.set_accelerator_type(TRAIN_ACCELERATOR[0]).set_accelerator_limit(TRAIN_ACCELERATOR[1])
-    t_eval = _task(ops.evaluate_op(project=project, evaluate=evaluate, kfp_run=run,
+    t_eval = _task(ops.evaluate_op(project=project, evaluate=evaluate, promote=promote, kfp_run=run,
                                    prepared=t_pre.outputs["prepared"], model=t_train.outputs["model"],
                                    extractor=t_feat.outputs["extractor"]), "evaluate")
     t_gate = _task(ops.gate_op(project=project, promote=promote, ingest=ingest, kfp_run=run,

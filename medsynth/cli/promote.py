@@ -92,9 +92,10 @@ def _review(args: argparse.Namespace) -> int:
         if not rows:
             print("no versions waiting for review" if not args.all else "no registered versions")
             return 0
-        print(f"{'model':32} {'ver':>4} {'aliases':20} {'review':9} gate")
+        print(f"{'model':32} {'ver':>4} {'aliases':20} {'review':9} grade (why) / gate")
         for v in rows:
-            print(f"{v.name:32} {v.version:>4} {','.join(v.aliases) or '-':20} {v.review:9} {v.gate}")
+            print(f"{v.name:32} {v.version:>4} {','.join(v.aliases) or '-':20} {v.review:9} {v.grade}")
+            print(f"{'':68} gate: {v.gate}")
             if args.cards and v.card:
                 print(v.card)
         return 0

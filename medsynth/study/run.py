@@ -125,6 +125,7 @@ class StudyPlan:
     overrides: dict[str, str]
     root: Path  # <artifacts>/study/<study_id>
     experiment: str
+    gate: Any = None  # components.gate.GatePolicy: params.yaml promote.gate with the overrides (every evaluation's)
 
 
 def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str, str],
@@ -133,6 +134,7 @@ def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str
     from medsynth.components.evaluate import EvaluateConfig
     from medsynth.components.features import FeaturesConfig
     from medsynth.components.preprocess import PreprocessConfig
+    from medsynth.components.promote import PromoteConfig
     from medsynth.config import load_stage, to_dict
     from medsynth.training.config import TrainConfig
 
@@ -140,7 +142,7 @@ def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str
     resolved = {"profile": profile.name, "curve": [profile.curve_points, profile.curve_images],
                 "limit_per_class": profile.limit_per_class, "project_seed": project.seed}
     for cls, section in ((PreprocessConfig, "preprocess"), (TrainConfig, "train"), (EvaluateConfig, "evaluate"),
-                         (FeaturesConfig, "features")):
+                         (FeaturesConfig, "features"), (PromoteConfig, "promote")):
         cfg = load_stage(cls, section, params, overrides)
         if hasattr(cfg, "check"):
             cfg.check()
@@ -149,7 +151,8 @@ def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str
     resolved["code"] = code_digest()
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:10]
     sid = f"{profile.name}-{digest}"
-    return StudyPlan(profile, sid, overrides, project.artifacts_path() / "study" / sid, experiment)
+    gate = load_stage(PromoteConfig, "promote", params, overrides).gate
+    return StudyPlan(profile, sid, overrides, project.artifacts_path() / "study" / sid, experiment, gate)
 
 
 # Source files whose change can change a study's numbers (package, file pattern): a new digest
@@ -352,7 +355,7 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
             log(f"==> [{i}/{len(todo)}] {cell} seed {seed}: evaluate")
             gen = load_generator(model_uri)
             eres = evaluate.run(ev_cfg, dataclasses.replace(project, seed=seed), gen, prepared[dataset],
-                                out / "evaluate", extractor=ext, model_uri=model_uri, tags=tags)
+                                out / "evaluate", extractor=ext, model_uri=model_uri, tags=tags, gate=plan_.gate)
             m = eres.metrics
             log(f"    FID-domain {m[K.FID_DOMAIN]:.2f} (floor {m[K.FID_DOMAIN_FLOOR]:.2f}), "
                 f"coverage {m.get(K.PRDC_COVERAGE, float('nan')):.2f}, {eres.seconds:.0f}s")

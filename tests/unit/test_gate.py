@@ -1,8 +1,8 @@
 """Gate policy: each check passes/fails on the numbers, and says why; the floors hold for everyone."""
 
-import pytest
-
 from dataclasses import replace
+
+import pytest
 
 from medsynth.components.gate import evaluate_gate, floor_checks, gate_policy
 
