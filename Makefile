@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medsynth-installed
 
-.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study augment zoo
+.PHONY: demo test test-fast lint system-deps venv clean bench loop-demo study augment zoo readme-gate
 
 venv: $(STAMP)
 
@@ -61,6 +61,10 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_eval.py --write docs/BENCHMARKS.md
 	$(BIN)/python bench/bench_monitor.py
 	$(BIN)/python bench/bench_app.py --train-steps 30 --write docs/BENCHMARKS.md
+
+# README's table of the gate's floors, rewritten from params.yaml (the only place the numbers live).
+readme-gate: $(STAMP)
+	$(BIN)/python -c "from medsynth.components.gate import write_policy_table; write_policy_table('README.md')"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -87,12 +87,26 @@ CATALOGUE: dict[str, Info] = {
                                 "reference"),
     K.COND_IN_DOMAIN_SHARE: Info("quality", "In-domain share", "share of images the judge places in this dataset",
                                  "higher"),
+    K.C2ST_AUC_32PX: Info("quality", "Detectability at 32 px (C2ST AUC)", "the same test on both sets brought down "
+                          "to 32 px", "closer to 0.5", K.floor(K.C2ST_AUC_32PX)),
+    K.C2ST_AUC_16PX: Info("quality", "Detectability at 16 px (C2ST AUC)", "the same test on both sets brought down "
+                          "to 16 px: anatomy, layout and variety rather than pixel grain (the gate judges here)",
+                          "closer to 0.5", K.floor(K.C2ST_AUC_16PX)),
+    K.FID_DOMAIN_16PX: Info("quality", "FID-domain, coarse view", "FID-domain of both sets brought down to 16 px and "
+                            "back: distance in anatomy and layout (the gate judges here)", "lower",
+                            K.floor(K.FID_DOMAIN_16PX)),
+    K.ratio_to_floor(K.FID_DOMAIN_16PX): Info("quality", "FID-domain, coarse view ÷ real floor", "1 = as close to "
+                                              "the test images as real images are", "lower"),
     K.FID_STANDARD: Info("quality", "FID (ImageNet Inception)", "the standard FID, only with local Inception weights",
                          "lower"),
     K.PRDC_RECALL: Info("diversity", "Recall", "share of real images the generated set can reproduce", "higher",
                         K.PRDC_RECALL_FLOOR),
     K.PRDC_COVERAGE: Info("diversity", "Coverage", "share of real images with a generated image close by; low = "
                           "kinds of images are missing", "higher", K.PRDC_COVERAGE_FLOOR),
+    K.PRDC_RECALL_16PX: Info("diversity", "Recall, coarse view", "share of real images the generated set reaches, "
+                             "at 16 px; low = modes dropped", "higher", K.floor(K.PRDC_RECALL_16PX)),
+    K.PRDC_COVERAGE_16PX: Info("diversity", "Coverage, coarse view", "share of real images with a generated image "
+                               "close by, at 16 px", "higher", K.floor(K.PRDC_COVERAGE_16PX)),
     K.DIVERSITY_MS_SSIM_GENERATED: Info("diversity", "Sameness of generated pairs (MS-SSIM)", "how alike two random "
                                         "generated images are; far above real = mode collapse, far below = noise",
                                         "close to real", K.DIVERSITY_MS_SSIM_REAL),
@@ -125,6 +139,9 @@ CATALOGUE: dict[str, Info] = {
     K.UTILITY_AUC_REAL_DUP: Info("utility", "Classifier AUC, real duplicated", "as above, ROC AUC", "reference"),
     K.UTILITY_AUC_SYNTH_ONLY: Info("utility", "Classifier AUC, synthetic only", "as above, ROC AUC", "higher",
                                    K.UTILITY_AUC_REAL),
+    K.UTILITY_CAS_RATIO: Info("utility", "Synthetic-only ÷ real-trained accuracy (CAS)", "a classifier trained on "
+                              "synthetic images alone, tested on real ones, against one trained on as many real "
+                              "images; 1 = as useful as real", "higher"),
     K.UTILITY_PSEUDO_LABELS: Info("utility", "Labels from a classifier", "1 = the synthetic images' labels came from "
                                   "the real-data classifier", "reference"),
 }

@@ -57,7 +57,13 @@ def _fmt(v: Any) -> str:
 
 ROWS = [  # (label, generated key, floor/real key, direction)
     ("FID-domain", K.FID_DOMAIN, K.FID_DOMAIN_FLOOR, "lower"),
-    ("C2ST AUC (0.5 = indistinguishable)", K.C2ST_AUC, K.C2ST_AUC_FLOOR, "~0.5"),
+    ("C2ST AUC at full resolution (0.5 = indistinguishable)", K.C2ST_AUC, K.C2ST_AUC_FLOOR, "~0.5"),
+    ("C2ST AUC at 32 px", K.C2ST_AUC_32PX, K.floor(K.C2ST_AUC_32PX), "~0.5"),
+    ("C2ST AUC at 16 px (the gate's scale)", K.C2ST_AUC_16PX, K.floor(K.C2ST_AUC_16PX), "~0.5"),
+    ("FID-domain, coarse view (16 px)", K.FID_DOMAIN_16PX, K.floor(K.FID_DOMAIN_16PX), "lower"),
+    ("recall, coarse view (16 px)", K.PRDC_RECALL_16PX, K.floor(K.PRDC_RECALL_16PX), "higher"),
+    ("coverage, coarse view (16 px)", K.PRDC_COVERAGE_16PX, K.floor(K.PRDC_COVERAGE_16PX), "higher"),
+    ("synthetic-only / real-trained classifier ACC (CAS)", K.UTILITY_CAS_RATIO, "", "~1"),
     ("KID-domain (mean)", K.KID_DOMAIN_MEAN, K.KID_DOMAIN_FLOOR_MEAN, "lower"),
     ("precision", K.PRDC_PRECISION, K.PRDC_PRECISION_FLOOR, "higher"),
     ("recall", K.PRDC_RECALL, K.PRDC_RECALL_FLOOR, "higher"),
@@ -155,6 +161,8 @@ def _conditional(m: dict[str, Any]) -> list[str]:
     out += [f"- {c}: accuracy {_fmt(m[k])}, FID-domain {_fmt(m.get(K.per_class(K.FID_DOMAIN, c)))} (floor "
             f"{_fmt(m.get(K.per_class(K.FID_DOMAIN_FLOOR, c)))}), coverage "
             f"{_fmt(m.get(K.per_class(K.PRDC_COVERAGE, c)))}, C2ST AUC {_fmt(m.get(K.per_class(K.C2ST_AUC, c)))}"
+            f" (16 px: {_fmt(m.get(K.per_class(K.C2ST_AUC_16PX, c)))}), recall at 16 px "
+            f"{_fmt(m.get(K.per_class(K.PRDC_RECALL_16PX, c)))}"
             for k in cls for c in [k.removeprefix(prefix)]]
     if m[K.PER_CLASS_UNSTABLE]:
         out += [f"- unstable per-class FID (too few samples): {'; '.join(m[K.PER_CLASS_UNSTABLE])}"]
@@ -168,8 +176,11 @@ def _floors(m: dict[str, Any]) -> list[str]:
         return []
     verdict = ("**PASSES the gate's absolute floors**" if m.get(K.GATE_FLOORS_PASSED)
                else "**FAILS the gate's absolute floors**: " + ", ".join(k for k, v in floors.items() if not v["passed"]))
-    out = ["## Verdict", "", f"This set {verdict} (promote.gate in params.yaml; a candidate must pass them all to "
-           "become champion, the first champion too).", "", "| floor | value | limit | passed | detail |",
+    grade = m.get(K.GATE_GRADE_REASON)
+    out = ["## Verdict", "", *([f"**Grade: {grade}**", ""] if grade else []),
+           f"This set {verdict} (promote.gate in params.yaml, policy `{str(m.get(K.GATE_POLICY_SHA256, ''))[:12]}`; a "
+           "candidate must pass them all to become champion, the first champion too).", "",
+           "| floor | value | limit | passed | detail |",
            "| --- | --- | --- | --- | --- |"]
     out += [f"| {k} | {_fmt(v['value'])} | {_fmt(v['limit'])} | {'yes' if v['passed'] else '**no**'} | {v['detail']} |"
             for k, v in floors.items()]
@@ -179,7 +190,9 @@ def _floors(m: dict[str, Any]) -> list[str]:
 def _intervals(m: dict[str, Any]) -> list[str]:
     rows = [(label, k) for label, k in (("FID-domain", K.FID_DOMAIN), ("FID-domain floor", K.FID_DOMAIN_FLOOR),
                                         ("FID-domain / floor", K.FID_DOMAIN_RATIO_TO_FLOOR)) if K.lo(k) in m]
-    rows_c = [("C2ST AUC", K.C2ST_AUC), ("C2ST AUC, real-vs-real control", K.C2ST_AUC_FLOOR)]
+    rows_c = [(f"C2ST AUC{at}{ctl}", K.floor(key) if ctl else key)
+              for at, key in (("", K.C2ST_AUC), (" at 32 px", K.C2ST_AUC_32PX), (" at 16 px", K.C2ST_AUC_16PX))
+              for ctl in ("", ", real-vs-real control")]
     out = [f"- {label}: {_fmt(m[k])} (bootstrap 90% interval {_fmt(m[K.lo(k)])}-{_fmt(m[K.hi(k)])})"
            for label, k in rows]
     out += [f"- {label}: {_fmt(m[k])} (95% interval {_fmt(m[K.lo(k)])}-{_fmt(m[K.hi(k)])})"
@@ -192,7 +205,10 @@ def _c2st_protocol(p: dict[str, Any]) -> list[str]:
     if not c.get("test"):
         return ["- C2ST: off (evaluate.c2st)."]
     return [f"- C2ST: {c['test']}; real side: {c.get('real')}; control: {c.get('control')}; CNN width {c.get('width')}, "
-            f"{c.get('epochs')} epochs, at most {c.get('max_images')} images per set, resized to {c.get('resolution')} px."]
+            f"{c.get('epochs')} epochs, at most {c.get('max_images')} images per set, resized to {c.get('resolution')} px"
+            + (f"; also at {', '.join(c['coarse_scales'])} (both sets brought down with antialiasing, "
+               f"{next(iter(c['coarse_scales'].values())).get('epochs')} epochs)" if c.get("coarse_scales") else "")
+            + "."]
 
 
 def _table_png(m: dict[str, Any], path: Path) -> None:

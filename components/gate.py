@@ -488,3 +488,53 @@ def evaluate_gate(
         checks.append(Check("stable_metrics", False, "too few samples for stable metrics (the evaluation report says "
                             "which set and how to fix it)"))
     return GateResult(passed=all(c.passed for c in checks) and bool(checks), checks=checks)
+
+
+README_MARKERS = ("<!-- gate-limits:start -->", "<!-- gate-limits:end -->")
+
+
+def policy_table(policy: GatePolicy) -> str:
+    """The README's table of floors, its numbers read from ``policy`` (params.yaml), between its markers."""
+    p = policy
+
+    def v(x: Any) -> str:
+        return "off" if x is None else f"{x:g}" if isinstance(x, float) else str(x)
+
+    rows = [
+        ("`fid_floor_ratio`", f"`{p.fid_metric}` <= **{v(p.max_fid_floor_ratio)}** x its real-vs-real floor",
+         "FID-domain of the coarse view (both sets brought down to 16 px and back): distance in anatomy and "
+         "layout, not in 8-bit grain; the floor is a real train sample of the same size"),
+        ("`c2st`", f"`{p.c2st_metric}` <= **{v(p.max_c2st_auc)}**",
+         "a CNN trained to tell real from the set at 16 px, scored on held-out halves (0.5 = indistinguishable); "
+         "64 and 32 px are reported beside it"),
+        ("`coverage`", f"`{p.coverage_metric}` >= **{v(p.min_coverage)}**", "missing modes (Naeem et al. 2020)"),
+        ("`recall`", f"`{p.recall_metric}` >= **{v(p.min_recall)}**", "mode dropping: real images with nothing "
+         "like them among the generated (Kynkaanniemi et al. 2019)"),
+        ("`diversity`", f"`{p.diversity_metric}` / real within **[{v(p.min_diversity_ratio)}, "
+         f"{v(p.max_diversity_ratio)}]**", "below: noise-like; above: mode collapse"),
+        ("`conditional_accuracy`", f"accuracy on the requested label >= majority share + **{v(p.cond_accuracy_margin)}**"
+         f" and >= **{v(p.min_conditional_accuracy)}**, each class too", "a judge ignoring the image scores the "
+         "majority share"),
+        ("`cas`", f"synthetic-only / real-trained classifier ACC >= **{v(p.min_cas_ratio)}**; not applied when "
+         f"the real one reaches **{v(p.cas_ceiling)}**", "utility where the task is real (Ravuri & Vinyals 2019)"),
+        ("`privacy`, `privacy_p5`", f"near-copy share <= **{v(p.max_near_copy_share)}**; share below the "
+         f"training set's 5th-percentile NN distance <= **{v(p.max_share_below_train_p5)}**",
+         "~0.05 when nothing is copied"),
+    ]
+    lines = [README_MARKERS[0], "| floor | rule (params.yaml `promote.gate`) | why |", "| --- | --- | --- |",
+             *(f"| {a} | {b} | {c} |" for a, b, c in rows), "",
+             f"Grades: **refused** (a floor fails), **usable for pipeline testing and pre-training** (every floor "
+             f"passes), **near-real** (also `{p.near_real_c2st_metric}` <= **{v(p.near_real_max_c2st_auc)}** at "
+             f"full resolution and, where measured, CAS >= **{v(p.near_real_min_cas_ratio)}**).",
+             README_MARKERS[1]]
+    return "\n".join(lines)
+
+
+def write_policy_table(doc: str | os.PathLike, policy: GatePolicy | None = None) -> None:
+    """Rewrite the table between :data:`README_MARKERS` in ``doc`` from params.yaml (``make readme-gate``)."""
+    from pathlib import Path
+
+    path = Path(doc)
+    text = path.read_text()
+    a, b = text.index(README_MARKERS[0]), text.index(README_MARKERS[1]) + len(README_MARKERS[1])
+    path.write_text(text[:a] + policy_table(policy or gate_policy()) + text[b:])

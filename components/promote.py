@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from medsynth import metric_keys as K
-from medsynth.components.gate import GatePolicy, GateResult, GRADE_WORDS, evaluate_gate, gate_policy, grade
+from medsynth.components.gate import (
+    GRADE_WORDS,
+    GatePolicy,
+    GateResult,
+    evaluate_gate,
+    gate_policy,
+    grade,
+)
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
@@ -196,7 +203,10 @@ def register(
             })
             c.set_registered_model_alias(name, CHALLENGER, version)
             gate, promoted, reason = try_promote(c, project, cfg, name, version, conditional)
-            card = model_card(name, version, lineage, metrics, gate, train_config)
+            graded = c.get_model_version(name, version).tags or {}  # the grade try_promote recorded
+            card = model_card(name, version, lineage, {**metrics, K.GATE_GRADE: graded.get(GATE_GRADE),
+                                                       K.GATE_GRADE_REASON: graded.get(GATE_GRADE_REASON, "")},
+                              gate, train_config)
             c.update_model_version(name, version, description=registry_description(card))
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text(out_dir / "model_card.md", card)

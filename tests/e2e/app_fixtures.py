@@ -20,6 +20,9 @@ MODEL_NAME = "medsynth-ct-cgan"
 CT_CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]
 # gate-passing evaluation metrics (the evaluation component is not what these tests check)
 METRICS = {"fid_domain": 12.5, "fid_domain_floor": 10.0, "kid_domain": 0.01, "c2st_auc": 0.55, "prdc_coverage": 0.8,
+           # the gate's scale (16 px)
+           "fid_domain_16px": 12.5, "fid_domain_16px_floor": 10.0, "c2st_auc_16px": 0.55, "prdc_coverage_16px": 0.8,
+           "prdc_recall_16px": 0.8,
            "diversity_ms_ssim_generated": 0.22, "diversity_ms_ssim_real": 0.2, "privacy_near_copy_share": 0.0,
            "privacy_share_below_train_p5": 0.05, "cond_accuracy": 0.9, "cond_majority_share": 0.34,
            "utility_acc_real_plus_synth": 0.95, "utility_acc_real_dup": 0.94,

@@ -70,6 +70,7 @@ def registered(project, generator_file, extractor_dir):  # noqa: F811
     """Two registered versions: v1 champion, v2 a challenger whose gate failed (worse FID)."""
     v1 = register_generator(project, generator_file)
     v2 = register_generator(project, generator_file, metrics={"fid_domain": 99.0, "fid_domain_floor": 10.0,
+                                                              "fid_domain_16px": 99.0, "fid_domain_16px_floor": 10.0,
                                                               "privacy_near_copy_share": 0.0, "cond_accuracy": 0.9,
                                                               "gate_floors_passed": False})
     install_extractor(project, extractor_dir)

@@ -101,7 +101,7 @@ def test_the_seed_used_is_the_seed_typed():
 GOOD = {"fid_domain": 12.5, "fid_domain_floor": 10.0, "fid_domain_ratio_to_floor": 1.25, "c2st_auc": 0.55,
         "c2st_auc_floor": 0.51, "prdc_coverage": 0.8, "prdc_coverage_floor": 0.85, "prdc_recall": 0.11,
         "prdc_recall_floor": 0.7, "privacy_near_copy_share": 0.0, "utility_acc_real_plus_synth": 0.9,
-        "kid_subset_size": 50.0, "gate_floors_passed": True,
+        "kid_subset_size": 50.0, "gate_floors_passed": True, "fid_domain_16px_ratio_to_floor": 1.3,
         "gate_floors": {"fid_floor_ratio": {"value": 1.25, "limit": 3, "passed": True, "detail": "ok"},
                         "coverage": {"value": 0.8, "limit": 0.5, "passed": True, "detail": "ok"}}}
 
@@ -119,6 +119,16 @@ def test_verdict_comes_from_the_gate_floors():
               {"name": "fid_vs_champion", "passed": True, "floor": False, "detail": ""}]
     v = quality.verdict({"gate_floors_passed": False}, checks)
     assert v.failed == ["c2st"] and "easy to tell apart" in v.sentence
+    # graded versions: the grade and its reason in words
+    usable = {**GOOD, "gate_grade": "usable", "gate_grade_reason": "usable for pipeline testing and pre-training: "
+              "passes every floor; a detector still tells it from real at full resolution (C2ST AUC 1.00 > 0.65)"}
+    v = quality.verdict(usable)
+    assert v.word == "usable for pipeline testing and pre-training" and v.ok is True
+    assert v.sentence.startswith("Passes every floor; a detector still tells it") and v.sentence.endswith(").")
+    refused = {**GOOD, "gate_floors_passed": False, "gate_grade": "refused",
+               "gate_grade_reason": "refused: drops modes: many real images have nothing like them among the generated"}
+    assert quality.verdict(refused).word == "refused" and quality.verdict(refused).ok is False
+    assert quality.verdict({**GOOD, "gate_grade": "near-real", "gate_grade_reason": "near-real: passes"}).ok is True
 
 
 def test_key_figures_sit_beside_the_real_floor():
@@ -137,7 +147,8 @@ def test_measurements_are_grouped_explained_and_warnings_marked():
     assert list(groups) == ["quality", "diversity", "privacy", "utility", "run details"]
     rows = {r.key: r for rs in groups.values() for r in rs}
     assert rows["prdc_recall"].warning == "less than half of real's 0.7" and rows["prdc_recall"].better == "higher"
-    assert "fails the gate's floor" in rows["fid_domain_ratio_to_floor"].warning
+    assert "fails the gate's floor" in rows["fid_domain_16px_ratio_to_floor"].warning  # the policy's FID
+    assert rows["fid_domain_ratio_to_floor"].warning == ""  # full resolution: reported, not gated
     assert rows["c2st_auc"].warning == "" and rows["c2st_auc"].better == "closer to 0.5"
     assert rows["prdc_coverage"].warning == ""  # 0.8 vs real 0.85: fine
     assert rows["kid_subset_size"] in groups["run details"]  # settings, not quality

@@ -224,3 +224,14 @@ def test_every_gate_number_lives_in_params_yaml_only():
              for p in (root / folder).rglob("*.py")
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, f"gate limits written outside params.yaml: {found}"
+
+
+def test_readme_table_reads_its_numbers_from_params_yaml():
+    from pathlib import Path
+
+    from medsynth.components.gate import README_MARKERS, policy_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    a, b = readme.index(README_MARKERS[0]), readme.index(README_MARKERS[1]) + len(README_MARKERS[1])
+    assert readme[a:b] == policy_table(gate_policy()), "README's gate table is stale: run `make readme-gate`"
+    assert "**0.61**" in policy_table(replace(gate_policy(), max_c2st_auc=0.61))  # the table follows the policy

@@ -14,7 +14,7 @@ from medsynth.config import build
 from medsynth.errors import ConfigError, InputError, RegistryError
 
 # clears every absolute floor of the default gate (fid_domain <= 3 x floor 10, C2ST, coverage, ...)
-GOOD = {"fid_domain": 20.0, "fid_domain_floor": 10.0, "c2st_auc": 0.55, "prdc_coverage": 0.8,
+GOOD = {"fid_domain_16px": 20.0, "fid_domain_16px_floor": 10.0, "c2st_auc_16px": 0.55, "prdc_coverage_16px": 0.8, "prdc_recall_16px": 0.8,
         "diversity_ms_ssim_generated": 0.22, "diversity_ms_ssim_real": 0.2, "privacy_near_copy_share": 0.0,
         "privacy_share_below_train_p5": 0.05, "cond_accuracy": 0.9, "cond_majority_share": 0.34,
         "utility_acc_real_plus_synth": 0.86, "utility_acc_real_dup": 0.85, "unstable": False}
@@ -65,7 +65,7 @@ def test_promotion_gate_review_and_rollback(project, tmp_path):
     assert "not for diagnosis" in card and "abc" in card and "deadbeef" in card
 
     # worse FID than champion x 1.1: stays challenger, champion untouched, reasons recorded
-    t2, e2 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 30.0}, "2")
+    t2, e2 = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 30.0}, "2")
     r2 = run(cfg, project, t2, e2, tmp_path / "p2")
     assert not r2.promoted and "fid_vs_champion" in r2.reason and "floors" not in r2.reason
     c = client()
@@ -77,10 +77,10 @@ def test_promotion_gate_review_and_rollback(project, tmp_path):
     # a better model with approval required waits for the reviewer
     appr = build(PromoteConfig, {"model_name": "m", "require_approval": True}, "promote")
     # an unstable evaluation never passes, however good its numbers
-    t4, e4 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 1.0, "unstable": True}, "u")
+    t4, e4 = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 1.0, "unstable": True}, "u")
     r4 = run(cfg, project, t4, e4, tmp_path / "p4")
     assert not r4.promoted and "stable_metrics" in r4.reason
-    t3, e3 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 15.0}, "3")
+    t3, e3 = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 15.0}, "3")
     r3 = run(appr, project, t3, e3, tmp_path / "p3")
     assert not r3.promoted and "approval" in r3.reason
     pending = [v.version for v in list_versions(project, "m", only_pending=True)]
@@ -115,10 +115,10 @@ def _race(home: str, train: str, ev: str, out: str, q) -> None:
 
 @pytest.mark.slow
 def test_racing_promotions_leave_champion_on_a_version_that_beat_the_champion_it_saw(project, project_home, tmp_path):
-    t0, e0 = _candidate(project, tmp_path, {**GOOD, "fid_domain": 30.0}, "0")
+    t0, e0 = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 30.0}, "0")
     run(PromoteConfig(model_name="race"), project, t0, e0, tmp_path / "p0")
-    ta, ea = _candidate(project, tmp_path, {**GOOD, "fid_domain": 10.0}, "a")  # clearly best
-    tb, eb = _candidate(project, tmp_path, {**GOOD, "fid_domain": 20.0}, "b")  # beats v1, not A
+    ta, ea = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 10.0}, "a")  # clearly best
+    tb, eb = _candidate(project, tmp_path, {**GOOD, "fid_domain_16px": 20.0}, "b")  # beats v1, not A
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_race, args=(str(project_home), str(t), str(e), str(tmp_path / f"o{i}"), q))
@@ -131,7 +131,7 @@ def test_racing_promotions_leave_champion_on_a_version_that_beat_the_champion_it
     results = dict(q.get(timeout=5) for _ in procs)
     c = client()
     champ = c.get_model_version_by_alias("race", CHAMPION)
-    assert c.get_model_version(champ.name, champ.version).tags["metric.fid_domain"] == "10.0"
+    assert c.get_model_version(champ.name, champ.version).tags["metric.fid_domain_16px"] == "10.0"
     assert champ.tags["gate.passed"] == "true"
     assert sum(results.values()) >= 1
 
@@ -146,11 +146,40 @@ def test_unreachable_registry_is_one_clear_error(project, monkeypatch, tmp_path)
 
 def test_first_champion_must_clear_the_absolute_floors(project, tmp_path):
     """No champion yet is no free pass: the demo's checkerboard champion of issue 12 is refused."""
-    blobs = {**GOOD, "fid_domain": 186.0, "fid_domain_floor": 0.15, "c2st_auc": 1.0, "prdc_coverage": 0.06}
+    blobs = {**GOOD, "fid_domain_16px": 186.0, "fid_domain_16px_floor": 0.15, "c2st_auc_16px": 1.0, "prdc_coverage_16px": 0.06}
     t, e = _candidate(project, tmp_path, blobs, "blobs")
     res = run(PromoteConfig(model_name="first"), project, t, e, tmp_path / "p")
     assert not res.promoted and res.champion_version is None
     assert all(name in res.reason for name in ("fid_floor_ratio", "c2st", "coverage"))
+
+
+def test_promote_reads_evaluates_record_and_refuses_one_under_another_policy(project, tmp_path):
+    """The floors run once (evaluate); promote reads them back, with the grade, and a record made under
+    another gate policy is refused, saying to re-evaluate."""
+    from dataclasses import replace
+
+    from medsynth.components.gate import floor_checks, floors_dict, gate_policy, grade
+
+    pol = gate_policy()
+    m = {**GOOD, "c2st_auc": 0.99}  # detectable at full resolution
+    floors = floor_checks(pol, m, True)
+    g, why = grade(pol, m, floors, True)
+    record = {**m, "gate_floors": floors_dict(floors), "gate_policy_sha256": pol.sha256(), "gate_grade": g,
+              "gate_grade_reason": why}
+    t, e = _candidate(project, tmp_path, record, "rec")
+    res = run(PromoteConfig(model_name="rec"), project, t, e, tmp_path / "p")
+    assert res.promoted
+    tags = client().get_model_version("rec", res.version).tags
+    assert tags["eval.gate_policy_sha256"] == pol.sha256() and tags["gate.grade"] == "usable"
+    assert "full resolution" in tags["gate.grade_reason"]
+    assert "**Grade: usable for pipeline testing and pre-training.**" in (tmp_path / "p" / "model_card.md").read_text()
+    old = replace(pol, max_c2st_auc=0.6)  # the record of an evaluation judged under other limits
+    stale = {**record, "gate_policy_sha256": old.sha256()}
+    t, e = _candidate(project, tmp_path, stale, "stale")
+    res = run(PromoteConfig(model_name="rec"), project, t, e, tmp_path / "p2")
+    assert not res.promoted and "gate_policy" in res.reason and "re-run medsynth evaluate" in res.reason
+    rows = {v.version: v for v in list_versions(project, "rec")}
+    assert rows[res.version].grade.startswith("refused: judged under another gate policy")
 
 
 @pytest.mark.parametrize(("kw", "match"), [
