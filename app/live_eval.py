@@ -244,8 +244,12 @@ def _fid(out: BatchEval, ref: Reference, feats: np.ndarray, lab: np.ndarray | No
 
 
 def _judge(out: BatchEval, sc: Scorer, images: np.ndarray, lab: np.ndarray | None, classes: Sequence[str]) -> None:
-    """2. The judge: confidence for the requested class and accuracy among the dataset's classes."""
-    probs = np.asarray(sc.proba(images))
+    """2. The judge: confidence for the requested class and accuracy among the dataset's classes, through
+    the same 32 px coarse view as ``medsynth evaluate``'s judge (components/eval_classes.judge)."""
+    from medsynth.imaging import coarse_view
+
+    view = coarse_view(images, K.JUDGE_PX) if images.shape[-1] > K.JUDGE_PX else images
+    probs = np.asarray(sc.proba(view))
     out.predicted = [sc.classes[i] for i in probs.argmax(1)]
     if lab is None:
         return

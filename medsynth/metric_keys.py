@@ -56,6 +56,7 @@ cond_majority_share                                    what a judge ignoring the
 cond_judge (str), cond_in_domain_share,                the judge, share it places in the dataset's
 cond_rejected_share                                    classes, share it rejects as out of domain
 cond_accuracy, cond_accuracy_<class>                   images the judge sees as the requested class
+                                                       (through the 32 px coarse view, JUDGE_PX)
 fid_domain[_floor]_class_<c>, prdc_coverage[_floor]_class_<c>,
 diversity_ms_ssim_generated|real_class_<c>,            per class beside the real floor at that count
 c2st_auc[_lo|_hi]_class_<c>                            (the worst class decides in the gate)
@@ -203,6 +204,7 @@ CLASS_INFIX = "_class_"
 
 COARSE_PX = (32, 16)  # the coarse scales C2ST is reported at (beside full resolution)
 GATE_PX = 16  # the coarse scale of the coarse view's FID-domain and PRDC
+JUDGE_PX = 32  # the view the class judge (conditional accuracy) looks through: classes survive, grain does not
 
 
 def at_px(key: str, px: int) -> str:
