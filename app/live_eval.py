@@ -92,6 +92,7 @@ class Reference:
     feats_labels: np.ndarray | None = None  # [K]
     held_out_feats: np.ndarray | None = None
     scorer: Scorer | None = None
+    view_px: int | None = None  # features of the coarse view at this scale (the gate's FID), None: full resolution
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -115,6 +116,7 @@ class BatchEval:
     real_floor_mean: float | None = None
     real_floor_std: float | None = None
     compared_with: str = "all classes"  # the reference the FID and its floor used
+    fid_view_px: int | None = None  # the FID's coarse view (None: full resolution)
     confidence: np.ndarray | None = None  # [n] P(requested class)
     predicted: list[str] | None = None  # [n] the classifier's top class
     confidence_by_class: dict[str, float] = field(default_factory=dict)
@@ -129,8 +131,13 @@ class BatchEval:
 
 
 def build_reference(prepared: PreparedData, scorer: Scorer | None, size: int = 1000, floor_pool: int = 1000,
-                    near_copy_ratio: float = 0.2, nn_queries: int = 500, seed: int = 0) -> Reference:
-    """Cacheable reference for one model: training images, held-out images, features, own NN distances."""
+                    near_copy_ratio: float = 0.2, nn_queries: int = 500, seed: int = 0,
+                    view_px: int | None = K.GATE_PX) -> Reference:
+    """Cacheable reference for one model: training images, held-out images, features, own NN distances.
+
+    ``view_px``: the FID-domain features are taken through the coarse view at this scale, as the gate's
+    FID (``promote.gate.fid_metric``, ``fid_domain_16px``) is; None: at full resolution.
+    """
     from medsynth.metrics import train_self_nn
 
     rng = np.random.default_rng(seed)
@@ -141,16 +148,25 @@ def build_reference(prepared: PreparedData, scorer: Scorer | None, size: int = 1
     held, held_y = held[keep], np.asarray(held_y)[keep]
     ref = Reference(train=train, train_labels=np.asarray(train_y), held_out=held, held_out_labels=held_y,
                     classes=prepared.classes, source=str(prepared.root), data_hash=prepared.data_hash,
-                    near_copy_ratio=near_copy_ratio, train_nn=train_self_nn(train, nn_queries, seed), scorer=scorer)
+                    near_copy_ratio=near_copy_ratio, train_nn=train_self_nn(train, nn_queries, seed), scorer=scorer,
+                    view_px=view_px)
     if scorer is not None:
         pick = rng.permutation(len(train))[:size]
-        ref.feats = np.asarray(scorer.features(train[pick]), dtype=np.float64)
+        ref.feats = view_features(ref, train[pick])
         ref.feats_labels = ref.train_labels[pick]
-        ref.held_out_feats = np.asarray(scorer.features(held), dtype=np.float64)
+        ref.held_out_feats = view_features(ref, held)
     else:
         ref.notes.append("no domain classifier found: FID-domain and the judge are unavailable "
                          "(run `medsynth evaluate` to train it)")
     return ref
+
+
+def view_features(ref: Reference, images: np.ndarray) -> np.ndarray:
+    """Domain features of ``images`` through the reference's view (the coarse view at ``view_px``)."""
+    from medsynth.imaging import coarse_view
+
+    x = coarse_view(images, ref.view_px) if ref.view_px and images.shape[-1] > ref.view_px else images
+    return np.asarray(ref.scorer.features(x), dtype=np.float64)
 
 
 def _floor_draw(ref: Reference, labels: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -199,7 +215,7 @@ def evaluate_batch(images: np.ndarray, labels: Sequence[int] | None, classes: Se
     out.share_below_train_p5 = s["share_below_train_p5"]
     sc = ref.scorer
     if sc is not None and ref.feats is not None:
-        feats = np.asarray(sc.features(images), dtype=np.float64)
+        feats = view_features(ref, images)
         _fid(out, ref, feats, lab, classes, bootstrap, floor_draws, np.random.default_rng(seed))
         _judge(out, sc, images, lab, classes)
     policy = policy or gate_policy()
@@ -225,7 +241,7 @@ def _fid(out: BatchEval, ref: Reference, feats: np.ndarray, lab: np.ndarray | No
     if len(reference) < 2:
         out.notes.append(f"FID-domain: too few real reference images for {out.compared_with}")
         return
-    out.fid = frechet(reference, feats)
+    out.fid, out.fid_view_px = frechet(reference, feats), ref.view_px
     boots = [frechet(reference, feats[rng.integers(0, n, n)]) for _ in range(max(0, bootstrap))]
     if boots:
         out.fid_boot_std = float(np.std(boots))
@@ -238,7 +254,8 @@ def _fid(out: BatchEval, ref: Reference, feats: np.ndarray, lab: np.ndarray | No
         floors.append(frechet(reference, ref.held_out_feats[idx]))
     if floors:
         out.real_floor_mean, out.real_floor_std = float(np.mean(floors)), float(np.std(floors))
-        out.metrics.update({K.FID_DOMAIN: out.fid, K.FID_DOMAIN_FLOOR: out.real_floor_mean})
+        key = K.at_px(K.FID_DOMAIN, ref.view_px) if ref.view_px else K.FID_DOMAIN  # the gate's key for this view
+        out.metrics.update({key: out.fid, K.floor(key): out.real_floor_mean})
     else:
         out.notes.append(f"real floor unavailable: fewer than {n} held-out real images of these classes")
 
@@ -276,7 +293,8 @@ def fid_sentence(ev: BatchEval) -> str:
     """The FID-domain result with its uncertainty in words."""
     if ev.fid is None:
         return "FID-domain: not available"
-    s = f"FID-domain {ev.fid:.2f} on {ev.n} images, compared with {ev.compared_with}"
+    view = f" ({ev.fid_view_px} px view)" if ev.fid_view_px else ""
+    s = f"FID-domain{view} {ev.fid:.2f} on {ev.n} images, compared with {ev.compared_with}"
     if ev.fid_boot_interval is not None:
         lo, hi = ev.fid_boot_interval
         s += f" (bootstrap 90% range {lo:.2f}-{hi:.2f})"

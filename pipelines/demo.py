@@ -81,6 +81,7 @@ def run(project, stage, log: Callable[[str], None] = print) -> DemoOutcome:
         pres2 = step("promote", lambda: promote.run(pr_cfg, project, art / "train", art / "evaluate",
                                                     art / "promote", dataset=ing_cfg.dataset))
         log(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")
+        log(f"    grade: {m.get(K.GATE_GRADE_REASON, 'not graded')}")
         if champ is not None:
             winner = (f"the challenger v{pres2.version} won" if pres2.promoted else
                       f"the shipped champion v{champ.version} stays champion")
@@ -100,10 +101,11 @@ def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext, log: Call
         log(f"    no shipped generator for {dataset!r} trained on this data (see `medsynth zoo list`): "
             "the trained model is gated on its own")
         return None
-    evaluate.run(ev_cfg, project, load_generator(zres.generator_path), art / "preprocess", art / "evaluate_champion",
-                 extractor=ext, model_uri=zres.model_uri, gate=pr_cfg.gate)
+    ev = evaluate.run(ev_cfg, project, load_generator(zres.generator_path), art / "preprocess",
+                      art / "evaluate_champion", extractor=ext, model_uri=zres.model_uri, gate=pr_cfg.gate)
     res = promote.run(pr_cfg, project, art / "zoo_champion", art / "evaluate_champion", art / "promote_champion",
                       dataset=dataset)
     state = "champion" if res.promoted else "not promoted"
     log(f"    shipped generator {res.name} v{res.version}: {state} ({res.reason})")
+    log(f"    grade: {ev.metrics.get(K.GATE_GRADE_REASON, 'not graded')}")
     return res if res.promoted else None

@@ -90,7 +90,8 @@ def test_generate_evaluate_export_and_feedback(registered):
     version = at.selectbox(key=f"version_{MODEL_NAME}")
     assert version.value == v1
     assert "champion · chosen by the quality gate on" in _markdown(at) and "awaiting review" in _markdown(at)
-    assert "Quality: realistic." in _texts(at.success)
+    # the gate's grade in words: the fixture's numbers pass every floor and full-resolution detectability
+    assert "Quality: near-real." in _texts(at.success)
     figures = {m.label: m.value for m in at.metric}
     assert figures["Distance to real (FID-domain)"] == "12.5" and figures["Detectability (C2ST AUC)"] == "0.55"
     assert "real floor 10 · 1.2× the floor" in _texts(at.caption) or "real floor 10 · 1.3× the floor" in _texts(
@@ -218,7 +219,7 @@ def test_other_version_interpolation_and_bad_count(registered):
     at = at.selectbox(key=f"version_{MODEL_NAME}").set_value(v2).run()
     _no_traceback(at)
     assert "not promoted · failed the quality gate" in _markdown(at)
-    assert "Quality: needs work." in _texts(at.error) and "too far from real images" in _texts(at.error)
+    assert "Quality: refused." in _texts(at.error) and "too far from real images" in _texts(at.error)
     # a count out of range is a message, and nothing is generated
     at.number_input(key="count").set_value(1000)
     at = at.button(key="generate").click().run()

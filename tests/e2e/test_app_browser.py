@@ -108,7 +108,7 @@ def test_generate_in_chromium(server):
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(server, wait_until="domcontentloaded")
             # 1. first screen: the verdict near the top, the Generate button visible without scrolling
-            verdict = page.get_by_text(re.compile(r"Quality: (realistic|needs work|not judged)"))
+            verdict = page.get_by_text(re.compile(r"Quality: (near-real|usable for pipeline testing|refused|realistic|needs work|not judged)"))
             verdict.wait_for(timeout=90_000)
             button = page.get_by_role("button", name="Generate", exact=True)
             button.wait_for(timeout=60_000)
