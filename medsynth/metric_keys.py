@@ -54,7 +54,7 @@ diversity_ssim_generated|_real
 conditional sets (the judge and per class)
 cond_majority_share                                    what a judge ignoring the image scores
 cond_judge (str), cond_in_domain_share,                the judge, share it places in the dataset's
-cond_rejected_share                                    classes, share it rejects as out of domain
+cond_rejected_share                                    classes, share out of domain at full res (reported)
 cond_accuracy, cond_accuracy_<class>                   images the judge sees as the requested class
                                                        (through the 32 px coarse view, JUDGE_PX)
 fid_domain[_floor]_class_<c>, prdc_coverage[_floor]_class_<c>,

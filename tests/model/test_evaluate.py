@@ -32,7 +32,7 @@ def cheap_c2st():
     """A smaller C2ST budget for the tests (the detector still spots noise at AUC 1.0)."""
     from medsynth.c2st import C2STSettings
 
-    return C2STSettings(resolution=32, epochs=3, max_images=400, bootstrap=50)
+    return C2STSettings(resolution=32, epochs=3, coarse_epochs=3, max_images=400, bootstrap=50)
 
 
 def make_prepared(root: Path, npz: Path, classes: list[str]) -> Path:
