@@ -96,6 +96,7 @@ def test_pipeline_tracks_runs_in_postgres_artifacts_in_s3_and_sets_registry_alia
     challenger = client.get_model_version_by_alias(model.name, "challenger")
     tags = challenger.tags
     assert tags.get("gate.passed") in ("true", "false") and tags.get("gate.summary")
+    assert tags.get("gate.grade") in ("refused", "usable", "near-real") and tags.get("gate.grade_reason")
     if tags["gate.passed"] == "true":
         assert client.get_model_version_by_alias(model.name, "champion").version == challenger.version
     else:
@@ -105,6 +106,7 @@ def test_pipeline_tracks_runs_in_postgres_artifacts_in_s3_and_sets_registry_alia
     review = _medsynth(["review", "list", "--all"], env, timeout=120)
     assert review.returncode == 0, review.stderr[-2000:]
     assert model.name in review.stdout
+    assert tags["gate.grade_reason"][:40] in review.stdout  # the grade and its reason, in words
 
 
 def test_unreachable_tracking_server_is_a_one_line_error(tmp_path):
