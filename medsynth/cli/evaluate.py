@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     flag = "  [UNSTABLE: " + "; ".join(m[K.UNSTABLE_REASONS]) + "]" if m[K.UNSTABLE] else ""
     print(f"FID-domain {m[K.FID_DOMAIN]:.3f} (real floor {m[K.FID_DOMAIN_FLOOR]:.3f}), "
           f"KID-domain {m[K.KID_DOMAIN_MEAN]:.4f}"
-          + (f", C2ST AUC {m[K.C2ST_AUC]:.3f} (real-vs-real {m[K.C2ST_AUC_FLOOR]:.3f})" if K.C2ST_AUC in m else "")
+          + (f", C2ST AUC {m[K.C2ST_AUC]:.3f} (real-vs-real {m[K.C2ST_AUC_FLOOR]:.3f}; at 16 px "
+             f"{m.get(K.C2ST_AUC_16PX, float('nan')):.3f})" if K.C2ST_AUC in m else "")
           + f", precision {m.get(K.PRDC_PRECISION, float('nan')):.3f}, "
           f"recall {m.get(K.PRDC_RECALL, float('nan')):.3f}, near-copies {m[K.PRIVACY_NEAR_COPY_SHARE]:.3%}"
           + (f", conditional accuracy {m[K.COND_ACCURACY]:.3f}" if K.COND_ACCURACY in m else "")
@@ -94,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
              if K.UTILITY_ACC_REAL in m else "") + flag)
     failed = [f"{k} ({v['detail']})" for k, v in m[K.GATE_FLOORS].items() if not v["passed"]]
     print("gate floors: passed" if m[K.GATE_FLOORS_PASSED] else "gate floors: FAILED: " + "; ".join(failed))
+    print(f"grade: {m.get(K.GATE_GRADE_REASON, 'not graded')}")
     for reason in m.get(K.SMALL_REFERENCE_REASONS, []):
         print(f"note: {reason}")
     print(f"backbone {m[K.PROTOCOL][K.BACKBONE]}, {m[K.N_GENERATED]} generated vs {m[K.N_REAL_TEST]} real test images; "
