@@ -37,6 +37,8 @@ SMOKE = {
     "promote.gate.max_fid_floor_ratio": "null",
     "promote.gate.max_c2st_auc": "null",
     "promote.gate.min_coverage": "null",
+    "promote.gate.min_recall": "null",
+    "promote.gate.min_cas_ratio": "null",
     "promote.gate.min_diversity_ratio": "null",
     "promote.gate.max_diversity_ratio": "null",
     "promote.gate.max_share_below_train_p5": "null",
