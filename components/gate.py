@@ -19,8 +19,9 @@ Two kinds of checks:
    classifier's accuracy as a share of a real-trained one's (where the real one is not at ceiling),
    and privacy (near-copy share; share of synthetic images closer to a training image than the
    training set's own 5th-percentile NN distance). For conditional models the **worst class**
-   decides each floor that has per-class values. Calibrated on both sides by bench/bench_judge.py:
-   clinically harmless changes of real images pass, damaging ones are refused.
+   decides each floor that has per-class values. Calibrated on both sides by bench/judge_families.py:
+   clinically harmless changes of real images pass (all but a +-5 % gain on CT, still open), damaging
+   ones are refused.
    ``medsynth evaluate`` records them with the policy's fingerprint; promote reads that record and
    refuses one made under another policy (:func:`recorded_floors`).
 2. **A grade** (:func:`grade`): ``refused`` (which floor, in plain words), ``usable`` for pipeline
