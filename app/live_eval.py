@@ -165,7 +165,7 @@ def view_features(ref: Reference, images: np.ndarray) -> np.ndarray:
     """Domain features of ``images`` through the reference's view (the coarse view at ``view_px``)."""
     from medsynth.imaging import coarse_view
 
-    x = coarse_view(images, ref.view_px) if ref.view_px and images.shape[-1] > ref.view_px else images
+    x = coarse_view(images, ref.view_px) if ref.view_px else images
     return np.asarray(ref.scorer.features(x), dtype=np.float64)
 
 
@@ -265,8 +265,7 @@ def _judge(out: BatchEval, sc: Scorer, images: np.ndarray, lab: np.ndarray | Non
     the same 32 px coarse view as ``medsynth evaluate``'s judge (components/eval_classes.judge)."""
     from medsynth.imaging import coarse_view
 
-    view = coarse_view(images, K.JUDGE_PX) if images.shape[-1] > K.JUDGE_PX else images
-    probs = np.asarray(sc.proba(view))
+    probs = np.asarray(sc.proba(coarse_view(images, K.JUDGE_PX)))
     out.predicted = [sc.classes[i] for i in probs.argmax(1)]
     if lab is None:
         return

@@ -17,12 +17,11 @@ as the registry carries them), so the page only lays things out and the wording 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from medsynth import metric_keys as K
-from medsynth.components.gate import FLOOR_WORDS, GRADE_WORDS, REFUSED
+from medsynth.components.gate import FLOOR_WORDS, GRADE_WORDS, REFUSED, floors_record
 from medsynth.components.gate import metric_number as num
 
 REALISTIC, NEEDS_WORK, NOT_JUDGED = "realistic", "needs work", "not judged by the current floors"
@@ -35,15 +34,14 @@ FLOOR_METRIC = {"fid_ceiling": "fid_metric", "fid_floor_ratio": "fid_metric", "c
                 "cas": "cas_metric", "privacy": "near_copy_metric", "privacy_p5": "p5_metric"}
 
 
-def floor_metric(name: str) -> str | None:
-    """The metrics.json key floor ``name`` decides on, from params.yaml's gate policy."""
+def floor_metrics() -> dict[str, str]:
+    """Each floor name -> the metrics.json key it decides on, from params.yaml's gate policy (read once)."""
     from medsynth.components.gate import gate_policy
 
-    attr = FLOOR_METRIC.get(name)
-    if attr is None:
-        return None
-    key = getattr(gate_policy(), attr)
-    return K.ratio_to_floor(key) if name == "fid_floor_ratio" else key
+    policy = gate_policy()
+    keys = {name: getattr(policy, attr) for name, attr in FLOOR_METRIC.items()}
+    keys["fid_floor_ratio"] = K.ratio_to_floor(keys["fid_floor_ratio"])
+    return keys
 
 
 @dataclass(frozen=True)
@@ -184,14 +182,9 @@ class Figure:
 def floors(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """The gate's floors ``{name: {value, limit, passed, detail}}``: ``gate_floors`` (a dict, or JSON in a
     registry tag), else the floor checks recorded with the version's gate result."""
-    raw = metrics.get(K.GATE_FLOORS)
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raw = None
-    if isinstance(raw, dict) and raw:
-        return {str(k): v for k, v in raw.items() if isinstance(v, dict)}
+    rec = floors_record(metrics)
+    if rec is not None:
+        return rec
     return {str(c.get("name")): c for c in gate_checks or [] if c.get("floor") and not c.get("skipped")}
 
 
@@ -288,8 +281,9 @@ def _warning(key: str, info: Info, v: float, metrics: dict[str, Any], failed_met
 def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | None = None) -> dict[str, list[Row]]:
     """3. Every numeric metric, grouped (quality, diversity, privacy, utility, run details), warnings marked."""
     fl = floors(metrics, gate_checks)
-    failed_metrics = {floor_metric(k): str(v.get("detail") or k) for k, v in fl.items()
-                      if not v.get("passed", True) and floor_metric(k)}
+    floor_key = floor_metrics()
+    failed_metrics = {floor_key[k]: str(v.get("detail") or k) for k, v in fl.items()
+                      if not v.get("passed", True) and k in floor_key}
     groups: dict[str, list[Row]] = {g: [] for g in GROUPS}
     shown_as_real = {i.real_key for i in CATALOGUE.values() if i.real_key}
     order = {k: i for i, k in enumerate(CATALOGUE)}
@@ -315,7 +309,7 @@ def metric_rows(metrics: dict[str, Any], gate_checks: list[dict[str, Any]] | Non
         groups[info.group].append(Row(key, label, value, info.meaning, info.better, _f(real) if real is not None
                                       else "", warn))
     for k, v in fl.items():  # a failed floor whose metric is not among the numbers still shows up
-        if not v.get("passed", True) and floor_metric(k) not in metrics:
+        if not v.get("passed", True) and floor_key.get(k) not in metrics:
             groups["quality"].append(Row(k, FLOOR_WORDS.get(k, k), _f(num(v, "value")), str(v.get("detail", "")),
                                          "", warning="fails the gate's floor"))
     return {g: rows for g, rows in groups.items() if rows}

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_zoo_grades.py [--datasets ct,pneumonia,mri,cxr] [--n 2000] [--write docs/BENCHMARKS.md]
 
-1. Each dataset is prepared as ``bench/judge_families.py`` does (bench/out/judge/, untracked), with the
+1. Each dataset is prepared by ``bench/judge_families.py``'s ``prepared`` (bench/out/judge/, untracked), with the
    project's domain extractor trained there once.
 2. ``zoo:<dataset>`` (training/zoo/, sha256-checked) is scored by ``medsynth evaluate``'s ``run`` under the
    gate policy of params.yaml: its floors, the grade and its reason, C2ST at 64 / 32 / 16 px, the coarse
@@ -23,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import machine, markers, write_section  # noqa: E402
+from judge_families import bench_project, prepared  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -39,24 +40,19 @@ def bench(names: list[str], n: int, seed: int = 0) -> dict[str, Any]:
     from medsynth.components.evaluate import EvaluateConfig, run
     from medsynth.components.gate import gate_policy, per_class
     from medsynth.config import load_stage, read_params
-    from medsynth.extractor import load_extractor
     from medsynth.generator import load_generator
-    from medsynth.pipelines.zoo import prepare
-    from medsynth.project import ProjectConfig
 
     params = read_params(REPO / "params.yaml")
     policy = gate_policy(params)
-    project = ProjectConfig(artifacts_dir=str(OUT / "judge"), state_dir=str(OUT / "judge_state"), seed=seed)
+    project = bench_project(seed)
     cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), n_generated=n)
     res: dict[str, Any] = {"machine": machine(), "when": _dt.datetime.now().isoformat(timespec="minutes"),
                            "policy_sha256": policy.sha256(), "n": n, "datasets": {}}
     for name in names:
         t0 = time.perf_counter()
-        ext = prepare(project, lambda cls, sec, d=name: load_stage(cls, sec, params, {"ingest.dataset": d}), name,
-                      track=False, log=lambda *_: None)
-        ext = ext if hasattr(ext, "feature_module") else load_extractor(ext)
-        ev = run(cfg, project, load_generator(f"zoo:{name}"), project.artifacts_path() / "zoo" / name / "preprocess",
-                 OUT / "zoo_grades" / name, extractor=ext, track=False, model_uri=f"zoo:{name}", gate=policy)
+        data, ext = prepared(project, params, name)
+        ev = run(cfg, project, load_generator(f"zoo:{name}"), data.root, OUT / "zoo_grades" / name, extractor=ext,
+                 track=False, model_uri=f"zoo:{name}", gate=policy)
         m = ev.metrics
         row = {k: m[k] for k in KEYS if k in m}
         row["failed"] = [f for f, r in m[K.GATE_FLOORS].items() if not r["passed"]]

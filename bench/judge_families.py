@@ -75,20 +75,36 @@ def families(val: np.ndarray, y: np.ndarray, train: np.ndarray, conditional: boo
     return rows
 
 
+def bench_project(seed: int = 0) -> Any:
+    """The untracked project under bench/out/ the judge benches prepare their data in."""
+    from medsynth.project import ProjectConfig
+
+    return ProjectConfig(artifacts_dir=str(OUT / "judge"), state_dir=str(OUT / "judge_state"), seed=seed)
+
+
+def prepared(project: Any, params: dict[str, Any], name: str) -> tuple[Any, Any]:
+    """(PreparedData, loaded domain extractor) of bundled dataset ``name``: ingest -> validate -> preprocess
+    as params.yaml says (untracked, reused when present), the extractor trained once."""
+    from medsynth.config import load_stage
+    from medsynth.pipelines.zoo import prepare
+    from medsynth.prepared import PreparedData
+
+    ext = prepare(project, lambda cls, sec: load_stage(cls, sec, params, {"ingest.dataset": name}), name,
+                  track=False, log=lambda *_: None)
+    data = PreparedData.load(project.artifacts_path() / "zoo" / name / "preprocess")
+    return data, ext
+
+
 def bench(names: list[str], seed: int = 0, out_json: Path | None = None) -> dict[str, Any]:
     import dataclasses
 
     from medsynth.components.evaluate import EvaluateConfig, ImageSet, score
     from medsynth.components.gate import gate_policy
     from medsynth.config import load_stage, read_params
-    from medsynth.extractor import load_extractor
-    from medsynth.pipelines.zoo import prepare
-    from medsynth.prepared import PreparedData
-    from medsynth.project import ProjectConfig
 
     params = read_params(REPO / "params.yaml")
     policy = gate_policy(params)
-    project = ProjectConfig(artifacts_dir=str(OUT / "judge"), state_dir=str(OUT / "judge_state"), seed=seed)
+    project = bench_project(seed)
     cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0, c2st_max_images=1000)
     res: dict[str, Any] = {"machine": machine(), "load": list(os.getloadavg()),
                            "when": _dt.datetime.now().isoformat(timespec="minutes"), "policy_sha256": policy.sha256(),
@@ -96,10 +112,7 @@ def bench(names: list[str], seed: int = 0, out_json: Path | None = None) -> dict
     for name in names:
         t0 = time.perf_counter()
         print(f"[{name}]", flush=True)
-        ext_dir = prepare(project, lambda cls, sec, n=name: load_stage(cls, sec, params, {"ingest.dataset": n}),
-                          name, track=False, log=lambda *_: None)
-        data = PreparedData.load(project.artifacts_path() / "zoo" / name / "preprocess")
-        ext = ext_dir if hasattr(ext_dir, "feature_module") else load_extractor(ext_dir)
+        data, ext = prepared(project, params, name)
         x_val, y_val = data.split("val")
         conditional = data.num_classes > 1
         rows = []

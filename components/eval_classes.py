@@ -157,8 +157,7 @@ def judge(extractor: Any, classes: list[str], x_g: np.ndarray, labels: np.ndarra
     if any(i is None for i in idx):
         return Judge("none: the extractor does not know this dataset's classes")
     res = int(extractor.meta["resolution"])
-    view = coarse_view(x_g, K.JUDGE_PX) if x_g.shape[-1] > K.JUDGE_PX else x_g
-    probs = predict_proba(extractor.model, to_res(view, res))
+    probs = predict_proba(extractor.model, to_res(coarse_view(x_g, K.JUDGE_PX), res))
     pred = probs[:, idx].argmax(1)  # restricted to this dataset's classes
     in_domain = float(np.isin(probs.argmax(1), idx).mean())
     reject = out_of_domain(extractor, x_g)

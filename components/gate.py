@@ -409,18 +409,24 @@ def grade(policy: GatePolicy, metrics: dict[str, Any], floors: list[Check], cond
     return NEAR_REAL, "near-real: passes every floor, full-resolution detectability and utility"
 
 
+def floors_record(metrics: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """``gate_floors`` as recorded: a dict in metrics.json, JSON text in a registry tag (None: absent or unreadable)."""
+    rec = metrics.get(K.GATE_FLOORS)
+    if isinstance(rec, str):
+        try:
+            rec = json.loads(rec)
+        except ValueError:
+            return None
+    return {str(k): v for k, v in rec.items() if isinstance(v, dict)} if isinstance(rec, dict) and rec else None
+
+
 def recorded_floors(policy: GatePolicy, metrics: dict[str, Any]) -> list[Check] | None:
     """The floors ``medsynth evaluate`` recorded (metrics.json ``gate_floors``), or None when it recorded none.
 
     A record made under another policy is refused: one failing ``gate_policy`` check naming both fingerprints.
     """
-    rec, sha = metrics.get(K.GATE_FLOORS), metrics.get(K.GATE_POLICY_SHA256)
-    if isinstance(rec, str):
-        try:
-            rec = json.loads(rec)
-        except ValueError:
-            rec = None
-    if not isinstance(rec, dict) or not sha:
+    rec, sha = floors_record(metrics), metrics.get(K.GATE_POLICY_SHA256)
+    if rec is None or not sha:
         return None
     if sha != policy.sha256():
         return [Check("gate_policy", False, f"the evaluation was judged under another gate policy ({str(sha)[:12]}, "

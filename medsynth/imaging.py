@@ -81,8 +81,11 @@ def coarse_view(x: np.ndarray, px: int) -> np.ndarray:
     """Images ``[N, 1, R, R]`` brought down to ``px`` (antialiased) and back up to ``R`` (bilinear).
 
     What survives is anatomy, layout and modes; pixel texture (8-bit grain, a slight blur, faint
-    noise) does not. The gate's coarse scores compare both sets through this same view.
+    noise) does not. The gate's coarse scores compare both sets through this same view. Images not
+    larger than ``px`` are returned unchanged.
     """
+    if x.shape[-1] <= px:
+        return x
     return to_res(to_res(x, px), x.shape[-1])
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 def prepare(project, stage, dataset: str, track: bool = True, log=print):
     """Step 1: ingest -> validate -> preprocess ``dataset`` into ``<artifacts>/zoo/<dataset>/preprocess``;
-    returns the domain feature extractor's folder (trained once, shared by every dataset)."""
+    returns the loaded domain feature extractor (trained once, shared by every dataset)."""
     from medsynth.components import features, ingest, preprocess, validate
 
     art = project.artifacts_path() / "zoo" / dataset

@@ -35,3 +35,19 @@ def test_make_grid_layout_fill_and_scale():
     assert g.shape == (2 * 6 + 2, 3 * 6 + 2) and g[0, 0] == 0 and g[2, 2] == 255
     w = imaging.make_grid(-x, cols=5, fill=255, scale=2)
     assert w.shape == (2 * (6 + 2), 2 * (5 * 6 + 2)) and w[0, 0] == 255 and w[4, 4] == 0
+
+
+def test_coarse_view_keeps_layout_drops_grain_and_leaves_small_images_alone():
+    import numpy as np
+
+    from medsynth.imaging import coarse_view
+
+    rng = np.random.default_rng(0)
+    x = np.clip(np.linspace(-1, 1, 64)[None, None, None, :] + rng.normal(0, 0.1, (2, 1, 64, 64)), -1, 1)
+    x = x.astype(np.float32)
+    v = coarse_view(x, 16)
+    assert v.shape == x.shape and v.dtype == np.float32
+    assert np.abs(v - x).mean() > 0.02  # the grain is gone
+    assert np.abs(v.mean(axis=(1, 2)) - x.mean(axis=(1, 2))).max() < 0.05  # the left-to-right ramp stays
+    small = x[..., :16, :16].copy()
+    assert coarse_view(small, 16) is small and coarse_view(small, 32) is small  # not larger: unchanged
