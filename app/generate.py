@@ -116,16 +116,12 @@ def interpolate(gen: ImageGenerator, seed_a: int, seed_b: int, steps: int, label
         raise InputError("This model does not expose its latent space: interpolation is not available.")
     import torch
 
+    from medsynth.training.sampler import slerp
+
     nz = int(gen.spec.nz)
-    za = torch.randn(1, nz, generator=torch.Generator().manual_seed(int(seed_a)))[0].double()
-    zb = torch.randn(1, nz, generator=torch.Generator().manual_seed(int(seed_b)))[0].double()
-    t = torch.linspace(0, 1, steps, dtype=torch.float64)[:, None]
-    cos = torch.clamp((za @ zb) / (za.norm() * zb.norm()), -1.0, 1.0)
-    omega = torch.arccos(cos)
-    if float(omega) < 1e-6:
-        z = (1 - t) * za + t * zb
-    else:
-        z = (torch.sin((1 - t) * omega) * za + torch.sin(t * omega) * zb) / torch.sin(omega)
+    za = torch.randn(1, nz, generator=torch.Generator().manual_seed(int(seed_a)))[0]
+    zb = torch.randn(1, nz, generator=torch.Generator().manual_seed(int(seed_b)))[0]
+    z = slerp(za, zb, steps)
     z = (z * truncation).float()
     y = None if label is None else torch.full((steps,), int(label), dtype=torch.long)
     dev = getattr(gen, "device", torch.device("cpu"))

@@ -1,26 +1,34 @@
-"""Time-to-quality: our default recipe vs the pytorch/examples DCGAN recipe, side by side.
+"""Time-to-quality: latent diffusion vs the best GAN recipe (and optionally pytorch/examples' DCGAN), side by side.
 
-Both trainers live in one process and take turns (``--slice`` seconds of training each), so load
-from anything else on a shared machine falls on both alike. Every ``--probe-every`` seconds of a
-trainer's own training time (probe time excluded) its EMA generator (the raw G for the reference,
-which has no EMA) makes ``--probe-n`` images, class-balanced, scored against the real data with
-the project's judge: FID-domain vs the real test split (beside the real-train floor) and C2ST AUC
-(0.5 = indistinguishable). The figure of merit is the training time until FID-domain <= k x floor
-and C2ST AUC <= t (the gate's floors, promote.gate in params.yaml).
+    .venv/bin/python bench/bench_recipe.py --dataset ct --minutes 20 --write docs/BENCHMARKS.md \\
+        --figure docs/results/SYNTHETIC_time_to_quality_ct.png
 
-    .venv/bin/python bench/bench_recipe.py --dataset ct --minutes 10 --write docs/BENCHMARKS.md
-
-The prepared data comes from ``medsynth ingest/validate/preprocess`` (``--prepared``) and the
-extractor from ``medsynth features`` (``--extractor``); both default to the project's artifacts.
+1. The dataset is prepared as params.yaml says (ingest -> validate -> preprocess, untracked, in
+   bench/out/judge/, shared with bench/judge_families.py) and the domain extractor trained once.
+2. Every arm is a real trainer (``make_trainer``: the GAN ``Trainer`` or the ``DiffusionTrainer``)
+   with params.yaml's ``train:`` under ``profile: zoo``; the arms live in one process and take turns
+   (``--slice`` seconds each), so load from anything else on a shared machine falls on all alike.
+   ``gan`` is today's default recipe (conditional, resize-convolution G, minibatch std, DiffAugment,
+   EMA), ``ldm`` the latent diffusion model, ``reference`` pytorch/examples' DCGAN settings.
+3. Every ``--probe-every`` seconds of an arm's own training time (probe time excluded) its served
+   model (EMA weights) makes ``--probe-n`` class-balanced images, timed (generation ms per image), and
+   ``medsynth evaluate``'s own ``score`` judges them under the gate policy of params.yaml: the probe's
+   verdict *is* the gate's (grade, failed floors), beside FID-domain of the 16 px view over its floor,
+   recall and coverage at 16 px (worst class), C2ST at 16 px and at full resolution, and (conditional,
+   where the real classifier is not at ceiling) the synthetic-only classifier ratio. Speed-ups that do
+   not touch the floors, as in judge_families: no FID bootstrap, C2ST on at most 1,000 images per set.
+4. Each arm's last samples are saved beside real test images of the same classes (``--figure``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,27 +38,31 @@ import benchdoc  # noqa: E402
 
 REFERENCE = {  # pytorch/examples dcgan/main.py: transposed convs, BCE, no SN/augmentation/EMA, 64 filters
     "arch": "dcgan", "loss": "ns", "spectral_norm": False, "diffaugment": [], "ema_decay": 0.0,
-    "ngf": 64, "ndf": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
+    "minibatch_std": False, "ngf": 64, "ndf": 64, "lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5, "beta2": 0.999,
 }
+RECIPES = {"reference": ("pytorch/examples DCGAN", {"model": "cgan"} | REFERENCE),
+           "gan": ("GAN (default recipe, zoo widths)", {"model": "cgan"}),
+           "ldm": ("latent diffusion (ldm)", {"model": "ldm"})}
 
 
-def make_trainer(name: str, overrides: dict, data, out: Path, model: str, threads: int):
+def make_trainer(name: str, overrides: dict, data: Any, out: Path, threads: int) -> Any:
     from medsynth.config import read_params
-    from medsynth.training.config import TrainConfig, load_train_config, replace
-    from medsynth.training.trainer import Trainer
+    from medsynth.training import trainer as T
+    from medsynth.training.config import load_train_config, replace
 
     base = load_train_config(read_params(None), {"train.profile": "zoo"})
-    cfg = replace(base, model=model, epochs=10_000, max_steps=0, checkpoint_every=10**9, threads=threads,
-                  **overrides)
-    assert isinstance(cfg, TrainConfig)
-    return Trainer(cfg, data, out / name, seed=0, resume=False)
+    model = overrides.get("model", base.model)
+    if len(data.classes) < 2 and model == "cgan":
+        overrides = overrides | {"model": "dcgan"}
+    cfg = replace(base, epochs=100_000, max_steps=0, checkpoint_every=10**9, threads=threads, **overrides)
+    return T.make_trainer(cfg, data, out / name, seed=0, resume=False)
 
 
 class Arm:
     """One trainer stepped in slices, with its own training clock and probe history."""
 
-    def __init__(self, name: str, trainer):
-        self.name, self.t = name, trainer
+    def __init__(self, key: str, name: str, trainer: Any):
+        self.key, self.name, self.t = key, name, trainer
         self.train_s, self.history, self.epoch_batches, self.pos = 0.0, [], None, 0
 
     def _next_batch(self) -> torch.Tensor:
@@ -72,49 +84,114 @@ class Arm:
             self.t.global_step += 1
         self.train_s += time.perf_counter() - t0
 
-    @torch.no_grad()
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def sampler(self) -> Any:
+        """The served model behind the ImageGenerator protocol (EMA weights where the recipe keeps them)."""
+        from medsynth.training.diffusion import DiffusionSampler
+        from medsynth.training.sampler import GANSampler
+
         t = self.t
+        classes = t.data.classes if t.spec.num_classes else []
+        if hasattr(t, "served_model"):
+            return DiffusionSampler(t.served_model(), classes)
         net = t.ema.model if t.ema else t.G
         t._calibrate(net)
-        was = net.training
-        net.eval()
-        c = t.spec.num_classes
-        y = torch.arange(n) % c if c else None
-        z = torch.randn(n, t.cfg.nz, generator=torch.Generator().manual_seed(7))
-        with torch.autocast("cpu", dtype=t.amp_dtype or torch.float32, enabled=t.amp_dtype is not None):
-            x = torch.cat([net(z[i:i + 250], y[i:i + 250] if y is not None else None).float()
-                           for i in range(0, n, 250)])
-        net.train(was)
-        return x.clamp(-1, 1).numpy(), (y.numpy() if y is not None else None)
+        return GANSampler(net, classes)
 
 
-def real_diversity(real_train: np.ndarray, real_labels: np.ndarray, conditional: bool) -> dict:
-    """Mean pairwise distance of (up to 200) real training images, per class (key None: unconditional)."""
-    from medsynth.training.sampler import diversity
-
-    if not conditional:
-        return {None: diversity(real_train[:200])}
-    return {int(c): diversity(real_train[real_labels == c][:200]) for c in np.unique(real_labels)}
+def class_balanced(n: int, num_classes: int) -> np.ndarray | None:
+    return np.arange(n) % num_classes if num_classes else None
 
 
-def judge(fake: np.ndarray, labels: np.ndarray | None, real_train: np.ndarray, real_div: dict,
-          test_feats: np.ndarray, module) -> dict[str, float]:
-    """FID-domain, C2ST AUC and, per class, generated/real diversity (the lowest class: collapse)."""
-    from medsynth.c2st import c2st
-    from medsynth.metrics import extract, frechet
-    from medsynth.training.sampler import diversity
+def probe(arm: Arm, n: int, cfg: Any, data: Any, ext: Any, policy: Any) -> dict[str, Any]:
+    from medsynth.components.evaluate import ImageSet, score
+    from medsynth.components.gate import per_class
 
-    ratios = []
-    for c in (np.unique(labels) if labels is not None else [None]):
-        f = fake if c is None else fake[labels == c]
-        ratios.append(diversity(f[:200]) / max(real_div[None if c is None else int(c)], 1e-8))
-    return {"fid_domain": frechet(test_feats, extract(module, fake)),
-            "c2st_auc": c2st(real_train, fake, seed=0).auc, "diversity_min": float(min(ratios))}
+    gen = arm.sampler()
+    labels = class_balanced(n, arm.t.spec.num_classes)
+    t0 = time.perf_counter()
+    x = gen.generate(n, seed=7, labels=labels)
+    gen_ms = (time.perf_counter() - t0) * 1000 / n
+    m, _ = score(cfg, ImageSet(x, labels, f"bench:{arm.key}", kind="generator"), data, ext, seed=0, gate=policy)
+
+    def worst(key: str) -> float | None:
+        vals = per_class(m, key) or ({"all": m[key]} if key in m else {})
+        return float(min(vals.values())) if vals else None
+
+    return {"train_s": round(arm.train_s, 1), "step": int(arm.t.global_step), "gen_ms_per_image": round(gen_ms, 2),
+            "grade": m.get("gate_grade"), "failed": [f for f, r in m.get("gate_floors", {}).items() if not r["passed"]],
+            "fid16_ratio": m.get("fid_domain_16px_ratio_to_floor"), "recall16_min": worst("prdc_recall_16px"),
+            "coverage16_min": worst("prdc_coverage_16px"), "c2st16": m.get("c2st_auc_16px"),
+            "c2st": m.get("c2st_auc"), "cas_ratio": m.get("utility_cas_ratio")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="ct")
+    ap.add_argument("--arms", default="gan,ldm", help=f"comma-separated, of {', '.join(RECIPES)}")
+    ap.add_argument("--minutes", type=float, default=20.0, help="training minutes per arm")
+    ap.add_argument("--slice", type=float, default=30.0, help="seconds each arm trains before the next one's turn")
+    ap.add_argument("--probe-every", type=float, default=300.0, help="training seconds between probes")
+    ap.add_argument("--probe-n", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="bench/out/recipe")
+    ap.add_argument("--write", default=None, help="write the section into this BENCHMARKS.md")
+    ap.add_argument("--figure", default=None, help="save every arm's last samples beside real ones here")
+    ap.add_argument("--arm", action="append", default=[],
+                    help="an extra arm: 'NAME:key=value[,key=value]' on top of the default GAN recipe "
+                    "(e.g. 'ldm guidance 2:model=ldm,guidance=2.0'); repeatable")
+    a = ap.parse_args()
+
+    from judge_families import bench_project, prepared
+
+    from medsynth.components.evaluate import EvaluateConfig
+    from medsynth.components.gate import gate_policy
+    from medsynth.components.train import load_train_data
+    from medsynth.config import load_stage, read_params
+
+    params = read_params(None)
+    policy = gate_policy(params)
+    project = bench_project()
+    data_pd, ext = prepared(project, params, a.dataset)
+    data = load_train_data(project.artifacts_path() / "zoo" / a.dataset / "preprocess")
+    cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0, c2st_max_images=1000)
+    out = Path(a.out) / a.dataset
+    arms = []
+    for key in [k.strip() for k in a.arms.split(",") if k.strip()]:
+        if key not in RECIPES:
+            raise SystemExit(f"--arms: unknown recipe {key!r}; valid: {', '.join(RECIPES)}")
+        name, overrides = RECIPES[key]
+        arms.append(Arm(key, name, make_trainer(key, overrides, data, out, a.threads)))
+    for i, text in enumerate(a.arm):
+        name, overrides = parse_arm(text)
+        arms.append(Arm(f"extra{i}", name, make_trainer(f"extra{i}", overrides, data, out, a.threads)))
+    budget = a.minutes * 60
+    next_probe = [a.probe_every] * len(arms)
+    t_start = time.perf_counter()
+    while min(arm.train_s for arm in arms) < budget:
+        for i, arm in enumerate(arms):
+            if arm.train_s >= budget:
+                continue
+            arm.run_for(min(a.slice, budget - arm.train_s))
+            if arm.train_s >= next_probe[i] or arm.train_s >= budget:
+                h = probe(arm, a.probe_n, cfg, data_pd, ext, policy)
+                arm.history.append(h)
+                print(f"[{time.perf_counter() - t_start:6.0f}s] {arm.name}: " + ", ".join(
+                    f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in h.items()), flush=True)
+                next_probe[i] = arm.train_s + a.probe_every
+    if a.figure:
+        beside_real([(arm.name, arm.sampler()) for arm in arms], data_pd, f"{a.minutes:g} min", Path(a.figure))
+    result = {"dataset": a.dataset, "machine": benchdoc.machine(), "policy_sha256": policy.sha256(),
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "probe_n": a.probe_n,
+              "arms": {arm.name: arm.history for arm in arms}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    if a.write:
+        write(Path(a.write), result, a)
+    return 0
 
 
 def parse_arm(text: str) -> tuple[str, dict]:
-    """``"NAME:key=value,key=value"`` -> (name, train overrides on top of our default recipe)."""
+    """``"NAME:key=value,key=value"`` -> (name, train overrides on top of the default recipe)."""
     import yaml
 
     name, _, spec = text.partition(":")
@@ -127,133 +204,65 @@ def parse_arm(text: str) -> tuple[str, dict]:
     return name.strip(), out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="ct")
-    ap.add_argument("--prepared", default=None, help="prepared data (default: artifacts/zoo/<dataset>/preprocess)")
-    ap.add_argument("--extractor", default="artifacts/features/domain_cnn")
-    ap.add_argument("--minutes", type=float, default=10.0, help="training minutes per arm")
-    ap.add_argument("--slice", type=float, default=20.0, help="seconds each arm trains before the other's turn")
-    ap.add_argument("--probe-every", type=float, default=120.0, help="training seconds between probes")
-    ap.add_argument("--probe-n", type=int, default=600)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="artifacts/bench_recipe")
-    ap.add_argument("--write", default=None, help="write the section into this BENCHMARKS.md")
-    ap.add_argument("--figure", default=None, help="also save every arm's final grid side by side here "
-                    "(e.g. docs/results/SYNTHETIC_time_to_quality_ct.png)")
-    ap.add_argument("--arm", action="append", default=[],
-                    help="an extra arm, our default recipe with changes: 'NAME:key=value[,key=value]' "
-                    "(e.g. 'ours + mode seeking:mode_seeking=1.0'); repeatable")
-    a = ap.parse_args()
+def beside_real(gens: list[tuple[str, Any]], data: Any, budget: str, path: Path, per_class: int = 8) -> None:
+    """One column block per arm (and real test images first), one row per class; synthetic under a red band."""
+    from PIL import Image, ImageDraw, PngImagePlugin
 
-    from medsynth.components.promote import PromoteConfig
-    from medsynth.components.train import load_train_data
-    from medsynth.config import load_stage, read_params
-    from medsynth.extractor import load_extractor
-    from medsynth.metrics import extract, frechet
-    from medsynth.prepared import PreparedData
+    from medsynth.imaging import make_grid
 
-    prepared = Path(a.prepared or f"artifacts/zoo/{a.dataset}/preprocess")
-    data = load_train_data(prepared)
-    pd = PreparedData.load(prepared)
-    x_test = np.asarray(pd.split("test")[0], dtype=np.float32)
-    ext = load_extractor(a.extractor)
-    module = ext.feature_module().eval()
-    real_train = data.x.float().div(127.5).sub(1).numpy()
-    rng = np.random.default_rng(0)
-    floor_idx = rng.choice(len(real_train), min(a.probe_n, len(real_train)), replace=False)
-    test_feats = extract(module, x_test)
-    floor = frechet(test_feats, extract(module, real_train[floor_idx]))
-    gate = load_stage(PromoteConfig, "promote", read_params(None), {}).gate
-    k, t_auc = getattr(gate, "max_fid_floor_ratio", None), getattr(gate, "max_c2st_auc", None)
-    model = "cgan" if len(data.classes) > 1 else "dcgan"
-    out = Path(a.out) / a.dataset
-    arms = [Arm("reference (pytorch/examples DCGAN)", make_trainer("reference", REFERENCE, data, out, model, a.threads)),
-            Arm("ours (default recipe, zoo widths)", make_trainer("ours", {}, data, out, model, a.threads))]
-    for i, text in enumerate(a.arm):
-        name, overrides = parse_arm(text)
-        arms.append(Arm(name, make_trainer(f"extra{i}", overrides, data, out, model, a.threads)))
-    real_div = real_diversity(real_train, data.y.numpy(), model == "cgan")
-    budget = a.minutes * 60
-    next_probe = [0.0] * len(arms)
-    t_start = time.perf_counter()
-    while min(arm.train_s for arm in arms) < budget:
-        for i, arm in enumerate(arms):
-            if arm.train_s >= budget:
-                continue
-            arm.run_for(min(a.slice, budget - arm.train_s))
-            if arm.train_s >= next_probe[i] or arm.train_s >= budget:
-                fake, labels = arm.sample(a.probe_n)
-                s = judge(fake, labels, real_train, real_div, test_feats, module)
-                arm.history.append({"train_s": round(arm.train_s, 1), "step": arm.t.global_step, **s})
-                print(f"[{time.perf_counter() - t_start:6.0f}s] {arm.name}: {arm.train_s:5.0f}s trained, step "
-                      f"{arm.t.global_step}, FID-domain {s['fid_domain']:.3f} (floor {floor:.3f}), "
-                      f"C2ST AUC {s['c2st_auc']:.3f}, diversity (lowest class) x{s['diversity_min']:.2f} real", flush=True)
-                next_probe[i] = arm.train_s + a.probe_every
-    grids = []
-    for arm in arms:
-        fake, labels = arm.sample(64)
-        from PIL import Image
-
-        from medsynth.imaging import make_grid
-
-        out.mkdir(parents=True, exist_ok=True)
-        grids.append((arm.name, make_grid(fake)))
-        Image.fromarray(grids[-1][1]).save(out / f"SYNTHETIC_{arm.t.out_dir.name}_grid.png")
-    if a.figure:
-        side_by_side(grids, f"{a.minutes:g} min", Path(a.figure))
-    result = {"dataset": a.dataset, "floor": floor, "k": k, "t": t_auc, "machine": benchdoc.machine(),
-              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-              "arms": {arm.name: arm.history for arm in arms}}
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    if a.write:
-        write(Path(a.write), result, a)
-    return 0
-
-
-def side_by_side(grids: list[tuple[str, np.ndarray]], budget: str, path: Path) -> None:
-    """Each arm's grid under a red SYNTHETIC band naming the recipe, left to right (one PNG)."""
-    from PIL import Image, ImageDraw
-
+    x_te, y_te = data.split("test")
+    classes = data.classes if data.num_classes > 1 else [data.classes[0] if data.classes else "all"]
+    blocks = []
+    real = np.concatenate([x_te[np.flatnonzero(y_te == c)[:per_class]] for c in range(len(classes))])
+    blocks.append(("REAL (test split)", make_grid(real, per_class, pad=2, fill=255), False))
+    for name, gen in gens:
+        lab = np.repeat(np.arange(len(classes)), per_class) if gen.classes else None
+        fake = gen.generate(len(classes) * per_class, seed=11, labels=lab)
+        blocks.append((f"SYNTHETIC - {name}, {budget}", make_grid(fake, per_class, pad=2, fill=255), True))
     band, gap = 16, 14
-    h = max(g.shape[0] for _, g in grids)
-    canvas = Image.new("RGB", (sum(g.shape[1] for _, g in grids) + gap * (len(grids) - 1), band + h), "white")
+    h = max(g.shape[0] for _, g, _ in blocks)
+    canvas = Image.new("RGB", (sum(g.shape[1] for _, g, _ in blocks) + gap * (len(blocks) - 1), band + h), "white")
     d = ImageDraw.Draw(canvas)
     x = 0
-    for name, g in grids:
-        d.rectangle([x, 0, x + g.shape[1] - 1, band - 2], fill=(200, 30, 30))
-        d.text((x + 4, 2), f"SYNTHETIC - {name}, {budget}", fill="white")
+    for name, g, synthetic in blocks:
+        d.rectangle([x, 0, x + g.shape[1] - 1, band - 2], fill=(200, 30, 30) if synthetic else (40, 40, 40))
+        d.text((x + 4, 2), name, fill="white")
         canvas.paste(Image.fromarray(g).convert("RGB"), (x, band))
         x += g.shape[1] + gap
+    info = PngImagePlugin.PngInfo()
+    info.add_text("medsynth:synthetic", "contains synthetic images (every block under a red band)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    canvas.save(path, pnginfo=info)
 
 
-def _reached(history: list[dict], floor: float, k: float | None, t: float | None) -> str:
-    for h in history:
-        if (k is None or h["fid_domain"] <= k * floor) and (t is None or h["c2st_auc"] <= t):
-            return f"{h['train_s'] / 60:.1f} min"
-    return "not within the budget"
+def _f(v: Any, fmt: str = ".2f") -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def write(doc: Path, r: dict, a: argparse.Namespace) -> None:
     extra = "".join(f" --arm '{t}'" for t in a.arm)
-    lines = [f"Command: `.venv/bin/python bench/bench_recipe.py --dataset {a.dataset} --minutes {a.minutes:g} "
-             f"--probe-every {a.probe_every:g}{extra} --write docs/BENCHMARKS.md`  ",
-             f"Machine: {r['machine']} (torch CPU capability {r['cpu_capability']}); both arms in one process, "
-             f"alternating {a.slice:g} s slices. Real floor FID-domain {r['floor']:.3f}; gate floors k = {r['k']}, "
-             f"t = {r['t']}.", "",
-             "| recipe | training min | steps | FID-domain | x floor | C2ST AUC | diversity x real (lowest class) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [f"Command: `.venv/bin/python bench/bench_recipe.py --dataset {a.dataset} --arms {a.arms} "
+             f"--minutes {a.minutes:g} --probe-every {a.probe_every:g} --probe-n {a.probe_n}{extra} "
+             f"--write docs/BENCHMARKS.md`  ",
+             f"Machine: {r['machine']} (torch CPU capability {r['cpu_capability']}); the arms in one process, "
+             f"alternating {a.slice:g} s slices; every probe ({r['probe_n']} images) judged by evaluate's `score` "
+             f"under the gate policy {r['policy_sha256'][:12]} (params.yaml).", "",
+             "| recipe | training min | steps | generation ms / image | grade (failed floors) | FID-domain 16 px / "
+             "floor | recall 16 px (worst class) | coverage 16 px (worst class) | C2ST 16 px | C2ST full res | "
+             "CAS ratio |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, hist in r["arms"].items():
         for h in hist:
-            lines.append(f"| {name} | {h['train_s'] / 60:.1f} | {h['step']} | {h['fid_domain']:.3f} | "
-                         f"{h['fid_domain'] / r['floor']:.1f} | {h['c2st_auc']:.3f} | {h['diversity_min']:.2f} |")
+            verdict = h["grade"] + (f" ({', '.join(h['failed'])})" if h["failed"] else "")
+            lines.append(f"| {name} | {h['train_s'] / 60:.1f} | {h['step']} | {h['gen_ms_per_image']:.1f} | {verdict} | "
+                         f"{_f(h['fid16_ratio'])} | {_f(h['recall16_min'])} | {_f(h['coverage16_min'])} | "
+                         f"{_f(h['c2st16'], '.3f')} | {_f(h['c2st'], '.3f')} | {_f(h['cas_ratio'])} |")
     lines.append("")
     for name, hist in r["arms"].items():
-        lines.append(f"- {name}: floors reached after {_reached(hist, r['floor'], r['k'], r['t'])}")
+        first = next((h for h in hist if not h["failed"]), None)
+        when = f"{first['train_s'] / 60:.1f} min" if first else "no probe within the budget"
+        lines.append(f"- {name}: every floor passed after {when}")
     benchdoc.write_section(doc, "\n".join(lines), f"recipe_{a.dataset}",
-                           f"## Time to quality ({a.dataset}): default recipe vs pytorch/examples DCGAN")
+                           f"## Time to quality ({a.dataset}): latent diffusion vs GAN")
 
 
 if __name__ == "__main__":

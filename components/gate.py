@@ -435,6 +435,28 @@ def recorded_floors(policy: GatePolicy, metrics: dict[str, Any]) -> list[Check] 
                   skipped=bool(r.get("skipped", False))) for name, r in rec.items()]
 
 
+GRADE_ORDER = {REFUSED: 0, USABLE: 1, NEAR_REAL: 2}
+
+
+def standing(policy: GatePolicy, metrics: dict[str, Any]) -> tuple[int, int, float]:
+    """How an evaluation stands on the gate's measures, as a key that sorts best first:
+    (- grade rank, floors failed, FID-metric / its real floor)."""
+    floors = recorded_floors(policy, metrics) or floor_checks(policy, metrics, bool(per_class(metrics, policy.fid_metric)))
+    failed = sum(1 for c in floors if not c.passed)
+    fid, fl = metric_number(metrics, policy.fid_metric), metric_number(metrics, K.floor(policy.fid_metric))
+    ratio = fid / max(fl, 1e-9) if fid is not None and fl is not None else float("inf")
+    return -GRADE_ORDER.get(str(metrics.get(K.GATE_GRADE, REFUSED)), 0), failed, ratio
+
+
+def better_entry(policy: GatePolicy, new: dict[str, Any], old: dict[str, Any]) -> tuple[bool, str]:
+    """Whether evaluation ``new`` beats ``old`` on the gate's measures (grade, then floors failed, then
+    the FID metric's ratio to its floor), with the reason in words. Both must be judged under ``policy``."""
+    a, b = standing(policy, new), standing(policy, old)
+    words = (f"grade {new.get(K.GATE_GRADE, REFUSED)} vs {old.get(K.GATE_GRADE, REFUSED)}, floors failed {a[1]} vs "
+             f"{b[1]}, {policy.fid_metric} / floor {a[2]:.2f} vs {b[2]:.2f}")
+    return a < b, words
+
+
 def comparable(challenger: dict[str, Any], champion: dict[str, Any]) -> str | None:
     """Why the two evaluations' scores cannot be compared (None when they can).
 

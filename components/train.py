@@ -169,7 +169,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     """
     from medsynth.prepared import PreparedData
     from medsynth.training.distributed import is_main_process
-    from medsynth.training.trainer import Trainer
+    from medsynth.training.trainer import make_trainer
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -179,7 +179,7 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     main = is_main_process()
     trainer_kwargs = dict(cfg=cfg, data=data, out_dir=out, seed=seed, resume=resume)
     if not (track and main):
-        res = Trainer(**trainer_kwargs).fit()
+        res = make_trainer(**trainer_kwargs).fit()
         return _finish(res, out, data, t0, None, None, main)
 
     import mlflow
@@ -192,10 +192,11 @@ def run(cfg: TrainConfig, project: ProjectConfig, prepared_dir: str | os.PathLik
     with step_run(project, "train", config, data_hash, tags=tags) as active:
         mlflow.log_params({"data.resolution": data.resolution, "data.classes": ",".join(data.classes),
                            "data.train_images": len(data.y)})
-        trainer = Trainer(**trainer_kwargs, callback=MlflowCallback(out, probe=probe))
+        trainer = make_trainer(**trainer_kwargs, callback=MlflowCallback(out, probe=probe))
         mem = PeakMemory(trainer.device)
         mlflow.log_params({"model.resolution": trainer.spec.resolution, "model.num_classes": trainer.spec.num_classes,
-                           "model.params_g": count_params(trainer.G), "model.params_d": count_params(trainer.D),
+                           "model.params_g": count_params(trainer.G),
+                           "model.params_d": count_params(trainer.D) if trainer.D is not None else 0,
                            "data.used_images": len(trainer.data.y), "world_size": trainer.info.world_size,
                            "device.name": device_name(trainer.device), "memory.kind": mem.kind,
                            "precision.resolved": trainer.precision.value,

@@ -31,11 +31,17 @@ def prepare(project, stage, dataset: str, track: bool = True, log=print):
     return features.ensure(stage(features.FeaturesConfig, "features"), project, ing.datasets)
 
 
-def build(project, stage, dataset: str, track: bool = True, command: str = "", log=print) -> bool:
+def build(project, stage, dataset: str, track: bool = True, command: str = "", log=print,
+          resume: bool = False, minutes: float | None = None) -> bool:
     """Steps 1-4 of the module docstring; reports each through ``log``. True when the floors passed.
 
     ``stage(cls, section)`` builds a params.yaml section with the command's overrides applied
-    (``medsynth.cli.Context.stage``).
+    (``medsynth.cli.Context.stage``). ``resume`` continues the saved training state of an earlier
+    build (``<artifacts>/zoo/<dataset>/train``; without it that state is discarded first), ``minutes``
+    bounds this session's training (``train.max_minutes``): champions improve over several runs.
+    The new entry replaces the shipped one only when its evaluation is better on the gate's measures
+    (:func:`medsynth.components.gate.better_entry`, the shipped one re-evaluated now on the same data);
+    both evaluations are recorded in the manifest either way.
     """
     import json
     import shutil
@@ -43,6 +49,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
 
     from medsynth import metric_keys as K
     from medsynth.components import evaluate, train
+    from medsynth.components.gate import better_entry
     from medsynth.components.promote import PromoteConfig
     from medsynth.generator import GENERATOR_FILE, load_generator
     from medsynth.prepared import PreparedData
@@ -53,9 +60,16 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     t0 = time.perf_counter()
     ext = prepare(project, stage, dataset, track, log)
     cfg = stage(TrainConfig, "train")
-    log(f"==> train {cfg.model}/{cfg.arch} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
-        f"{'steps' if cfg.max_steps else 'epochs'}, ngf {cfg.ngf}, ndf {cfg.ndf}; resumable)")
-    tres = train.run(cfg, project, art / "preprocess", art / "train", track=track)
+    if minutes:
+        from dataclasses import replace
+
+        cfg = replace(cfg, max_minutes=float(minutes))
+    if not resume and (art / "train").exists():
+        log(f"==> fresh build: discarding the earlier training state in {art / 'train'} (--resume continues it)")
+        shutil.rmtree(art / "train")
+    log(f"==> train {_model_words(cfg)} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
+        f"{'steps' if cfg.max_steps else 'epochs'}{f', at most {minutes:g} min now' if minutes else ''}; resumable)")
+    tres = train.run(cfg, project, art / "preprocess", art / "train", track=track, resume=resume)
     log(f"==> evaluate ({tres.global_step} steps trained)")
     gen = load_generator(art / "train")
     gate = stage(PromoteConfig, "promote").gate
@@ -63,6 +77,16 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
                         art / "evaluate", extractor=ext, track=track, model_uri=tres.model_uri or "", gate=gate)
     m = eres.metrics
     dest = zoo.ZOO_DIR / dataset
+    shipped = _shipped_metrics(project, stage, dataset, art, ext, gate, track, log)
+    if shipped is not None:
+        better, why = better_entry(gate, m, shipped)
+        if not better:
+            log(f"zoo entry {dataset}: kept the shipped generator; the new one is not better on the gate's measures "
+                f"({why}); its evaluation is in {art / 'evaluate'}")
+            zoo.note_candidate(dataset, {"command": command or f"medsynth zoo build {dataset}", "kept_because": why,
+                                         "key_metrics": _key_metrics(m), "global_step": tres.global_step})
+            return bool(m.get(K.GATE_FLOORS_PASSED, False))
+        log(f"==> the new generator beats the shipped one ({why}): replacing it")
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     shutil.copy2(art / "train" / GENERATOR_FILE, dest / GENERATOR_FILE)
@@ -71,14 +95,19 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
             shutil.copy2(art / "evaluate" / name, dest / name)
     real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
     passed = bool(m.get(K.GATE_FLOORS_PASSED, False))
+    history = list(zoo.entries().get(dataset).info.get("commands", [])) if resume and dataset in zoo.entries() else []
     info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
+            "commands": [*history, command or f"medsynth zoo build {dataset}"],
+            "replaced": {"key_metrics": _key_metrics(shipped)} if shipped is not None else {},
             "profile": str(cfg.profile), "global_step": tres.global_step, "ngf": cfg.ngf, "ndf": cfg.ndf,
             "classes": list(gen.classes), "resolution": gen.resolution, "train_run_id": tres.run_id or "",
             "data_hash": json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", ""),
             "extractor_sha256": m.get(K.PROTOCOL, {}).get(K.EXTRACTOR_SHA256, ""),
             "gate_floors_passed": passed, "build_seconds": round(time.perf_counter() - t0, 1),
-            "key_metrics": {k: m[k] for k in (K.FID_DOMAIN, K.FID_DOMAIN_FLOOR, K.C2ST_AUC, K.C2ST_AUC_FLOOR,
-                                               K.PRDC_COVERAGE, K.COND_ACCURACY) if k in m}}
+            "key_metrics": _key_metrics(m)}
+    if cfg.model == "ldm":
+        info.update(arch=f"ldm-{cfg.autoencoder}", autoencoder=cfg.autoencoder, unet_channels=list(cfg.unet_channels),
+                    sample_steps=cfg.sample_steps, guidance=cfg.guidance, ngf=0, ndf=0)
     (dest / "MODEL_CARD.md").write_text(_card(dataset, info, m))
     zoo.write_entry(dataset, dest, info)
     log(f"zoo entry {dataset}: {dest} ({sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB); "
@@ -88,6 +117,48 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
 
 
 SIDE_BY_SIDE = "real_vs_synthetic.png"
+
+
+def _model_words(cfg) -> str:
+    if cfg.model == "ldm":
+        coder = (f"autoencoder {cfg.ae_channels} for {cfg.ae_steps} steps" if cfg.autoencoder == "kl"
+                 else "4 x 4 patches (lossless)")
+        return f"ldm ({coder}, denoiser UNet {cfg.unet_channels}, DDIM {cfg.sample_steps} steps)"
+    return f"{cfg.model}/{cfg.arch} (ngf {cfg.ngf}, ndf {cfg.ndf})"
+
+
+def _key_metrics(m: dict) -> dict:
+    from medsynth import metric_keys as K
+
+    keys = (K.GATE_GRADE, K.FID_DOMAIN_16PX, K.floor(K.FID_DOMAIN_16PX), K.C2ST_AUC_16PX, K.PRDC_RECALL_16PX,
+            K.PRDC_COVERAGE_16PX, K.FID_DOMAIN, K.FID_DOMAIN_FLOOR, K.C2ST_AUC, K.C2ST_AUC_FLOOR, K.PRDC_COVERAGE,
+            K.COND_ACCURACY, K.GATE_FLOORS_PASSED)
+    return {k: m[k] for k in keys if k in m}
+
+
+def _shipped_metrics(project, stage, dataset, art, ext, gate, track, log):
+    """The shipped entry's evaluation under today's policy and data (re-evaluated when its record is older)."""
+    from medsynth import metric_keys as K
+    from medsynth.components import evaluate
+    from medsynth.errors import InputError
+    from medsynth.generator import load_generator
+    from medsynth.training import zoo
+
+    try:
+        entry = zoo.get(dataset)
+    except InputError:
+        return None
+    import json
+
+    rec = entry.folder / "metrics.json"
+    m = json.loads(rec.read_text()) if rec.is_file() else {}
+    data_hash = json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", "")
+    if m.get(K.GATE_POLICY_SHA256) == gate.sha256() and entry.info.get("data_hash") == data_hash:
+        return m
+    log(f"==> re-evaluating the shipped {dataset} generator under today's gate policy (to compare)")
+    res = evaluate.run(stage(evaluate.EvaluateConfig, "evaluate"), project, load_generator(f"zoo:{dataset}"),
+                       art / "preprocess", art / "evaluate_shipped", extractor=ext, track=track, gate=gate)
+    return res.metrics
 
 
 def real_vs_synthetic(gen, data, path, per_class: int = 8, seed: int = 0) -> None:
@@ -129,8 +200,9 @@ def _card(dataset: str, info: dict, m: dict) -> str:
                      for k, v in info["key_metrics"].items())
     return (f"# Shipped generator: {dataset}\n\n"
             f"**Every image this model makes is SYNTHETIC: not a real patient image, not for diagnosis.**\n\n"
-            f"- made by: `{info['command']}` (model {info['model']}, architecture {info['arch']}, "
-            f"{info['global_step']} steps, ngf {info['ngf']} / ndf {info['ndf']})\n"
+            f"- made by: `{'` then `'.join(info.get('commands') or [info['command']])}` (model {info['model']}"
+            f"{'' if info['model'] == 'ldm' else ', architecture ' + info['arch'] + ', ngf ' + str(info['ngf'])}, "
+            f"{info['global_step']} steps)\n"
             f"- classes: {', '.join(info['classes']) or 'unconditional'}; {info['resolution']} px\n"
             f"- trained on the bundled {dataset} data (data hash {info['data_hash']}); extractor sha256 "
             f"{info['extractor_sha256'][:12]}\n"

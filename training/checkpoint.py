@@ -87,7 +87,8 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return snap
 
 
-def check_compatible(path: Path, snap: dict[str, Any], spec: dict[str, Any], data: dict[str, Any]) -> None:
+def check_compatible(path: Path, snap: dict[str, Any], spec: dict[str, Any], data: dict[str, Any],
+                     defaults: dict[str, Any] | None = None) -> None:
     """Refuse to resume a checkpoint made for another model or another prepared dataset.
 
     Raises:
@@ -100,10 +101,12 @@ def check_compatible(path: Path, snap: dict[str, Any], spec: dict[str, Any], dat
                 f"{path}: checkpoint was trained on {key}={old_data.get(key)!r} but the prepared data has "
                 f"{key}={data.get(key)!r}; use another --out folder or move the checkpoint away"
             )
-    from medsynth.training.models import ModelSpec
+    if defaults is None:
+        from medsynth.training.models import ModelSpec
 
-    # a field added to ModelSpec after the checkpoint was written takes its default (what that code did)
-    old = {**ModelSpec().to_dict(), **snap["model_spec"]}
+        defaults = ModelSpec().to_dict()
+    # a field added to the spec after the checkpoint was written takes its default (what that code did)
+    old = {**defaults, **snap["model_spec"]}
     diff = sorted(k for k in set(old) | set(spec) if old.get(k) != spec.get(k))
     if diff:
         k = diff[0]

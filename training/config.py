@@ -40,18 +40,19 @@ class Device(enum.StrEnum):
 # What each profile presets. A profile key left out (or null) in params.yaml takes the profile's
 # value; one written explicitly wins. 0 means "no limit" for max_steps and max_train_images.
 BASE: dict[str, int] = {"epochs": 5, "max_steps": 0, "ngf": 64, "ndf": 64, "batch_size": 64,
-                        "max_train_images": 0, "sample_count": 64}  # pytorch/examples sizes
+                        "max_train_images": 0, "sample_count": 64, "ae_steps": 1500}  # pytorch/examples sizes
 PROFILES: dict[Profile, dict[str, int]] = {
     Profile.CUSTOM: {},
     Profile.SMOKE: {"epochs": 1, "max_steps": 25, "ngf": 16, "ndf": 16, "batch_size": 32,
-                    "max_train_images": 800, "sample_count": 16},
+                    "max_train_images": 800, "sample_count": 16, "ae_steps": 10},
     # demo: many small steps beat few wide ones for a 2-3 minute CPU budget at 64 px
     Profile.DEMO: {"epochs": 4, "ngf": 16, "ndf": 16, "batch_size": 32, "max_train_images": 3000,
-                   "sample_count": 36},
+                   "sample_count": 36, "ae_steps": 300},
     Profile.FULL: {"epochs": 25},
     # zoo: half the pytorch/examples widths (a generator of ~0.7M parameters, ~3 MB shipped) and
     # many small steps: quality per CPU minute (docs/BENCHMARKS.md, time-to-quality)
-    Profile.ZOO: {"epochs": 1000, "max_steps": 3000, "ngf": 32, "ndf": 32, "batch_size": 64, "sample_count": 64},
+    Profile.ZOO: {"epochs": 1000, "max_steps": 3000, "ngf": 32, "ndf": 32, "batch_size": 64, "sample_count": 64,
+                  "ae_steps": 800},
 }
 
 
@@ -87,10 +88,20 @@ class TrainConfig:
     device: Device = Device.AUTO
     threads: int | None = None  # torch CPU threads (None: torch's default)
     seed: int | None = None  # None: project.seed
+    max_minutes: float = 0.0  # stop (checkpoint saved, generator written) after this much training; 0 = no limit
     checkpoint_every: int = 200  # steps between resume snapshots (also at every epoch end)
     log_every: int = 10  # steps between metric logs
     sample_count: int | None = None  # images in the per-epoch sample grid (fixed z)
     collapse_threshold: float = 0.5  # per-class diversity ratio (fake/real) below this is flagged as collapse
+    # latent diffusion (model: ldm; training/diffusion.py): autoencoder steps first, then max_steps of the denoiser
+    autoencoder: str = "kl"  # kl (MONAI AutoencoderKL) | patch (lossless space-to-depth) | cascade (R/4 image + super-resolver)
+    ae_steps: int | None = None  # profile key (kl only)
+    lr_ae: float = 5e-4
+    lr_denoiser: float = 2e-4
+    ae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    sample_steps: int = 25  # DDIM evaluations per image when generating
+    guidance: float = 1.0  # classifier-free guidance at sampling (1 = plain conditional)
 
     def __post_init__(self) -> None:
         preset = {**BASE, **PROFILES[Profile(self.profile)]}
@@ -119,8 +130,22 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.mode_seeking <= 10.0:
             raise ConfigError(f"train.mode_seeking: must be in [0, 10], got {self.mode_seeking}")
-        if self.lr_g <= 0 or self.lr_d <= 0:
-            raise ConfigError("train.lr_g / train.lr_d: must be > 0")
+        if self.lr_g <= 0 or self.lr_d <= 0 or self.lr_ae <= 0 or self.lr_denoiser <= 0:
+            raise ConfigError("train.lr_g / lr_d / lr_ae / lr_denoiser: must be > 0")
+        if not 0 <= self.ae_steps <= 1_000_000:
+            raise ConfigError(f"train.ae_steps: must be in 0..1000000, got {self.ae_steps}")
+        if self.autoencoder not in ("kl", "patch", "cascade"):
+            raise ConfigError(f"train.autoencoder: valid: kl, patch, cascade; got {self.autoencoder!r}")
+        for name in ("ae_channels", "unet_channels"):
+            ch = getattr(self, name)
+            if not 2 <= len(ch) <= 4 or any(not 8 <= c <= 512 or c % 8 for c in ch):
+                raise ConfigError(f"train.{name}: 2 to 4 widths, each a multiple of 8 in 8..512, got {ch}")
+        if not 0.0 <= self.max_minutes <= 100_000:
+            raise ConfigError(f"train.max_minutes: must be in [0, 100000] (0 = no limit), got {self.max_minutes}")
+        if not 1 <= self.sample_steps <= 1000:
+            raise ConfigError(f"train.sample_steps: must be in 1..1000, got {self.sample_steps}")
+        if not 0.0 <= self.guidance <= 20.0:
+            raise ConfigError(f"train.guidance: must be in [0, 20], got {self.guidance}")
 
 
 def resolve_precision(precision: Precision, device_type: str, fast_bf16: bool | None = None) -> Precision:

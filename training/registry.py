@@ -12,11 +12,14 @@ class ModelKind:
     name: str
     conditional: bool
     description: str
+    family: str = "gan"  # gan (training/trainer.py) | diffusion (training/diffusion_trainer.py)
 
 
 KINDS: dict[str, ModelKind] = {
     "dcgan": ModelKind("dcgan", False, "DCGAN (Radford et al. 2016), unconditional"),
     "cgan": ModelKind("cgan", True, "conditional DCGAN: label embedding into G, projection discriminator"),
+    "ldm": ModelKind("ldm", True, "class-conditional latent diffusion (MONAI autoencoder + UNet, DDIM sampling)",
+                     family="diffusion"),
 }
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.training.models import Generator, ModelSpec, build_generator
 
+DIFFUSION_KINDS = ("ldm",)  # model kinds whose files hold a LatentDiffusion (training/diffusion.py)
 MAX_IMAGES = 10_000  # one generate() call makes at most this many images (bounds memory)
 CHUNK = 256
 
@@ -38,43 +39,16 @@ class GANSampler:
         self.device = torch.device(device)
 
     def check_labels(self, n: int, labels: Sequence[int] | np.ndarray | None) -> torch.Tensor | None:
-        """Labels as a tensor (cycled over the classes when not given for a conditional model).
-
-        Raises:
-            ConfigError: labels for an unconditional model, wrong length, or out of range.
-        """
-        c = self.spec.num_classes
-        if labels is None:
-            return torch.arange(n) % c if c else None
-        if not c:
-            raise ConfigError("labels: this generator is unconditional (dcgan); leave labels out")
-        lab = np.asarray(labels).reshape(-1)
-        if lab.shape[0] != n:
-            raise ConfigError(f"labels: expected {n} labels (one per image), got {lab.shape[0]}")
-        if not np.issubdtype(lab.dtype, np.integer):
-            raise ConfigError(f"labels: expected integers, got {lab.dtype}")
-        bad = lab[(lab < 0) | (lab >= c)]
-        if bad.size:
-            raise ConfigError(f"labels: {int(bad[0])} is out of range; valid: 0..{c - 1} ({', '.join(self.classes)})")
-        return torch.from_numpy(lab.astype(np.int64))
+        return check_labels(self.spec.num_classes, self.classes, n, labels)
 
     def label_index(self, name: str) -> int:
-        """Index of a class by name (e.g. ``AbdomenCT``); case-insensitive, suffix match for ``CT/...``."""
-        low = [c.lower() for c in self.classes]
-        key = name.lower()
-        for i, c in enumerate(low):
-            if c == key or c.split("/")[-1] == key:
-                return i
-        raise ConfigError(f"label {name!r}: unknown class; valid: {', '.join(self.classes)}")
+        return label_index(self.classes, name)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, labels: Sequence[int] | np.ndarray | None = None,
                  truncation: float = 1.0) -> np.ndarray:
         """``n`` float32 images [n, 1, R, R] in [-1, 1]; ``truncation`` < 1 scales z towards 0."""
-        if not 0 < int(n) <= MAX_IMAGES:
-            raise ConfigError(f"count: must be in 1..{MAX_IMAGES}, got {n}")
-        if not 0.0 < truncation <= 1.0:
-            raise ConfigError(f"truncation: must be in (0, 1], got {truncation}")
+        check_request(n, truncation)
         y = self.check_labels(int(n), labels)
         gen = torch.Generator().manual_seed(int(seed))
         z = torch.randn(int(n), self.spec.nz, generator=gen) * truncation
@@ -87,6 +61,68 @@ class GANSampler:
         return torch.cat(out).numpy()
 
 
+def check_request(n: int, truncation: float) -> None:
+    """Bounds of one generate() call (any model kind).
+
+    Raises:
+        ConfigError: a count outside 1..MAX_IMAGES or a truncation outside (0, 1].
+    """
+    if not 0 < int(n) <= MAX_IMAGES:
+        raise ConfigError(f"count: must be in 1..{MAX_IMAGES}, got {n}")
+    if not 0.0 < truncation <= 1.0:
+        raise ConfigError(f"truncation: must be in (0, 1], got {truncation}")
+
+
+def check_labels(num_classes: int, classes: Sequence[str], n: int,
+                 labels: Sequence[int] | np.ndarray | None) -> torch.Tensor | None:
+    """Labels as a tensor (cycled over the classes when not given for a conditional model).
+
+    Raises:
+        ConfigError: labels for an unconditional model, wrong length, or out of range.
+    """
+    c = num_classes
+    if labels is None:
+        return torch.arange(n) % c if c else None
+    if not c:
+        raise ConfigError("labels: this generator is unconditional; leave labels out")
+    lab = np.asarray(labels).reshape(-1)
+    if lab.shape[0] != n:
+        raise ConfigError(f"labels: expected {n} labels (one per image), got {lab.shape[0]}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ConfigError(f"labels: expected integers, got {lab.dtype}")
+    bad = lab[(lab < 0) | (lab >= c)]
+    if bad.size:
+        raise ConfigError(f"labels: {int(bad[0])} is out of range; valid: 0..{c - 1} ({', '.join(classes)})")
+    return torch.from_numpy(lab.astype(np.int64))
+
+
+def label_index(classes: Sequence[str], name: str) -> int:
+    """Index of a class by name (e.g. ``AbdomenCT``); case-insensitive, suffix match for ``CT/...``."""
+    key = name.lower()
+    for i, c in enumerate(c.lower() for c in classes):
+        if c == key or c.split("/")[-1] == key:
+            return i
+    raise ConfigError(f"label {name!r}: unknown class; valid: {', '.join(classes)}")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """``steps`` points on the spherical path from latent ``a`` to ``b`` (float64 inside, float32 out).
+
+    Slerp keeps the path at the typical norm of Gaussian latents (a straight line passes through
+    low-norm, washed-out images in the middle); the end points are exactly ``a`` and ``b``.
+    """
+    shape = a.shape
+    a, b = a.double().flatten(), b.double().flatten()
+    t = torch.linspace(0, 1, steps, dtype=torch.float64)[:, None]
+    cos = torch.clamp((a @ b) / (a.norm() * b.norm()), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    if float(omega) < 1e-6:
+        z = (1 - t) * a + t * b
+    else:
+        z = (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    return z.float().reshape(steps, *shape)
+
+
 def generator_payload(net: Generator, classes: Sequence[str], modalities: Sequence[str],
                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a served generator file holds: spec, weights, class names (tensors + plain types)."""
@@ -94,8 +130,11 @@ def generator_payload(net: Generator, classes: Sequence[str], modalities: Sequen
             "classes": list(classes), "modalities": list(modalities), "extra": dict(extra or {})}
 
 
-def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu") -> GANSampler:
+def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu") -> Any:
     """Load a generator file written by training (``generator.pt``), with weights_only=True.
+
+    A GAN's file gives a :class:`GANSampler`, a latent diffusion model's (``model_spec.kind ==
+    "ldm"``) a :class:`~medsynth.training.diffusion.DiffusionSampler`.
 
     Raises:
         TrainingError: missing, corrupt or not a generator file.
@@ -105,6 +144,12 @@ def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu
         raise TrainingError(f"{path}: generator file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload["model_spec"].get("kind") in DIFFUSION_KINDS:
+            from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
+
+            net = LatentDiffusion(DiffusionSpec.from_dict(payload["model_spec"]))
+            net.load_state_dict(payload["state_dict"])
+            return DiffusionSampler(net, payload.get("classes", []), bf16=bf16, device=device)
         spec = ModelSpec.from_dict(payload["model_spec"])
         net = build_generator(spec)
         net.load_state_dict(payload["state_dict"])

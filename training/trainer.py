@@ -104,6 +104,44 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**61 - 1)
 
 
+class TimeBudget:
+    """``train.max_minutes``: once spent, the loop stops after the current step (then saves as at the end)."""
+
+    def __init__(self, minutes: float):
+        self.deadline = time.monotonic() + minutes * 60 if minutes else None
+        self.spent = False
+
+    def check(self) -> bool:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.spent = True
+        return self.spent
+
+
+def diversity_report(fake: np.ndarray, num_classes: int, data: TrainData, seed: int,
+                     collapse_threshold: float) -> dict[str, float]:
+    """Diversity of fixed-seed samples (labels cycling over the classes) against real images.
+
+    Per class, because a conditional model that makes one image per class still looks diverse
+    over all classes together; ``diversity_ratio`` is the mean of the per-class ratios.
+    """
+    g = torch.Generator().manual_seed(seed + 54_321)
+    n_cls = max(num_classes, 1)
+    fake_labels = np.arange(len(fake)) % n_cls if num_classes else np.zeros(len(fake), dtype=int)
+    fd, rd = [], []
+    for c in range(n_cls):
+        f = fake[fake_labels == c]
+        pool = torch.nonzero(data.y == c).flatten() if num_classes else torch.arange(len(data.y))
+        if len(f) < 2 or len(pool) < 2:
+            continue
+        idx = pool[torch.randperm(len(pool), generator=g)[: max(len(f), 8)]]
+        fd.append(diversity(f))
+        rd.append(diversity(to_unit_tensor(data.x[idx])))
+    fake_div, real_div = float(np.mean(fd)) if fd else 0.0, float(np.mean(rd)) if rd else 0.0
+    ratio = float(np.mean([a / max(b, 1e-8) for a, b in zip(fd, rd, strict=True)])) if fd else 0.0
+    return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": ratio,
+            "diversity_all": diversity(fake), "mode_collapse": float(ratio < collapse_threshold)}
+
+
 class Trainer:
     """Trains G and D on ``data`` into ``out_dir`` (checkpoints/last.pt, generator.pt)."""
 
@@ -262,29 +300,9 @@ class Trainer:
         return out
 
     def epoch_metrics(self) -> dict[str, float]:
-        """Diversity of the fixed-z samples against real images, per class for a conditional model.
-
-        Per class, because a cGAN that makes one image per class still looks diverse over all
-        classes together; ``diversity_ratio`` is the mean of the per-class ratios.
-        """
         fake = self.sample_fixed()
         self._last_fake = fake
-        g = torch.Generator().manual_seed(self.seed + 54_321)
-        n_cls = max(self.spec.num_classes, 1)
-        fake_labels = np.arange(len(fake)) % n_cls if self.spec.num_classes else np.zeros(len(fake), dtype=int)
-        fd, rd = [], []
-        for c in range(n_cls):
-            f = fake[fake_labels == c]
-            pool = torch.nonzero(self.data.y == c).flatten() if self.spec.num_classes else torch.arange(len(self.data.y))
-            if len(f) < 2 or len(pool) < 2:
-                continue
-            idx = pool[torch.randperm(len(pool), generator=g)[: max(len(f), 8)]]
-            fd.append(diversity(f))
-            rd.append(diversity(to_unit_tensor(self.data.x[idx])))
-        fake_div, real_div = float(np.mean(fd)) if fd else 0.0, float(np.mean(rd)) if rd else 0.0
-        ratio = float(np.mean([a / max(b, 1e-8) for a, b in zip(fd, rd, strict=True)])) if fd else 0.0
-        return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": ratio,
-                "diversity_all": diversity(fake), "mode_collapse": float(ratio < self.cfg.collapse_threshold)}
+        return diversity_report(fake, self.spec.num_classes, self.data, self.seed, self.cfg.collapse_threshold)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -300,7 +318,8 @@ class Trainer:
         cfg = self.cfg
         max_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         metrics: dict[str, float] = {}
-        while self.epoch < cfg.epochs and self.global_step < max_steps:
+        clock = TimeBudget(cfg.max_minutes)
+        while self.epoch < cfg.epochs and self.global_step < max_steps and not clock.spent:
             self.sampler.set_epoch(self.epoch)
             order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
             batches = order[: self.steps_per_epoch * cfg.batch_size].view(self.steps_per_epoch, cfg.batch_size)
@@ -329,7 +348,7 @@ class Trainer:
                         self.callback.on_step(self.global_step, metrics)
                     window.zero_()
                     n_win, t_win = 0, time.perf_counter()
-                if self.global_step >= max_steps:
+                if self.global_step >= max_steps or clock.check():
                     break
             epoch_done = self.step_in_epoch >= self.steps_per_epoch
             ep = self.epoch + 1
@@ -378,3 +397,13 @@ class Trainer:
         for net in nets:
             for b in net.buffers():
                 torch.distributed.broadcast(b, 0)
+
+
+def make_trainer(cfg: TrainConfig, data: TrainData, out_dir: str | Path, seed: int = 0,
+                 callback: Callback | None = None, resume: bool = True) -> Any:
+    """The trainer of ``cfg.model``'s family: :class:`Trainer` for GANs, ``DiffusionTrainer`` for ldm."""
+    if get_kind(cfg.model).family == "diffusion":
+        from medsynth.training.diffusion_trainer import DiffusionTrainer
+
+        return DiffusionTrainer(cfg, data, out_dir, seed=seed, callback=callback, resume=resume)
+    return Trainer(cfg, data, out_dir, seed=seed, callback=callback, resume=resume)

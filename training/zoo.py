@@ -115,3 +115,17 @@ def write_entry(dataset: str, folder: Path, info: dict[str, Any], zoo_dir: Path 
     manifest["total_bytes"] = sum(f["size"] for m in manifest["models"].values() for f in m["files"].values())
     with atomic_path(zoo_dir / MANIFEST) as tmp:
         Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def note_candidate(dataset: str, record: dict[str, Any], zoo_dir: Path | None = None) -> None:
+    """Record a built candidate that did not replace the shipped entry (why, and its key metrics)."""
+    zoo_dir = ZOO_DIR if zoo_dir is None else zoo_dir
+    from medsynth.fileio import atomic_path
+
+    manifest = read_manifest(zoo_dir)
+    entry = manifest.setdefault("models", {}).get(dataset)
+    if entry is None:
+        return
+    entry.setdefault("info", {})["last_candidate"] = record
+    with atomic_path(zoo_dir / MANIFEST) as tmp:
+        Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["list", "build"])
     p.add_argument("dataset", nargs="?", help="build: the ingest.datasets entry to train on (ct, pneumonia, ...)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.add_argument("--resume", action="store_true",
+                   help="build: continue the saved training state of an earlier build (default: start fresh)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="build: train at most this many minutes now (then evaluate); resume later with --resume")
     p.set_defaults(func=_run)
 
 
@@ -49,7 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     ctx = Context(args, extra={"ingest.dataset": args.dataset, "train.profile": "zoo"})
     from medsynth.pipelines.zoo import build
 
-    command = " ".join(["medsynth zoo build", args.dataset, *(f"--set {o}" for o in args.overrides)])
+    if args.minutes is not None and not 0 < args.minutes <= 100_000:
+        raise ConfigError(f"zoo build --minutes: must be in (0, 100000], got {args.minutes}")
+    flags = [*(["--resume"] if args.resume else []), *([f"--minutes {args.minutes:g}"] if args.minutes else [])]
+    command = " ".join(["medsynth zoo build", args.dataset, *flags, *(f"--set {o}" for o in args.overrides)])
     build(ctx.project, ctx.stage, args.dataset, track=not args.no_track, command=command,
-          log=lambda line: print(line, flush=True))
+          log=lambda line: print(line, flush=True), resume=args.resume, minutes=args.minutes)
     return 0

@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_two_process_gloo(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["cgan", "ldm"])
+def test_two_process_gloo(tmp_path: Path, model: str) -> None:
     prep = write_prepared(tmp_path / "prep", "ct", 32, per_class=100, eval_per_class=5)
     worker = Path(__file__).with_name("ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDSYNTH_QUIET": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(worker), str(prep), str(tmp_path / "run")]
+           f"--master_port={free_port()}", str(worker), str(prep), str(tmp_path / "run"), model]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
@@ -42,4 +43,4 @@ def test_two_process_gloo(tmp_path: Path) -> None:
     files = sorted(p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("*") if p.is_file())
     assert files == ["checkpoints/last.pt", "generator.pt"]
     snap = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    assert snap["world_size"] == 2 and snap["global_step"] == 6
+    assert snap["world_size"] == 2 and snap["global_step"] == 6  # ldm: 3 autoencoder + 3 denoiser steps

@@ -55,6 +55,8 @@ def test_fixed_tuple_fields_are_checked_per_position():
         build(W, {"window": [1, 2, 3]}, "w")
     with pytest.raises(ConfigError, match=r"w.window\[1\]: expected a number"):
         build(W, {"window": [1, "x"]}, "w")
+    # YAML 1.1 reads 1e-3 (as in `--set train.lr_g=1e-3`) as text: still a number
+    assert build(W, {"window": ["1e-3", 2]}, "w").window == (0.001, 2.0)
 
 
 @pytest.mark.parametrize("command", [["ingest", "--no-track"], ["validate", "--no-track"], ["preprocess", "--no-track"],

@@ -235,3 +235,18 @@ def test_readme_table_reads_its_numbers_from_params_yaml():
     a, b = readme.index(README_MARKERS[0]), readme.index(README_MARKERS[1]) + len(README_MARKERS[1])
     assert readme[a:b] == policy_table(gate_policy()), "README's gate table is stale: run `make readme-gate`"
     assert "**0.61**" in policy_table(replace(gate_policy(), max_c2st_auc=0.61))  # the table follows the policy
+
+
+def test_better_entry_orders_by_grade_then_floors_then_fid_ratio():
+    from medsynth.components.gate import better_entry
+
+    p = gate_policy()
+    good = {**GOOD, "gate_grade": "usable"}
+    closer = {**good, "fid_domain_16px": 6.0}  # 1.2 x floor instead of 2.0
+    refused = {**GOOD, "c2st_auc_16px": 0.98, "gate_grade": "refused"}
+    worse = {**refused, "prdc_recall_16px": 0.1}  # two floors fail
+    assert better_entry(p, good, refused)[0] and not better_entry(p, refused, good)[0]
+    assert better_entry(p, closer, good)[0] and not better_entry(p, good, closer)[0]
+    assert better_entry(p, refused, worse)[0] and not better_entry(p, worse, refused)[0]
+    same, why = better_entry(p, good, dict(good))
+    assert not same and "grade usable vs usable" in why  # a tie keeps what is shipped

@@ -1,0 +1,138 @@
+"""The latent diffusion kind (``train.model: ldm``) on small real CT data: it trains, a killed run
+resumes to identical weights, sampling is deterministic in the seed, the served file loads weights-only,
+and it goes through the same generate / interpolate / evaluate paths as a GAN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from prepared_fixture import write_prepared
+
+from medsynth.errors import ConfigError, TrainingError
+from medsynth.generator import GENERATOR_FILE, load_generator
+from medsynth.prepared import PreparedData
+from medsynth.training.config import load_train_config
+from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
+from medsynth.training.diffusion_trainer import DiffusionTrainer
+from medsynth.training.sampler import load_sampler
+from medsynth.training.trainer import TrainData, make_trainer
+
+# tiny widths, one thread: the behaviour, not the quality, is under test here
+TINY = {"model": "ldm", "batch_size": 16, "ae_steps": 3, "max_steps": 5, "log_every": 1, "threads": 1,
+        "ae_channels": [8, 16, 16], "unet_channels": [16, 32], "sample_steps": 4, "sample_count": 6,
+        "ema_decay": 0.9, "checkpoint_every": 2}
+
+
+@pytest.fixture(scope="module")
+def ct32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_prepared(tmp_path_factory.mktemp("prep") / "ct32", "ct", 32, per_class=20, eval_per_class=8)
+
+
+def data_of(prepared: Path) -> TrainData:
+    pd = PreparedData.load(prepared)
+    x, y = pd.split_uint8("train")
+    return TrainData(torch.from_numpy(x), torch.from_numpy(y), pd.classes, pd.meta["modalities"])
+
+
+class Killed(Exception):
+    pass
+
+
+class Recorder:
+    def __init__(self, kill_at: int | None = None):
+        self.steps: list[tuple[int, dict]] = []
+        self.grids: list[np.ndarray] = []
+        self.kill_at = kill_at
+
+    def on_step(self, step: int, metrics: dict) -> None:
+        self.steps.append((step, metrics))
+        if step == self.kill_at:
+            raise Killed(step)
+
+    def on_epoch_end(self, epoch: int, metrics: dict, grid: np.ndarray) -> None:
+        self.grids.append(grid)
+
+
+def test_trains_both_phases_and_writes_a_loadable_generator(ct32: Path, tmp_path: Path) -> None:
+    cfg = load_train_config({"train": TINY})
+    rec = Recorder()
+    trainer = make_trainer(cfg, data_of(ct32), tmp_path / "run", seed=0, callback=rec)
+    assert isinstance(trainer, DiffusionTrainer) and trainer.D is None
+    res = trainer.fit()
+    assert res.global_step == 3 + 5
+    phases = [m["phase"] for _, m in rec.steps]
+    assert phases == [0.0] * 3 + [1.0] * 5  # autoencoder first, then the denoiser
+    assert all(np.isfinite(m.get("loss_ae", m.get("loss_diffusion"))) for _, m in rec.steps)
+    assert len(rec.grids) == 2 and rec.grids[0].dtype == np.uint8  # reconstructions, then samples
+    assert float(res.generator.latent_scale) != 1.0  # fixed from the trained encoder's latents
+    gen = load_generator(tmp_path / "run")  # weights-only file -> a DiffusionSampler
+    assert isinstance(gen, DiffusionSampler) and gen.classes == ["AbdomenCT", "ChestCT", "HeadCT"]
+    payload = torch.load(tmp_path / "run" / GENERATOR_FILE, weights_only=True)
+    assert payload["model_spec"]["kind"] == "ldm" and payload["model_spec"]["sample_steps"] == 4
+    imgs = gen.generate(7, seed=3, labels=[0, 1, 2, 0, 1, 2, 0])
+    assert imgs.shape == (7, 1, 32, 32) and imgs.dtype == np.float32 and imgs.min() >= -1 and imgs.max() <= 1
+    # same seed, same images; another seed, other images; the in-memory model agrees with the file
+    assert np.array_equal(imgs, gen.generate(7, seed=3, labels=[0, 1, 2, 0, 1, 2, 0]))
+    assert not np.allclose(imgs, gen.generate(7, seed=4, labels=[0, 1, 2, 0, 1, 2, 0]))
+    mem = DiffusionSampler(res.generator, gen.classes).generate(7, seed=3, labels=[0, 1, 2, 0, 1, 2, 0])
+    assert np.allclose(mem, imgs, atol=1e-5)
+    # interpolation: its end points are the seeds' own images
+    path = gen.interpolate(3, 9, 4, label=1)
+    assert path.shape == (4, 1, 32, 32)
+    assert np.allclose(path[0], gen.generate(1, 3, labels=[1])[0], atol=1e-4)
+    assert np.allclose(path[-1], gen.generate(1, 9, labels=[1])[0], atol=1e-4)
+    with pytest.raises(ConfigError, match="out of range"):
+        gen.generate(2, seed=0, labels=[0, 5])
+    with pytest.raises(ConfigError, match="count"):
+        gen.generate(0, seed=0)
+
+
+def test_killed_run_resumes_to_identical_weights(ct32: Path, tmp_path: Path) -> None:
+    # 60 images / batch 16 = 3 steps per epoch: the kill (step 6) falls in the denoiser phase, mid epoch,
+    # after the snapshot of step 4; label dropout, noise and timesteps all draw randomness
+    cfg = load_train_config({"train": TINY | {"max_steps": 6}})
+    data = data_of(ct32)
+    ref = DiffusionTrainer(cfg, data, tmp_path / "a", seed=5)
+    ref_res = ref.fit()
+    with pytest.raises(Killed):
+        DiffusionTrainer(cfg, data, tmp_path / "b", seed=5, callback=Recorder(kill_at=6)).fit()
+    again = DiffusionTrainer(cfg, data, tmp_path / "b", seed=5)
+    res = again.fit()
+    assert res.resumed_from_step == 4 and res.global_step == ref_res.global_step == 9
+    for a, b in ((ref.G, again.G), (ref_res.generator, res.generator), (ref.ema.model, again.ema.model)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+    oa, ob = ref.opt_unet.state_dict()["state"], again.opt_unet.state_dict()["state"]
+    assert all(torch.equal(oa[i]["exp_avg_sq"], ob[i]["exp_avg_sq"]) for i in oa)
+    # a checkpoint of other settings is refused in one line
+    with pytest.raises(TrainingError, match="ae_steps"):
+        DiffusionTrainer(load_train_config({"train": TINY | {"ae_steps": 2}}), data, tmp_path / "b", seed=5).fit()
+
+
+def test_bad_settings_and_files_fail_in_one_line(ct32: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unet_channels"):
+        load_train_config({"train": TINY | {"unet_channels": [12, 32]}}).check()
+    with pytest.raises(ConfigError, match="sample_steps"):
+        load_train_config({"train": TINY | {"sample_steps": 0}}).check()
+    with pytest.raises(ConfigError, match="resolution 48"):
+        LatentDiffusion(DiffusionSpec(resolution=48))
+    bad = tmp_path / GENERATOR_FILE
+    torch.save({"format": 1, "model_spec": {"kind": "ldm", "resolution": 32}, "state_dict": {"x": torch.zeros(1)},
+                "classes": []}, bad)
+    with pytest.raises(TrainingError, match="not a readable generator file"):
+        load_sampler(bad)
+
+
+@pytest.mark.parametrize("res", [28, 64])
+def test_latent_grid_fits_every_resolution(res: int) -> None:
+    spec = DiffusionSpec(resolution=res, num_classes=2, ae_channels=[8, 16, 16], unet_channels=[16, 32, 32],
+                         sample_steps=2)
+    net = LatentDiffusion(spec).eval()
+    assert spec.latent_side == {28: 14, 64: 16}[res]
+    imgs = DiffusionSampler(net, ["a", "b"]).generate(3, seed=0)
+    assert imgs.shape == (3, 1, res, res)

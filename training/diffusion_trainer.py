@@ -1,0 +1,324 @@
+"""The latent diffusion training loop: the same contract as the GAN :class:`~medsynth.training.trainer.Trainer`
+(devices, DDP, mixed precision, resumable snapshots, callback reports, ``generator.pt``).
+
+Two phases on one step counter: steps ``1..ae_steps`` train the autoencoder, the next ``max_steps``
+(or ``epochs`` worth) train the denoiser on the frozen encoder's latents, which are computed once
+when the phase starts (and again, identically, after a resume). Noise, timesteps and dropped
+labels come from a ``torch.Generator`` seeded from (seed, rank, global step) and the data order
+from ``DistributedSampler(seed).set_epoch(epoch)``, so a run resumed from a snapshot at step k
+repeats steps k+1.. exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
+
+from medsynth.errors import ConfigError, TrainingError
+from medsynth.generator import GENERATOR_FILE
+from medsynth.imaging import make_grid, to_unit_tensor
+from medsynth.progress import progress
+from medsynth.training import checkpoint as ckpt
+from medsynth.training import distributed as dist_util
+from medsynth.training.config import Precision, TrainConfig, resolve_precision
+from medsynth.training.diffusion import (
+    Denoiser,
+    DiffusionSampler,
+    DiffusionSpec,
+    LatentDiffusion,
+    diffusion_loss,
+    encode_all,
+    latent_scale_of,
+    train_scheduler,
+)
+from medsynth.training.ema import EMA
+from medsynth.training.registry import get_kind
+from medsynth.training.sampler import generator_payload
+from medsynth.training.trainer import (
+    Callback,
+    NullCallback,
+    TimeBudget,
+    TrainData,
+    TrainResult,
+    diversity_report,
+    step_seed,
+)
+
+WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
+GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)
+
+
+class DiffusionTrainer:
+    """Trains a :class:`LatentDiffusion` on ``data`` into ``out_dir`` (checkpoints/last.pt, generator.pt)."""
+
+    def __init__(self, cfg: TrainConfig, data: TrainData, out_dir: str | Path, seed: int = 0,
+                 callback: Callback | None = None, resume: bool = True):
+        self.cfg, self.seed, self.resume = cfg, seed, resume
+        self.out_dir = Path(out_dir)
+        self.ckpt_path = self.out_dir / "checkpoints" / ckpt.LAST
+        self.callback = callback or NullCallback()
+        kind = get_kind(cfg.model)
+        self.info = dist_util.init_distributed(cfg.device.value)
+        self.device = self.info.device
+        if cfg.precision is Precision.FP16:
+            raise ConfigError("train.precision: fp16 is not offered for ldm (its latents overflow); use fp32 or bf16")
+        self._threads_before = torch.get_num_threads()
+        self.precision = resolve_precision(cfg.precision, self.device.type)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        data = data.balanced_subset(cfg.max_train_images, seed)
+        self.data = data
+        classes = data.classes if kind.conditional else []
+        mods = sorted(set(data.modalities))
+        self.spec = DiffusionSpec(
+            kind=cfg.model, resolution=data.resolution, num_classes=len(classes),
+            class_modality=[mods.index(m) for m in data.modalities] if classes and len(mods) > 1 else [],
+            autoencoder=cfg.autoencoder, ae_channels=list(cfg.ae_channels), unet_channels=list(cfg.unet_channels),
+            sample_steps=cfg.sample_steps, guidance=cfg.guidance)
+        torch.manual_seed(seed)
+        self.G = LatentDiffusion(self.spec).to(self.device)  # "G": what is served (params counted as such)
+        self.D = None
+        if kind.conditional and int(data.y.max()) >= len(classes):
+            raise TrainingError(f"labels: {int(data.y.max())} is out of range for {len(classes)} classes")
+        self.fmt = torch.contiguous_format
+        self.amp_dtype = torch.bfloat16 if self.precision is Precision.BF16 else None
+        self.denoiser = Denoiser(self.G)
+        self.ema = EMA(self.G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.opt_ae = torch.optim.Adam(self.G.ae.parameters(), cfg.lr_ae) if self.G.ae is not None else None
+        self.opt_unet = torch.optim.AdamW(self.G.unet.parameters(), cfg.lr_denoiser, weight_decay=0.0)
+        self.sched = train_scheduler()
+        self.sampler = DistributedSampler(range(len(data.y)), num_replicas=self.info.world_size,
+                                          rank=self.info.rank, shuffle=True, seed=seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise TrainingError(f"train.batch_size: {cfg.batch_size} is larger than the {len(self.sampler)} "
+                                "images each process gets; lower it")
+        self.ae_steps = cfg.ae_steps if self.G.ae is not None else 0  # a patch coder has nothing to train
+        self.denoiser_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.resumed_from: int | None = None
+        self.latents: torch.Tensor | None = None
+        self._ae_ddp = self._unet_ddp = None
+
+    # -- phases ------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.ae_steps + self.denoiser_steps
+
+    def in_ae_phase(self) -> bool:
+        return self.global_step < self.ae_steps
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.info.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids)
+
+    def _enter_denoiser_phase(self) -> None:
+        """Freeze the autoencoder, fix the latent scale (once) and encode the training set."""
+        if self.G.ae is not None:
+            self.G.ae.requires_grad_(False).eval()
+        if self.global_step == self.ae_steps:  # later (a resume) the scale comes with the weights
+            self.G.latent_scale.fill_(latent_scale_of(self.G, self.data.x))
+        self.latents = encode_all(self.G, self.data.x)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "model_spec": self.spec.to_dict(), "data": self.data.fingerprint(),
+            "model": self.G.state_dict(), "ema": self.ema.state_dict() if self.ema else {},
+            "opt_ae": self.opt_ae.state_dict() if self.opt_ae else {}, "opt_unet": self.opt_unet.state_dict(), "rng": ckpt.rng_state(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "seed": self.seed, "world_size": self.info.world_size, "batch_size": self.cfg.batch_size,
+            "ae_steps": self.ae_steps,
+        }
+
+    def save(self) -> None:
+        if self.info.is_main:
+            ckpt.save(self.ckpt_path, self.snapshot())
+        dist_util.barrier(self.info)
+
+    def maybe_resume(self) -> None:
+        if not self.resume or not self.ckpt_path.exists():
+            return
+        snap = ckpt.load(self.ckpt_path)
+        ckpt.check_compatible(self.ckpt_path, snap, self.spec.to_dict(), self.data.fingerprint(),
+                              defaults=DiffusionSpec().to_dict())
+        for key, want in (("seed", self.seed), ("world_size", self.info.world_size),
+                          ("batch_size", self.cfg.batch_size), ("ae_steps", self.ae_steps)):
+            if snap.get(key) != want:
+                raise TrainingError(f"{self.ckpt_path}: checkpoint has {key}={snap.get(key)} but this run has "
+                                    f"{key}={want}; resume with the same settings or use another --out folder")
+        self.G.load_state_dict(snap["model"])
+        if self.ema and snap["ema"]:
+            self.ema.load_state_dict(snap["ema"])
+        if self.opt_ae is not None:
+            self.opt_ae.load_state_dict(snap["opt_ae"])
+        self.opt_unet.load_state_dict(snap["opt_unet"])
+        ckpt.set_rng_state(snap["rng"])
+        self.epoch, self.step_in_epoch = int(snap["epoch"]), int(snap["step_in_epoch"])
+        self.global_step = self.resumed_from = int(snap["global_step"])
+
+    # -- one step ----------------------------------------------------------------------------
+    def _set_lr(self, opt: torch.optim.Optimizer, base: float, phase_step: int) -> float:
+        lr = base * min(1.0, (phase_step + 1) / WARMUP)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
+
+    def train_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimiser step; returns [loss, l1 (AE phase) or 0, lr] averaged over ranks."""
+        cfg, dev = self.cfg, self.device
+        gen = torch.Generator(dev).manual_seed(step_seed(self.seed, self.info.rank, self.global_step))
+        if self.in_ae_phase():
+            if self._ae_ddp is None:
+                self._ae_ddp = self._wrap(self.G.ae)
+            lr = self._set_lr(self.opt_ae, cfg.lr_ae, self.global_step)
+            x = to_unit_tensor(self.data.x[idx].to(dev, non_blocking=True))
+            with self._autocast():
+                loss, l1 = self.G.coder_loss(x, self._ae_ddp)
+            opt = self.opt_ae
+        else:
+            if self.latents is None:
+                self._enter_denoiser_phase()
+            if self._unet_ddp is None:
+                self._unet_ddp = self._wrap(self.denoiser)
+            lr = self._set_lr(self.opt_unet, cfg.lr_denoiser, self.global_step - self.ae_steps)
+            z0 = self.latents[idx.to(self.latents.device)]
+            y = self.data.y[idx].to(dev) if self.spec.num_classes else None
+            with self._autocast():
+                loss = diffusion_loss(self._unet_ddp, self.sched, z0, y, self.G.null_class, gen)
+            l1 = torch.zeros((), device=dev)
+            opt = self.opt_unet
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
+        opt.step()
+        if self.ema and not self.in_ae_phase():
+            self.ema.update(self.G.unet)
+        stats = torch.stack([loss.detach().float(), l1.detach().float(), torch.tensor(lr, device=dev)])
+        return dist_util.all_mean(stats, self.info)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def served_model(self) -> LatentDiffusion:
+        """The model to sample from: the autoencoder with the EMA denoiser (a copy; training goes on)."""
+        import copy
+
+        net = copy.deepcopy(self.G).eval()
+        if self.ema:
+            net.unet.load_state_dict(self.ema.model.state_dict())
+        return net
+
+    @torch.no_grad()
+    def sample_fixed(self) -> np.ndarray:
+        n = self.cfg.sample_count
+        labels = (np.arange(n) % self.spec.num_classes) if self.spec.num_classes else None
+        return DiffusionSampler(self.served_model(), self.data.classes, device=self.device).generate(
+            n, self.seed + 12_345, labels)
+
+    @torch.no_grad()
+    def reconstructions(self) -> np.ndarray:
+        """Real images (top half) above their autoencoder reconstructions (bottom half)."""
+        n = self.cfg.sample_count // 2
+        x = to_unit_tensor(self.data.x[torch.linspace(0, len(self.data.x) - 1, n).long()]).to(self.device)
+        if self.G.ae is None:
+            return torch.cat([x, x]).float().cpu().numpy()
+        self.G.ae.eval()
+        recon = self.G.reconstruct(x).clamp(-1, 1)
+        self.G.ae.train(self.in_ae_phase())
+        return torch.cat([x, recon]).float().cpu().numpy()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    def _fit(self) -> TrainResult:
+        t_start = time.perf_counter()
+        self.maybe_resume()
+        cfg = self.cfg
+        if not self.in_ae_phase():
+            self._enter_denoiser_phase()
+        metrics: dict[str, float] = {}
+        last_grid = self.global_step
+        window, n_win, t_win = torch.zeros(3), 0, time.perf_counter()
+        bar = progress(range(self.global_step, self.total_steps), desc="train ldm", total=self.total_steps - self.global_step,
+                       unit="step")
+        bar_it = iter(bar)
+        clock = TimeBudget(cfg.max_minutes)
+        while self.global_step < self.total_steps and not clock.spent:
+            self.sampler.set_epoch(self.epoch)
+            order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+            batches = order[: self.steps_per_epoch * cfg.batch_size].view(self.steps_per_epoch, cfg.batch_size)
+            for s in range(self.step_in_epoch, self.steps_per_epoch):
+                was_ae = self.in_ae_phase()
+                stats = self.train_step(batches[s]).cpu()
+                next(bar_it, None)
+                if not torch.isfinite(stats[0]):
+                    raise TrainingError(f"step {self.global_step + 1}: non-finite loss ({stats[0]:.4g}); training "
+                                        f"stopped, last good checkpoint kept at {self.ckpt_path} (try a lower "
+                                        "learning rate or fp32)")
+                self.global_step += 1
+                self.step_in_epoch = s + 1
+                window += stats
+                n_win += 1
+                phase_end = was_ae and not self.in_ae_phase()
+                last = self.global_step >= self.total_steps or clock.check()
+                if self.global_step % cfg.log_every == 0 or last or phase_end:
+                    m = window / n_win
+                    dt = time.perf_counter() - t_win
+                    metrics = ({"loss_ae": float(m[0]), "ae_l1": float(m[1]), "lr_ae": float(m[2])} if was_ae else
+                               {"loss_diffusion": float(m[0]), "lr_denoiser": float(m[2])})
+                    metrics["images_per_s"] = n_win * cfg.batch_size * self.info.world_size / max(dt, 1e-9)
+                    metrics["phase"] = 0.0 if was_ae else 1.0
+                    if self.info.is_main:
+                        self.callback.on_step(self.global_step, metrics)
+                    window.zero_()
+                    n_win, t_win = 0, time.perf_counter()
+                if phase_end:
+                    self._enter_denoiser_phase()
+                    self.save()
+                    if self.info.is_main:
+                        self.callback.on_epoch_end(self.epoch + 1, {**metrics, "latent_scale": float(self.G.latent_scale)},
+                                                   make_grid(self.reconstructions()))
+                    last_grid = self.global_step
+                elif self.global_step % cfg.checkpoint_every == 0:
+                    self.save()
+                if not self.in_ae_phase() and (self.global_step - last_grid >= GRID_EVERY or last):
+                    metrics = {**metrics, **self.epoch_metrics()}
+                    if self.info.is_main:
+                        self.callback.on_epoch_end(self.epoch + 1, metrics, make_grid(self._last_fake))
+                    last_grid = self.global_step
+                if last:
+                    break
+            if self.step_in_epoch >= self.steps_per_epoch:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save()
+        net = self.served_model().to("cpu")
+        if self.info.is_main:
+            from medsynth.fileio import atomic_path
+
+            with atomic_path(self.out_dir / GENERATOR_FILE) as tmp:
+                cond = bool(self.spec.num_classes)
+                torch.save(generator_payload(net, self.data.classes if cond else [],
+                                             self.data.modalities if cond else [],
+                                             {"global_step": self.global_step, "seed": self.seed}), tmp)
+        dist_util.barrier(self.info)
+        return TrainResult(net, self.spec, self.out_dir, self.global_step, self.epoch, self.resumed_from,
+                           metrics, time.perf_counter() - t_start)
+
+    def epoch_metrics(self) -> dict[str, float]:
+        fake = self.sample_fixed()
+        self._last_fake = fake
+        return diversity_report(fake, self.spec.num_classes, self.data, self.seed, self.cfg.collapse_threshold)
