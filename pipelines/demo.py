@@ -26,6 +26,7 @@ class DemoOutcome:
     artifacts: Path
     parent_run_id: str
     promotion: Any  # components.promote's result for the challenger
+    shipped: Any = None  # components.promote's result for the shipped champion (None: none shipped / not promoted)
     timings: dict[str, float] = field(default_factory=dict)  # step -> wall seconds
     seconds: float = 0.0
 
@@ -82,13 +83,16 @@ def run(project, stage, log: Callable[[str], None] = print) -> DemoOutcome:
                                                     art / "promote", dataset=ing_cfg.dataset))
         log(f"    {pres2.name} v{pres2.version}: {'champion' if pres2.promoted else 'not promoted'} ({pres2.reason})")
         log(f"    grade: {m.get(K.GATE_GRADE_REASON, 'not graded')}")
-        if champ is not None:
+        if champ is not None and champ.name == pres2.name:
             winner = (f"the challenger v{pres2.version} won" if pres2.promoted else
                       f"the shipped champion v{champ.version} stays champion")
             log(f"    challenger vs shipped champion: {winner}")
+        elif champ is not None:  # another model kind: each registered model has its own champion
+            log(f"    the shipped champion is {champ.name} v{champ.version} (another model kind than the challenger "
+                f"{pres2.name}: compare them in the app or with `medsynth review list --all`)")
         run_id = run.info.run_id
 
-    return DemoOutcome(art, run_id, pres2, timings, time.perf_counter() - t0)
+    return DemoOutcome(art, run_id, pres2, champ, timings, time.perf_counter() - t0)
 
 
 def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext, log: Callable[[str], None]):

@@ -121,8 +121,9 @@ SIDE_BY_SIDE = "real_vs_synthetic.png"
 
 def _model_words(cfg) -> str:
     if cfg.model == "ldm":
-        coder = (f"autoencoder {cfg.ae_channels} for {cfg.ae_steps} steps" if cfg.autoencoder == "kl"
-                 else "4 x 4 patches (lossless)")
+        coder = {"kl": f"autoencoder {cfg.ae_channels} for {cfg.ae_steps} steps",
+                 "cascade": f"coarse view + super-resolver (width {cfg.ae_channels[0]}, {cfg.ae_steps} steps)"
+                 }.get(cfg.autoencoder, "4 x 4 patches (lossless)")
         return f"ldm ({coder}, denoiser UNet {cfg.unet_channels}, DDIM {cfg.sample_steps} steps)"
     return f"{cfg.model}/{cfg.arch} (ngf {cfg.ngf}, ndf {cfg.ndf})"
 

@@ -94,11 +94,11 @@ class TrainConfig:
     sample_count: int | None = None  # images in the per-epoch sample grid (fixed z)
     collapse_threshold: float = 0.5  # per-class diversity ratio (fake/real) below this is flagged as collapse
     # latent diffusion (model: ldm; training/diffusion.py): autoencoder steps first, then max_steps of the denoiser
-    autoencoder: str = "kl"  # kl (MONAI AutoencoderKL) | patch (lossless space-to-depth) | cascade (R/4 image + super-resolver)
+    autoencoder: str = "cascade"  # cascade (R/4 image + super-resolver) | kl (MONAI AutoencoderKL) | patch (space-to-depth)
     ae_steps: int | None = None  # profile key (kl only)
-    lr_ae: float = 5e-4
+    lr_ae: float = 1e-3
     lr_denoiser: float = 2e-4
-    ae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    ae_channels: list[int] = field(default_factory=lambda: [32, 32, 64])
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     sample_steps: int = 25  # DDIM evaluations per image when generating
     guidance: float = 1.0  # classifier-free guidance at sampling (1 = plain conditional)

@@ -148,8 +148,12 @@ class DiffusionTrainer:
         if not self.resume or not self.ckpt_path.exists():
             return
         snap = ckpt.load(self.ckpt_path)
-        ckpt.check_compatible(self.ckpt_path, snap, self.spec.to_dict(), self.data.fingerprint(),
-                              defaults=DiffusionSpec().to_dict())
+        sampling = ("sample_steps", "guidance")  # how the served model samples, not what was trained
+        ckpt.check_compatible(self.ckpt_path, {**snap, "model_spec": {k: v for k, v in snap["model_spec"].items()
+                                                                       if k not in sampling}},
+                              {k: v for k, v in self.spec.to_dict().items() if k not in sampling},
+                              self.data.fingerprint(),
+                              defaults={k: v for k, v in DiffusionSpec().to_dict().items() if k not in sampling})
         for key, want in (("seed", self.seed), ("world_size", self.info.world_size),
                           ("batch_size", self.cfg.batch_size), ("ae_steps", self.ae_steps)):
             if snap.get(key) != want:

@@ -41,8 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"  validation report: {art / 'validate' / 'report.md'}")
     print(f"  evaluation report: {art / 'evaluate' / 'report.md'}")
     print(f"  model card       : {art / 'promote' / 'model_card.md'}")
-    champ_now = (f"champion: models:/{pres2.name}@champion (v{pres2.champion_version})" if pres2.champion_version
-                 else "no champion: no model passed the gate's floors yet")
+    champs = [p for p in (out.shipped, pres2) if p is not None and p.champion_version]
+    champ_now = ("; ".join(f"champion: models:/{p.name}@champion (v{p.champion_version})" for p in champs)
+                 if champs else "no champion: no model passed the gate's floors yet")
     print(f"  registry         : .venv/bin/medsynth review list --all   ({champ_now})")
     print("  app              : .venv/bin/medsynth app   (Streamlit on http://127.0.0.1:8501)")
     return 0
