@@ -53,8 +53,8 @@ class DiffusionSpec:
     # kl: MONAI AutoencoderKL (trained first) | patch: space-to-depth, lossless, nothing to train |
     # cascade: the latent is the image itself at R/4 (antialiased, as the gate's coarse view), the decoder a
     # super-resolution network trained first, its output projected back onto the sample's coarse view
-    autoencoder: str = "kl"
-    ae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    autoencoder: str = "cascade"
+    ae_channels: list[int] = field(default_factory=lambda: [32, 32, 64])
     latent_channels: int = LATENT_CHANNELS  # kl only (patch: channels x factor^2)
     unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     sample_steps: int = 25  # DDIM evaluations when generating
@@ -99,6 +99,9 @@ class DiffusionSpec:
             raise ConfigError(f"autoencoder {self.autoencoder!r}: valid: {', '.join(AUTOENCODERS)}")
         if self.resolution not in (28, 32, 64):
             raise ConfigError(f"resolution {self.resolution}: the latent diffusion model makes 28, 32 or 64 px")
+        if self.autoencoder == "kl" and len(self.ae_channels) < self.down + 1:
+            raise ConfigError(f"ae_channels: the kl autoencoder needs {self.down + 1} widths at {self.resolution} px "
+                              f"(one per level, {self.down} downsamplings), got {self.ae_channels}")
         if not 1 <= self.sample_steps <= TIMESTEPS:
             raise ConfigError(f"sample_steps: must be in 1..{TIMESTEPS}, got {self.sample_steps}")
         if not 0.0 <= self.guidance <= 20.0:

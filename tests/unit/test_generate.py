@@ -16,10 +16,17 @@ from medsynth.training.sampler import generator_payload
 CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]
 
 
-@pytest.fixture
-def gen_file(tmp_path: Path) -> Path:
+@pytest.fixture(params=["cgan", "ldm"])
+def gen_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A tiny untrained generator file of each family (the outputs, not the quality, are under test)."""
     torch.manual_seed(0)
-    net = build_generator(ModelSpec(kind="cgan", arch="resize", resolution=32, ngf=8, num_classes=3)).eval()
+    if request.param == "ldm":
+        from medsynth.training.diffusion import DiffusionSpec, LatentDiffusion
+
+        net = LatentDiffusion(DiffusionSpec(resolution=32, num_classes=3, ae_channels=[8, 16], unet_channels=[16, 32],
+                                            sample_steps=3)).eval()
+    else:
+        net = build_generator(ModelSpec(kind="cgan", arch="resize", resolution=32, ngf=8, num_classes=3)).eval()
     path = tmp_path / "generator.pt"
     torch.save(generator_payload(net, CLASSES, ["CT"] * 3), path)
     return path
