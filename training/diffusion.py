@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsynth.errors import ConfigError
+from medsynth.training.sampler import SamplerBase
 
 LATENT_CHANNELS = 4
 TIMESTEPS = 1000
@@ -299,7 +300,7 @@ def encode_all(ldm: LatentDiffusion, x_uint8: torch.Tensor, batch: int = 256) ->
                       for i in range(0, len(x_uint8), batch)])
 
 
-class DiffusionSampler:
+class DiffusionSampler(SamplerBase):
     """A trained latent diffusion model behind the ImageGenerator protocol.
 
     Same seed -> same images (initial noise from a ``torch.Generator`` seeded with ``seed``, DDIM
@@ -319,17 +320,6 @@ class DiffusionSampler:
         self.guidance = float(self.spec.guidance if guidance is None else guidance)
         if not 1 <= self.steps <= TIMESTEPS:
             raise ConfigError(f"sample steps: must be in 1..{TIMESTEPS}, got {self.steps}")
-
-    # labels, names and bounds: the same rules as a GAN's
-    def check_labels(self, n: int, labels: Sequence[int] | np.ndarray | None) -> torch.Tensor | None:
-        from medsynth.training.sampler import check_labels
-
-        return check_labels(self.spec.num_classes, self.classes, n, labels)
-
-    def label_index(self, name: str) -> int:
-        from medsynth.training.sampler import label_index
-
-        return label_index(self.classes, name)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, labels: Sequence[int] | np.ndarray | None = None,

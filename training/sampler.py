@@ -22,7 +22,20 @@ MAX_IMAGES = 10_000  # one generate() call makes at most this many images (bound
 CHUNK = 256
 
 
-class GANSampler:
+class SamplerBase:
+    """What every served model shares: the label rules (``spec.num_classes`` and ``classes`` set by the subclass)."""
+
+    spec: Any
+    classes: list[str]
+
+    def check_labels(self, n: int, labels: Sequence[int] | np.ndarray | None) -> torch.Tensor | None:
+        return check_labels(self.spec.num_classes, self.classes, n, labels)
+
+    def label_index(self, name: str) -> int:
+        return label_index(self.classes, name)
+
+
+class GANSampler(SamplerBase):
     """A trained (EMA) generator behind the ImageGenerator protocol.
 
     Same seed -> same images: z comes from a ``torch.Generator`` seeded with ``seed``. ``bf16``
@@ -37,12 +50,6 @@ class GANSampler:
         self.classes = list(classes) if self.spec.num_classes else []
         self.bf16 = bf16
         self.device = torch.device(device)
-
-    def check_labels(self, n: int, labels: Sequence[int] | np.ndarray | None) -> torch.Tensor | None:
-        return check_labels(self.spec.num_classes, self.classes, n, labels)
-
-    def label_index(self, name: str) -> int:
-        return label_index(self.classes, name)
 
     @torch.no_grad()
     def generate(self, n: int, seed: int, labels: Sequence[int] | np.ndarray | None = None,
