@@ -178,13 +178,19 @@ def test_cli_one_line_errors(ct32: Path, project_home: Path, repo: Path, capsys:
     base = ["train", "--params", str(repo / "params.yaml"), "--in", str(ct32), "--out", str(project_home / "t"), "--no-track"]
     assert main([*base, "--model", "stylegan"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "medsynth: error: train.model: unknown model 'stylegan'; valid: cgan, dcgan"
+    assert err == "medsynth: error: train.model: unknown model 'stylegan'; valid: cgan, dcgan, ldm"
     assert main([*base[:4], str(project_home / "nowhere"), *base[5:]]) == 2
     assert "not a preprocessed artifact" in capsys.readouterr().err
     # a smoke run through the CLI, dcgan (unconditional) this time
     assert main([*base, "--profile", "smoke", "--model", "dcgan", "--set", "train.max_steps=3", "--set", "train.threads=1"]) == 0
     assert "trained dcgan (smoke) for 3 steps" in capsys.readouterr().out
     assert load_sampler(project_home / "t" / "generator.pt").classes == []
+    # and the latent diffusion kind through the same command (its own folder: another model's checkpoint is refused)
+    ldm = [*base[:6], str(project_home / "l"), *base[7:]]
+    assert main([*ldm, "--profile", "smoke", "--model", "ldm", "--set", "train.ae_steps=2", "--set", "train.max_steps=2",
+                 "--set", "train.threads=1", "--set", "train.sample_steps=2"]) == 0
+    assert "trained ldm (smoke) for 4 steps" in capsys.readouterr().out
+    assert load_sampler(project_home / "l" / "generator.pt").classes == ["AbdomenCT", "ChestCT", "HeadCT"]
 
 
 def test_multi_modality_cgan_conditions_on_modality_and_class(tmp_path: Path) -> None:
