@@ -25,6 +25,43 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+KEYS = ("c2st_auc", "c2st_auc_32px", "c2st_auc_16px", "fid_domain_16px_ratio_to_floor", "prdc_recall_16px",
+        "prdc_coverage_16px")
+
+
+def load_ldm(path: str, ema: bool = False):
+    """A LatentDiffusion from an ldm snapshot (``model``; ``ema``: its EMA denoiser) or a served generator.pt."""
+    from medsynth.training.diffusion import DiffusionSpec, LatentDiffusion
+
+    snap = torch.load(path, map_location="cpu", weights_only=True)
+    net = LatentDiffusion(DiffusionSpec.from_dict(snap["model_spec"]))
+    net.load_state_dict(snap.get("model") or snap["state_dict"])
+    if ema and snap.get("ema"):
+        net.unet.load_state_dict(snap["ema"]["model"])
+    return net.eval(), snap
+
+
+def judge(dataset: str, images, labels, label: str, kind: str, keys=KEYS) -> dict:
+    """``images`` scored by evaluate's ``score`` under params.yaml's gate policy; the verdict printed."""
+    from judge_families import bench_project, prepared
+
+    from medsynth.components.evaluate import EvaluateConfig, ImageSet, score
+    from medsynth.components.gate import gate_policy, per_class
+    from medsynth.config import load_stage, read_params
+
+    params = read_params(None)
+    data, ext = prepared(bench_project(), params, dataset)
+    cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0, c2st_max_images=1000)
+    m, _ = score(cfg, ImageSet(images, labels, label, kind=kind), data, ext, seed=0, gate=gate_policy(params))
+    print(f"grade: {m.get('gate_grade_reason')}")
+    for k in keys:
+        print(f"  {k}: {m.get(k)}" + (f"  by class {per_class(m, k)}" if per_class(m, k) else ""))
+    for name, rec in m["gate_floors"].items():
+        if not rec["passed"]:
+            print(f"  refused by {name}: {rec['detail']}")
+    return m
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="ct")
@@ -33,38 +70,19 @@ def main() -> int:
 
     from judge_families import bench_project, prepared
 
-    from medsynth.components.evaluate import EvaluateConfig, ImageSet, score
-    from medsynth.components.gate import gate_policy, per_class
-    from medsynth.config import load_stage, read_params
-    from medsynth.training.diffusion import DiffusionSpec, LatentDiffusion
+    from medsynth.config import read_params
 
-    snap = torch.load(a.checkpoint, map_location="cpu", weights_only=True)
-    net = LatentDiffusion(DiffusionSpec.from_dict(snap["model_spec"]))
-    net.load_state_dict(snap.get("model") or snap["state_dict"])
-    net.eval()
-    params = read_params(None)
-    policy = gate_policy(params)
-    data, ext = prepared(bench_project(), params, a.dataset)
+    net, _ = load_ldm(a.checkpoint)
+    data, _ = prepared(bench_project(), read_params(None), a.dataset)
     x, y = data.split("val")
     with torch.no_grad():
         r = torch.cat([net.reconstruct(torch.from_numpy(x[i:i + 256]).float()).clamp(-1, 1)
                        for i in range(0, len(x), 256)]).numpy()
     print(f"coder {net.spec.autoencoder}: mean absolute error {np.abs(r - x).mean() * 127.5:.2f} grey levels")
-    cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0, c2st_max_images=1000)
-    m, _ = score(cfg, ImageSet(r.astype(np.float32), y if data.num_classes > 1 else None, "reconstructions",
-                               kind="images"), data, ext, seed=0, gate=policy)
-    print(f"grade: {m.get('gate_grade_reason')}")
-    for k in ("c2st_auc", "c2st_auc_32px", "c2st_auc_16px", "fid_domain_16px_ratio_to_floor", "prdc_recall_16px",
-              "prdc_coverage_16px"):
-        worst = per_class(m, k)
-        print(f"  {k}: {m.get(k)}" + (f"  by class {worst}" if worst else ""))
+    m = judge(a.dataset, r.astype(np.float32), y if data.num_classes > 1 else None, "reconstructions", "images")
     div = m["diversity_ms_ssim_generated"] / m["diversity_ms_ssim_real"]
     print(f"  diversity ratio (pair MS-SSIM generated / real): {div:.3f}")
-    for name, rec in m["gate_floors"].items():
-        if not rec["passed"]:
-            print(f"  refused by {name}: {rec['detail']}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
