@@ -104,7 +104,7 @@ def load_context(params_path: str | os.PathLike | None = None) -> AppContext:
 def load_scorer(ctx: AppContext) -> Any | None:
     """The domain classifier as a live-eval scorer, or None when it has not been trained yet."""
     from medsynth.app.live_eval import scorer_from_extractor
-    from medsynth.extractor import load_extractor
+    from medsynth.training.extractor import load_extractor
 
     root = ctx.features_dir()
     if not (root / "meta.json").is_file():

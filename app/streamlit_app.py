@@ -24,11 +24,12 @@ import time
 import numpy as np
 import streamlit as st
 
-from medsynth import __version__, registry
-from medsynth.app import card, export, generate, live_eval, model_store, quality, settings
+from medsynth import __version__, export, registry
+from medsynth.app import card, generate, live_eval, model_store, quality, settings
 from medsynth.errors import MedsynthError
-from medsynth.generator import load_generator
+from medsynth.imaging import uint8_frames
 from medsynth.tracking import first_line, redact, tracking_uri
+from medsynth.training.loading import load_generator
 
 BANNER = ("Every image captioned **SYNTHETIC** is made by a generative model: not a real patient, not for "
           "diagnosis or any clinical decision. Real images appear only where captioned **REAL**.")
@@ -268,7 +269,7 @@ def show_batch(ctx: settings.AppContext) -> None:
         st.info("Choose a class, how many images and a seed, then press **Generate**.")
         return
     rec: export.GenerationRecord = batch["record"]
-    u8 = export.to_uint8(batch["images"])
+    u8 = uint8_frames(batch["images"])
     names = [generate.human_class_name(n, rec.modality) if n != "unconditional" else n for n in rec.label_names]
     what = ", ".join(dict.fromkeys(names))
     morph = f" → seed {rec.seed_b}, morphed" if rec.mode == "interpolate" else ""
@@ -309,7 +310,7 @@ def show_real(ctx: settings.AppContext, batch: dict, px: int) -> None:
         cls = pool_classes.index(name) if name in pool_classes else None
         idx = np.flatnonzero(y == cls) if cls is not None else np.arange(len(x))
         picks.append(int(rng.choice(idx)) if len(idx) else int(rng.integers(len(x))))
-    real = export.to_uint8(x[picks])
+    real = uint8_frames(x[picks])
     names = [generate.human_class_name(pool_classes[int(y[i])], rec.modality) if len(pool_classes) else "real"
              for i in picks]
     st.markdown(f"**REAL** (same classes, from the prepared {split} images)")
@@ -378,7 +379,7 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
         st.markdown(f"**Nearest real training image** (privacy look: a near-copy is closer than "
                     f"{ref.near_copy_threshold:.3f}, i.e. {ctx.cfg.near_copy_ratio:g} × the typical distance between "
                     f"two training images, {ref.train_nn_median:.3f})")
-        real = export.to_uint8(ref.train[ev.nn_index])
+        real = uint8_frames(ref.train[ev.nn_index])
         px = max(ctx.cfg.display_px // 2, 64)
         pairs = [generate.side_by_side(generate.enlarge(s, px), generate.enlarge(r, px))
                  for s, r in zip(u8, real, strict=True)]

@@ -61,7 +61,8 @@ def train_reference(steps: int) -> Path:
     import torch
 
     from medsynth.training.config import Device, TrainConfig
-    from medsynth.training.trainer import TrainData, Trainer
+    from medsynth.training.loop import TrainData
+    from medsynth.training.trainer import Trainer
 
     out = OUT / f"app_dcgan64_{steps}steps"
     if (out / "generator.pt").is_file():
@@ -78,7 +79,7 @@ def train_reference(steps: int) -> Path:
 
 def pick_generator(args: argparse.Namespace):
     """(fp32 sampler, bf16 sampler, description)."""
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
     from medsynth.training.models import Generator, ModelSpec
     from medsynth.training.sampler import GANSampler
 
@@ -140,8 +141,8 @@ def quality(fp32, bf16, extractor_dir: Path | None, trained: bool, n: int = 256)
            "mean_levels": float(lv.mean()), "share_pixels_changed": float((lv > 0).mean())}
     if extractor_dir is not None and (extractor_dir / "meta.json").is_file():
         from medsynth.app.live_eval import frechet
-        from medsynth.extractor import load_extractor
         from medsynth.metrics import extract
+        from medsynth.training.extractor import load_extractor
 
         ex = load_extractor(extractor_dir)
         mod = ex.feature_module()

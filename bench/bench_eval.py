@@ -59,7 +59,7 @@ def extractor():
     from medsynth.components import features
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, read_params
-    from medsynth.extractor import load_extractor
+    from medsynth.training.extractor import load_extractor
 
     params = read_params(REPO / "params.yaml")
     cfg = load_stage(features.FeaturesConfig, "features", params)

@@ -28,8 +28,8 @@ def main() -> int:
     import os
 
     os.environ.setdefault("MEDSYNTH_QUIET", "1")
-    from medsynth.generator import load_generator
     from medsynth.training import zoo
+    from medsynth.training.loading import load_generator
 
     rows = []
     for name, entry in zoo.entries().items():

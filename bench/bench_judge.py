@@ -118,7 +118,7 @@ def bench(names: list[str], c2st_on: bool = True, seed: int = 0, extractor_dir: 
     from medsynth.components import features
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, read_params
-    from medsynth.extractor import load_extractor
+    from medsynth.training.extractor import load_extractor
 
     params = read_params(REPO / "params.yaml")
     datasets = load_stage(IngestConfig, "ingest", params).datasets

@@ -132,7 +132,7 @@ def rates(pool: np.ndarray, n_false: int, n_detect: int, batch: int, extractor: 
     tf = ImageTransform(resolution=64)
     embed = None
     if extractor is not None:
-        from medsynth.extractor import load_extractor
+        from medsynth.training.extractor import load_extractor
 
         ext = load_extractor(extractor)
         module = ext.feature_module()

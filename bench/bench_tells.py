@@ -79,9 +79,9 @@ def main() -> int:
     from PIL import Image
 
     from medsynth.c2st import C2STSettings, _fit, _predict, _resize, c2st, c2st_per_class
-    from medsynth.generator import load_generator
     from medsynth.imaging import make_grid, to_uint8, to_unit
     from medsynth.prepared import PreparedData
+    from medsynth.training.loading import load_generator
 
     ref = a.generator or f"zoo:{a.dataset}"
     pd = PreparedData.load(a.prepared or f"artifacts/zoo/{a.dataset}/preprocess")

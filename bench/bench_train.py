@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_dcgan import Reference  # noqa: E402
 
 from medsynth.training.config import load_train_config  # noqa: E402
-from medsynth.training.trainer import TrainData, Trainer  # noqa: E402
+from medsynth.training.loop import TrainData
+from medsynth.training.trainer import Trainer  # noqa: E402
 from medsynth.transforms import ImageTransform  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

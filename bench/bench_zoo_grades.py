@@ -40,7 +40,7 @@ def bench(names: list[str], n: int, seed: int = 0) -> dict[str, Any]:
     from medsynth.components.evaluate import EvaluateConfig, run
     from medsynth.components.gate import gate_policy, per_class
     from medsynth.config import load_stage, read_params
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     params = read_params(REPO / "params.yaml")
     policy = gate_policy(params)

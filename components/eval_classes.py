@@ -196,12 +196,8 @@ def utility(ctx: EvalContext) -> Utility | None:
     An unconditional set: the synthetic images get classifier (a)'s predictions as labels
     (pseudo-labelling), recorded as ``utility_pseudo_labels`` = 1. None when it does not apply.
     """
-    from medsynth.training.classifier import (
-        TrainSettings,
-        accuracy_auc,
-        predict_proba,
-        train_classifier,
-    )
+    from medsynth.metrics import accuracy_auc
+    from medsynth.training.classifier import TrainSettings, predict_proba, train_classifier
 
     if not utility_applies(ctx):
         return None

@@ -47,7 +47,7 @@ class EvalContext:
 
     cfg: EvaluateConfig
     data: PreparedData
-    extractor: Any  # a loaded medsynth.extractor.Extractor
+    extractor: Any  # a loaded medsynth.training.extractor.Extractor
     seed: int
     x_g: np.ndarray  # the compared images, float32 [N, 1, R, R] in [-1, 1]
     labels: np.ndarray | None  # their requested class indices (a conditional set), else None

@@ -235,7 +235,7 @@ def run(cfg: EvaluateConfig, project: ProjectConfig, generator: ImageGenerator |
         gate: GatePolicy | None = None, c2st_settings: Any = None) -> EvalResult:
     """Score ``generator`` (or a fixed :class:`ImageSet`) against the real test split; write ``out_dir``.
 
-    ``extractor``: a loaded medsynth.extractor.Extractor (default: ``evaluate.extractor`` or
+    ``extractor``: a loaded medsynth.training.extractor.Extractor (default: ``evaluate.extractor`` or
     ``<artifacts>/features/domain_cnn``, which must exist: run ``medsynth features``).
     ``gate``: the policy whose absolute floors are recorded in metrics.json (``promote.gate``;
     default: params.yaml's). ``c2st_settings``: medsynth.c2st.C2STSettings (default: its defaults).
@@ -244,8 +244,8 @@ def run(cfg: EvaluateConfig, project: ProjectConfig, generator: ImageGenerator |
         InputError: the source does not fit the dataset, bad output, no extractor, too few images.
     """
     from medsynth.components import eval_report
-    from medsynth.extractor import load_extractor
     from medsynth.fileio import atomic_dir, write_json
+    from medsynth.training.extractor import load_extractor
 
     t0 = time.perf_counter()
     data = PreparedData.load(prepared_dir)

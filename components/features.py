@@ -29,7 +29,7 @@ validation images pass). Format-1 extractors (``SmallCNN``) still load, without 
 extractor's class, so conditional accuracy can be judged for any of those datasets.
 
 This module is the step that trains and saves an extractor; loading and using one
-(``Extractor``, ``load_extractor``) is core library code in ``medsynth/extractor.py``.
+(``Extractor``, ``load_extractor``) is core library code in ``training/extractor.py``.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ import numpy as np
 
 from medsynth.config import to_dict
 from medsynth.errors import ConfigError, InputError
-from medsynth.extractor import FORMAT, Extractor, load_extractor  # noqa: E402,F401 - the library (core)
 from medsynth.fileio import atomic_dir, sha256_bytes, sha256_file, write_json
 from medsynth.project import ProjectConfig
 from medsynth.readers import SourceConfig
+from medsynth.training.extractor import FORMAT, Extractor, load_extractor  # noqa: E402,F401 - the library (core)
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def train_extractor(cfg: FeaturesConfig, datasets: dict[str, list[SourceConfig]]
     """Train, test and save the extractor into ``out_dir`` (atomically). Returns its meta."""
     import torch
 
-    from medsynth.training.classifier import accuracy_auc
+    from medsynth.metrics import accuracy_auc
     from medsynth.training.judge_net import JudgeSettings, in_domain_scores, train_judge
 
     if cfg.dataset not in datasets:
@@ -243,7 +243,7 @@ def run(cfg: FeaturesConfig, project: ProjectConfig, datasets: dict[str, list[So
         from medsynth.tracking import step_run
 
         with step_run(project, "features", to_dict(cfg), meta["data_hash"],
-                      tags={"medsynth.extractor.sha256": meta["sha256"], "medsynth.extractor.backbone": meta["backbone"]}):
+                      tags={"medsynth.training.extractor.sha256": meta["sha256"], "medsynth.training.extractor.backbone": meta["backbone"]}):
             mlflow.log_metrics({
                 "test_accuracy": meta["test_accuracy"],
                 "test_auc": meta["test_auc"],

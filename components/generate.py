@@ -99,8 +99,8 @@ def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, 
     """Steps 1-4 of the module docstring. Raises InputError/RegistryError/TrainingError (one line)."""
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage
-    from medsynth.generator import load_generator
     from medsynth.training.config import Precision, resolve_precision
+    from medsynth.training.loading import load_generator
 
     fmt = check_request(req, out)
     out = Path(out)
@@ -117,9 +117,9 @@ def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, 
     elif req.class_name:
         raise InputError(f"--class: {uri} is unconditional (no classes); leave --class out")
     images = gen.generate(req.n, req.seed, labels, truncation=req.truncation)
-    from medsynth.app.export import to_uint8
+    from medsynth.imaging import uint8_frames
 
-    pixels = to_uint8(images)
+    pixels = uint8_frames(images)
     names = [gen.classes[i] for i in labels] if labels is not None else ["unconditional"] * req.n
     manifest = {"synthetic": True, "software": f"medsynth {__version__}", "model": uri, "seed": req.seed,
                 "n": req.n, "resolution": int(pixels.shape[-1]), "classes": list(gen.classes),
@@ -155,7 +155,7 @@ def _write_folder(out: Path, pixels: np.ndarray, labels: np.ndarray | None, name
                   req: GenerateRequest, fmt: str, precision: str, manifest: dict) -> Path:
     from pydicom.uid import generate_uid
 
-    from medsynth.app.export import GenerationRecord, burn_in, dicom_bytes, file_stem, png_bytes
+    from medsynth.export import GenerationRecord, burn_in, dicom_bytes, file_stem, png_bytes
 
     record = GenerationRecord(model_name=uri, model_version="", seed=req.seed,
                               labels=[int(v) for v in labels] if labels is not None else [],

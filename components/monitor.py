@@ -151,7 +151,7 @@ def load_embedder(cfg: MonitorConfig, project: ProjectConfig, params: dict[str, 
         return None, "", "embeddings off (monitor.embedding_components: 0)"
     from medsynth.components.features import FeaturesConfig, default_dir
     from medsynth.config import load_stage
-    from medsynth.extractor import load_extractor
+    from medsynth.training.extractor import load_extractor
 
     if cfg.extractor:
         root = Path(cfg.extractor) if Path(cfg.extractor).is_absolute() else project.root / cfg.extractor

@@ -93,9 +93,9 @@ def act(cfg: MonitorConfig, project: ProjectConfig, params: dict[str, Any], over
 def check_outputs(cfg: MonitorConfig, project: ProjectConfig, generator: str | Path, label: str,
                   seed: int | None = None, track: bool = True) -> Any:
     """The champion's outputs against its first (evaluation-time) batch; ``generator`` is any
-    reference :func:`medsynth.generator.load_generator` takes."""
+    reference :func:`medsynth.training.loading.load_generator` takes."""
     from medsynth.components.monitor_outputs import run_outputs
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     return run_outputs(cfg, project, load_generator(generator, project), label, seed=seed, track=track)
 

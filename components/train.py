@@ -8,7 +8,7 @@
 4. Log the final EMA generator as an MLflow pyfunc model (weights + spec + our own loader, no
    pickled code), so the registry lists it; its sha256 goes into the run's tags (the tracking
    database, not the artifact store). Later steps load it by ``runs:/<id>/generator`` or
-   ``models:/name@alias`` as *weights only* (:func:`medsynth.generator.load_generator`): the file is checked against
+   ``models:/name@alias`` as *weights only* (:func:`medsynth.training.loading.load_generator`): the file is checked against
    that sha256 and read with ``torch.load(weights_only=True)`` into the installed package's
    networks. The stored ``train_pyfunc.py`` is never run by medsynth.
 
@@ -60,7 +60,7 @@ def load_train_data(prepared_dir: str | os.PathLike) -> Any:
     import torch
 
     from medsynth.prepared import PreparedData
-    from medsynth.training.trainer import TrainData
+    from medsynth.training.loop import TrainData
 
     pd = PreparedData.load(prepared_dir)
     try:
@@ -136,7 +136,7 @@ def log_generator_model(generator_path: Path, resolution: int, classes: list[str
     """Log ``generator.pt`` as a pyfunc model (models-from-code: nothing is pickled). Returns its URI.
 
     The file's sha256 is set as the run tag ``medsynth.generator_sha256`` first: whoever can write
-    to the artifact store cannot change it, and :func:`medsynth.generator.load_generator` refuses a file that differs.
+    to the artifact store cannot change it, and :func:`medsynth.training.loading.load_generator` refuses a file that differs.
     """
     import mlflow
     from mlflow.models import ModelSignature

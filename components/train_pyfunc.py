@@ -1,7 +1,7 @@
 """The MLflow pyfunc model of a trained generator ("models from code": MLflow runs this file).
 
 MLflow executes this file when the model is logged and when MLflow's own tools load it (e.g.
-``mlflow models serve``); medsynth itself never does: ``medsynth.generator.load_generator`` reads
+``mlflow models serve``); medsynth itself never does: ``medsynth.training.loading.load_generator`` reads
 only the sha256-checked ``generator.pt``, so a changed copy of this file in the artifact store runs
 nowhere in the pipeline, the evaluator or the app. It ends with
 ``mlflow.models.set_model`` -- the one module in the package with an import-time effect, and it
@@ -23,7 +23,7 @@ import numpy as np
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
-        from medsynth.training.sampler import load_sampler
+        from medsynth.training.loading import load_sampler
 
         self.sampler = load_sampler(context.artifacts["generator"])
 

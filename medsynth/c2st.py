@@ -133,7 +133,7 @@ class _Detector(nn.Module):
 def _fast_bf16() -> bool:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
         return False
-    from medsynth.training.distributed import cpu_has_fast_bf16
+    from medsynth.hardware import cpu_has_fast_bf16
 
     return cpu_has_fast_bf16()
 
@@ -154,7 +154,7 @@ def _check_images(name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    from medsynth.training.classifier import binary_auc
+    from medsynth.metrics import binary_auc
 
     return binary_auc(scores, positive)
 

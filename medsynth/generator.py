@@ -7,7 +7,6 @@ tests and as a reference point, a "generator" that returns held-out real images.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from medsynth.project import ProjectConfig
+    pass
 
 GENERATOR_FILE = "generator.pt"  # what training writes (medsynth.training.sampler.generator_payload)
 
@@ -38,49 +37,6 @@ class ImageGenerator(Protocol):
         labels: Sequence[int] | np.ndarray | None = None,
         truncation: float = 1.0,
     ) -> np.ndarray: ...
-
-
-def load_generator(ref: str | os.PathLike, project: ProjectConfig | None = None,
-                   bf16: bool = False) -> ImageGenerator:
-    """The one way to load a trained generator, weights only, whatever names it.
-
-    ``ref`` is one of:
-
-    * ``zoo:<dataset>``: a shipped champion (``training/zoo/``; sha256 and size checked against
-      the manifest);
-    * a ``generator.pt`` written by training, or a folder holding one (a train step's output);
-    * an MLflow model URI, ``runs:/<id>/generator``, ``models:/<name>@<alias>`` or
-      ``models:/<name>/<version>``: downloaded and checked against the sha256 its training run
-      recorded (:func:`verified_generator_file`). ``project`` points MLflow at its store first.
-
-    Every path ends in ``medsynth.training.sampler.load_sampler`` (``torch.load(weights_only=True)``
-    into the installed package's networks): no stored Python is ever imported or run.
-
-    Raises:
-        InputError: unknown reference, no generator file, or a file that is not what was recorded.
-        RegistryError: the URI cannot be resolved or downloaded.
-    """
-    from medsynth.errors import InputError
-    from medsynth.training.sampler import load_sampler
-
-    text = str(ref)
-    if text.startswith("zoo:"):
-        from medsynth.training import zoo
-
-        return load_sampler(zoo.get(text[len("zoo:"):]).path, bf16=bf16)
-    if text.startswith(("runs:/", "models:/")):
-        if project is not None:
-            from medsynth.tracking import setup_mlflow
-
-            setup_mlflow(project)
-        return load_sampler(verified_generator_file(text), bf16=bf16)
-    path = Path(text)
-    if path.is_dir():
-        path = path / GENERATOR_FILE
-    if not path.is_file():
-        raise InputError(f"{text}: generator file not found (give a {GENERATOR_FILE}, a folder holding one, zoo:<dataset>, "
-                         "runs:/<run_id>/generator or models:/<name>@<alias>)")
-    return load_sampler(path, bf16=bf16)
 
 
 def source_run_id(client: Any, uri: str) -> str:

@@ -97,7 +97,7 @@ def _read_npz(p: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray | Non
 
 def _label_indices(p: Path, y: np.ndarray, classes: list[str]) -> np.ndarray:
     """Integer class indices from integer labels or class names."""
-    from medsynth.readers.folder import match_class
+    from medsynth.readers.image_folder import match_class
 
     if y.dtype.kind in "iu":
         bad = (y < 0) | (y >= len(classes))
@@ -118,7 +118,7 @@ def _label_indices(p: Path, y: np.ndarray, classes: list[str]) -> np.ndarray:
 
 
 def _read_folder(p: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    from medsynth.readers.folder import match_class
+    from medsynth.readers.image_folder import match_class
 
     entries = sorted(e for e in p.iterdir() if not e.name.startswith("."))
     dirs = [e for e in entries if e.is_dir()]
@@ -144,7 +144,7 @@ def _read_folder(p: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray | 
 
 
 def _read_pngs(folder: Path, files: list[Path]) -> np.ndarray:
-    from medsynth.readers.folder import load_gray
+    from medsynth.readers.image_folder import load_gray
 
     out = []
     for f in files:

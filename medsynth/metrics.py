@@ -401,3 +401,35 @@ def standard_fid(weights: str, real: np.ndarray, fake: np.ndarray) -> float:
     """ImageNet-Inception FID (comparable with papers) from a local weights file; see InceptionFeatures."""
     module = InceptionFeatures(weights)
     return fid_kid(extract(module, real, 64), extract(module, fake, 64), kid_subsets=1)["fid"]
+
+
+def binary_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged; NaN if one class is absent."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = start + (counts + 1) / 2.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def accuracy_auc(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, AUC): binary AUC of class 1, or macro one-vs-rest AUC for more classes."""
+    probs = np.asarray(probs)
+    y = np.asarray(y).reshape(-1)
+    acc = float((probs.argmax(1) == y).mean()) if len(y) else float("nan")
+    k = probs.shape[1]
+    if k == 2:
+        auc = binary_auc(probs[:, 1], y == 1)
+    else:
+        aucs = [binary_auc(probs[:, c], y == c) for c in range(k)]
+        aucs = [a for a in aucs if not np.isnan(a)]
+        auc = float(np.mean(aucs)) if aucs else float("nan")
+    return acc, auc

@@ -1,6 +1,6 @@
 """The MLflow model registry as medsynth uses it: the tag schema, the aliases, the client, version
 listing and the per-model lock. (The registry of *model kinds*, ``dcgan``/``cgan``, is
-``training/registry.py``.)
+``training/kinds.py``.)
 
 Who writes and who reads:
 

@@ -38,9 +38,9 @@ def run(project, stage, log: Callable[[str], None] = print) -> DemoOutcome:
     (``medsynth.cli.Context.stage``).
     """
     from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
-    from medsynth.generator import load_generator
     from medsynth.tracking import parent_run
     from medsynth.training.config import TrainConfig
+    from medsynth.training.loading import load_generator
 
     art = project.artifacts_path()
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def run(project, stage, log: Callable[[str], None] = print) -> DemoOutcome:
 def _shipped_champion(project, dataset: str, art, ev_cfg, pr_cfg, ext, log: Callable[[str], None]):
     """Register, evaluate and gate the shipped generator of ``dataset``; None when there is none."""
     from medsynth.components import evaluate, promote, train
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     zres = train.import_shipped(project, dataset, art / "zoo_champion", art / "preprocess")
     if zres is None:

@@ -100,9 +100,9 @@ def evaluate_op(project: str, evaluate: str, promote: str, kfp_run: str, prepare
 
     from medsynth.components.evaluate import EvaluateConfig, run
     from medsynth.components.promote import PromoteConfig
-    from medsynth.extractor import load_extractor
-    from medsynth.generator import load_generator
     from medsynth.pipelines.runtime import enter_step, scalars, stage, train_info
+    from medsynth.training.extractor import load_extractor
+    from medsynth.training.loading import load_generator
 
     proj = enter_step(project, kfp_run)
     res = run(stage(EvaluateConfig, "evaluate", evaluate), proj, load_generator(model.path),

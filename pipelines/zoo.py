@@ -51,10 +51,11 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     from medsynth.components import evaluate, train
     from medsynth.components.gate import better_entry
     from medsynth.components.promote import PromoteConfig
-    from medsynth.generator import GENERATOR_FILE, load_generator
+    from medsynth.generator import GENERATOR_FILE
     from medsynth.prepared import PreparedData
     from medsynth.training import zoo
     from medsynth.training.config import TrainConfig
+    from medsynth.training.loading import load_generator
 
     art = project.artifacts_path() / "zoo" / dataset
     t0 = time.perf_counter()
@@ -142,8 +143,8 @@ def _shipped_metrics(project, stage, dataset, art, ext, gate, track, log):
     from medsynth import metric_keys as K
     from medsynth.components import evaluate
     from medsynth.errors import InputError
-    from medsynth.generator import load_generator
     from medsynth.training import zoo
+    from medsynth.training.loading import load_generator
 
     try:
         entry = zoo.get(dataset)

@@ -61,7 +61,7 @@ class TrainConfig:
     """Training settings; defaults are pytorch/examples dcgan's (nz=100, 64 filters, Adam 2e-4/0.5)."""
 
     profile: Profile = Profile.CUSTOM
-    model: str = "cgan"  # a name in medsynth.training.registry (dcgan, cgan)
+    model: str = "cgan"  # a name in medsynth.training.kinds (dcgan, cgan)
     arch: str = "dcgan"  # network family: dcgan (pytorch/examples) | resnet (training/resnet.py)
     # profile keys: None = the profile's value (see PROFILES); resolved in __post_init__
     epochs: int | None = None
@@ -110,8 +110,8 @@ class TrainConfig:
                 object.__setattr__(self, key, value)  # frozen: filled once, at construction
 
     def check(self) -> None:
+        from medsynth.training.kinds import get_kind
         from medsynth.training.models import check_arch
-        from medsynth.training.registry import get_kind
 
         get_kind(self.model)
         check_arch(self.arch)
@@ -160,7 +160,7 @@ def resolve_precision(precision: Precision, device_type: str, fast_bf16: bool | 
     if device_type == "cuda":
         return Precision.BF16
     if fast_bf16 is None:
-        from medsynth.training.distributed import cpu_has_fast_bf16
+        from medsynth.hardware import cpu_has_fast_bf16
 
         fast_bf16 = cpu_has_fast_bf16()
     return Precision.BF16 if fast_bf16 else Precision.FP32

@@ -38,9 +38,8 @@ from medsynth.training.diffusion import (
     train_scheduler,
 )
 from medsynth.training.ema import EMA
-from medsynth.training.registry import get_kind
-from medsynth.training.sampler import generator_payload
-from medsynth.training.trainer import (
+from medsynth.training.kinds import get_kind
+from medsynth.training.loop import (
     Callback,
     NullCallback,
     TimeBudget,
@@ -49,6 +48,7 @@ from medsynth.training.trainer import (
     diversity_report,
     step_seed,
 )
+from medsynth.training.sampler import generator_payload
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
 GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)

@@ -19,7 +19,7 @@ A class-trained CNN's penultimate layer is invariant to much of what makes an im
 ``in_domain_score`` is the squared Mahalanobis distance of an image's embedding to the nearest
 class centre (shared covariance, Lee et al. 2018), in units of the score's 99th percentile on
 held-out real images: above 1.0 is "not like any real image of any class", so noise cannot
-score 0.99 class confidence (see ``medsynth.extractor.Extractor.judge``).
+score 0.99 class confidence (see ``medsynth.training.extractor.Extractor.judge``).
 
 Pure ML: no files, no tracking.
 """

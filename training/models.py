@@ -222,25 +222,6 @@ def check_arch(arch: str) -> None:
         raise ConfigError(f"train.arch: unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
 
 
-def build_generator(spec: ModelSpec) -> nn.Module:
-    """The generator network a spec describes (DCGAN or residual), freshly initialised."""
-    check_arch(spec.arch)
-    if spec.arch == "resnet":
-        from medsynth.training.resnet import ResGenerator
-
-        return ResGenerator(spec)
-    return Generator(spec)
-
-
-def build_discriminator(spec: ModelSpec) -> nn.Module:
-    check_arch(spec.arch)
-    if spec.arch == "resnet":
-        from medsynth.training.resnet import ResDiscriminator
-
-        return ResDiscriminator(spec)
-    return Discriminator(spec)
-
-
 def minibatch_std(h: torch.Tensor, group: int = 4, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Append one feature map: the standard deviation of the features across a group of images.
 

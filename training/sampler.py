@@ -5,17 +5,15 @@ GAN and the diversity statistic used to spot mode collapse (sample grids: ``meds
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.errors import ConfigError, TrainingError
-from medsynth.training.models import Generator, ModelSpec, build_generator
+from medsynth.errors import ConfigError
+from medsynth.training.models import Generator, ModelSpec
 
 DIFFUSION_KINDS = ("ldm",)  # model kinds whose files hold a LatentDiffusion (training/diffusion.py)
 MAX_IMAGES = 10_000  # one generate() call makes at most this many images (bounds memory)
@@ -135,37 +133,6 @@ def generator_payload(net: Generator, classes: Sequence[str], modalities: Sequen
     """What a served generator file holds: spec, weights, class names (tensors + plain types)."""
     return {"format": 1, "model_spec": net.spec.to_dict(), "state_dict": net.state_dict(),
             "classes": list(classes), "modalities": list(modalities), "extra": dict(extra or {})}
-
-
-def load_sampler(path: str | os.PathLike, bf16: bool = False, device: str = "cpu") -> Any:
-    """Load a generator file written by training (``generator.pt``), with weights_only=True.
-
-    A GAN's file gives a :class:`GANSampler`, a latent diffusion model's (``model_spec.kind ==
-    "ldm"``) a :class:`~medsynth.training.diffusion.DiffusionSampler`.
-
-    Raises:
-        TrainingError: missing, corrupt or not a generator file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: generator file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload["model_spec"].get("kind") in DIFFUSION_KINDS:
-            from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
-
-            net = LatentDiffusion(DiffusionSpec.from_dict(payload["model_spec"]))
-            net.load_state_dict(payload["state_dict"])
-            return DiffusionSampler(net, payload.get("classes", []), bf16=bf16, device=device)
-        spec = ModelSpec.from_dict(payload["model_spec"])
-        net = build_generator(spec)
-        net.load_state_dict(payload["state_dict"])
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch/zip/key errors all mean "not usable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise TrainingError(f"{path}: not a readable generator file ({first})") from None
-    return GANSampler(net, payload.get("classes", []), bf16=bf16, device=device)
 
 
 def diversity(images: torch.Tensor | np.ndarray, size: int = 16) -> float:

@@ -53,8 +53,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     from medsynth.components.ingest import IngestConfig
     from medsynth.components.promote import PromoteConfig
-    from medsynth.generator import load_generator
     from medsynth.prepared import PreparedData
+    from medsynth.training.loading import load_generator
 
     ctx = Context(args)
     project = ctx.project

@@ -78,7 +78,7 @@ def _dicom_modalities(inp, limit: int = 200) -> set[str]:
     import pydicom
 
     from medsynth.readers.dicom import MODALITY_MAP
-    from medsynth.readers.folder import source_files
+    from medsynth.readers.image_folder import source_files
 
     out = set()
     for f in source_files(inp)[:limit]:
@@ -152,7 +152,7 @@ def input_classes(inp, fmt: str, declared: str | None) -> list[str]:
 
 def _folder_classes(root) -> list[str]:
     """Class names of an image folder laid out as ``[split/]class/*.png`` (sorted), else []."""
-    from medsynth.readers.folder import SPLIT_NAMES
+    from medsynth.readers.image_folder import SPLIT_NAMES
 
     if not root.is_dir():
         return []

@@ -84,10 +84,10 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
 
     from medsynth.cli import Context
     from medsynth.errors import ConfigError
-    from medsynth.generator import load_generator
     from medsynth.pipelines.zoo import prepare
     from medsynth.prepared import PreparedData
     from medsynth.study import augment
+    from medsynth.training.loading import load_generator
 
     if args.cells or args.study_id:
         raise ConfigError("--augment: --cells and --study-id belong to the study grid")

@@ -30,8 +30,8 @@ import numpy as np
 from medsynth.dataset import ImageRecord
 from medsynth.deid import burned_in_annotation, identity_strings, pseudonym, scrub_path
 from medsynth.errors import InputError
-from medsynth.readers import Reject, SourceConfig, rel, same_modality
-from medsynth.readers.folder import MAX_SIDE, source_files, split_and_class
+from medsynth.readers.base import Format, Reject, SourceConfig, is_dicom_file, rel, same_modality
+from medsynth.readers.image_folder import MAX_SIDE, source_files, split_and_class
 
 MAX_FRAMES = 4096  # bound on frames per file (user-controlled size)
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
@@ -246,3 +246,7 @@ def read_dicom(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) ->
                     burned_in_annotation=h.burned_in,
                 )
                 frame += 1
+
+
+FORMAT = Format(name="dicom", read=read_dicom, claims=is_dicom_file, rank=2, whole_file=True,
+                expects="DICOM (.dcm, or a DICM header)")

@@ -32,8 +32,8 @@ import numpy as np
 from medsynth.dataset import ImageRecord
 from medsynth.deid import pseudonym, scrub_path
 from medsynth.errors import InputError
-from medsynth.readers import Reject, SourceConfig, is_nifti, rel
-from medsynth.readers.folder import MAX_SIDE, source_files, split_and_class
+from medsynth.readers.base import Format, Reject, SourceConfig, is_nifti, rel
+from medsynth.readers.image_folder import MAX_SIDE, source_files, split_and_class
 
 MAX_VOXELS = 512 * 1024 * 1024  # bound on one 3D volume (user-controlled size)
 MAX_SLICES = 4096
@@ -160,3 +160,6 @@ def read_nifti(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) ->
                 frame=k,
                 units="HU" if hu else "raw",
             )
+
+
+FORMAT = Format(name="nifti", read=read_nifti, claims=is_nifti, rank=0, whole_file=True, expects=".nii/.nii.gz")

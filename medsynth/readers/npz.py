@@ -11,7 +11,7 @@ import numpy as np
 from medsynth.dataset import SPLITS, ImageRecord
 from medsynth.deid import scrub_path
 from medsynth.errors import InputError
-from medsynth.readers import Reject, SourceConfig, rel
+from medsynth.readers.base import Format, Reject, SourceConfig, rel
 
 
 def read_npz(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -> Iterator[ImageRecord]:
@@ -66,3 +66,13 @@ def read_npz(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -> I
                     class_name=src.classes[lab],
                     split=split,
                 )
+
+
+def read_npz_source(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -> Iterator[ImageRecord]:
+    """One .npz file, or every .npz under a folder (in name order)."""
+    for f in [path] if path.is_file() else sorted(path.rglob("*.npz")):
+        yield from read_npz(src, f, reject, rel_root)
+
+
+FORMAT = Format(name="npz", read=read_npz_source, claims=lambda p: p.suffix.lower() == ".npz", rank=3,
+                whole_file=True, expects=".npz")

@@ -206,12 +206,8 @@ def _sd(a: np.ndarray) -> float:
 def run(gen: Any, data: Any, settings: AugmentSettings = AugmentSettings(), generator_ref: str = "",
         dataset: str = "", log: Callable[[str], None] = print) -> AugmentResult:
     """Every arm x seed; ``gen`` a conditional ImageGenerator over ``data``'s classes."""
-    from medsynth.training.classifier import (
-        TrainSettings,
-        accuracy_auc,
-        predict_proba,
-        train_classifier,
-    )
+    from medsynth.metrics import accuracy_auc
+    from medsynth.training.classifier import TrainSettings, predict_proba, train_classifier
 
     settings.check()
     check_generator(gen)

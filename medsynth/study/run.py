@@ -295,8 +295,8 @@ def run(plan_: StudyPlan, params: dict[str, Any], project: ProjectConfig, log=pr
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage, to_dict
     from medsynth.fileio import write_json
-    from medsynth.generator import load_generator
     from medsynth.tracking import parent_run
+    from medsynth.training.loading import load_generator
 
     t0 = time.perf_counter()
     prof = plan_.profile
@@ -390,9 +390,9 @@ def train_cell(spec_path: str | Path) -> None:
     from medsynth import metrics as M
     from medsynth.components import train
     from medsynth.config import load_stage
-    from medsynth.extractor import load_extractor
     from medsynth.prepared import PreparedData
     from medsynth.training.config import TrainConfig
+    from medsynth.training.extractor import load_extractor
 
     spec = json.loads(Path(spec_path).read_text())
     project = ProjectConfig(**spec["project"])

@@ -38,7 +38,8 @@ def generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from medsynth.training.config import Device, TrainConfig
-    from medsynth.training.trainer import TrainData, Trainer
+    from medsynth.training.loop import TrainData
+    from medsynth.training.trainer import Trainer
 
     with np.load(DATA / "mednist_ct_small.npz") as z:
         x, y = z["train_images"], z["train_labels"].reshape(-1)

@@ -174,9 +174,9 @@ def test_generate_evaluate_export_and_feedback(registered):
 
 
 def export_u8(images):
-    from medsynth.app.export import to_uint8
+    from medsynth.imaging import uint8_frames
 
-    return to_uint8(images)
+    return uint8_frames(images)
 
 
 def test_compare_with_real_and_nearest_training_image(registered):
@@ -237,7 +237,7 @@ def test_other_version_interpolation_and_bad_count(registered):
     _no_traceback(at)
     imgs = at.session_state["batch"]["images"]
     assert imgs.shape == (5, 1, 64, 64)
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     gen = load_generator(f"models:/{MODEL_NAME}/{v2}", project)
     np.testing.assert_allclose(imgs[0], gen.generate(1, 3, labels=[0])[0], atol=1e-5)

@@ -13,8 +13,8 @@ import torch.distributed as dist
 
 from medsynth.prepared import PreparedData
 from medsynth.training.config import load_train_config
-from medsynth.training.trainer import TrainData, make_trainer
-
+from medsynth.training.loop import TrainData
+from medsynth.training.trainer import make_trainer
 
 LDM = {"model": "ldm", "batch_size": 16, "ae_steps": 3, "max_steps": 3, "checkpoint_every": 3,
        "ae_channels": [8, 16, 16], "unet_channels": [16, 32], "sample_steps": 2, "sample_count": 4}

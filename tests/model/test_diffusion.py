@@ -12,13 +12,14 @@ import torch
 from prepared_fixture import write_prepared
 
 from medsynth.errors import ConfigError, TrainingError
-from medsynth.generator import GENERATOR_FILE, load_generator
+from medsynth.generator import GENERATOR_FILE
 from medsynth.prepared import PreparedData
 from medsynth.training.config import load_train_config
 from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
 from medsynth.training.diffusion_trainer import DiffusionTrainer
-from medsynth.training.sampler import load_sampler
-from medsynth.training.trainer import TrainData, make_trainer
+from medsynth.training.loading import load_generator, load_sampler
+from medsynth.training.loop import TrainData
+from medsynth.training.trainer import make_trainer
 
 # tiny widths, one thread: the behaviour, not the quality, is under test here
 TINY = {"model": "ldm", "autoencoder": "kl", "batch_size": 16, "ae_steps": 3, "max_steps": 5, "log_every": 1, "threads": 1,

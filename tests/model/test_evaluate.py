@@ -17,8 +17,8 @@ import pytest
 from medsynth.components import features
 from medsynth.components.evaluate import EvaluateConfig, HeldOutReal, compute, run
 from medsynth.errors import InputError
-from medsynth.extractor import load_extractor
 from medsynth.prepared import PreparedData
+from medsynth.training.extractor import load_extractor
 
 REPO = Path(__file__).resolve().parents[2]
 GATE_KEYS = ["fid_domain", "kid_domain_mean", "fid_domain_floor", "prdc_precision", "prdc_recall",
@@ -260,7 +260,7 @@ def test_features_step_versions_and_logs_the_extractor(project, tmp_path):
     assert 0.0 <= ext.meta["test_accuracy"] <= 1.0 and ext.meta["n_test"] == 1774
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`medsynth.step` = 'features'")
     assert runs["metrics.test_accuracy"].iloc[0] == pytest.approx(ext.meta["test_accuracy"])
-    assert runs["tags.medsynth.extractor.sha256"].iloc[0] == ext.meta["sha256"]
+    assert runs["tags.medsynth.training.extractor.sha256"].iloc[0] == ext.meta["sha256"]
     # a modified weights file is refused, not silently used
     with open(tmp_path / "fx" / "model.pt", "ab") as f:
         f.write(b"x")

@@ -20,8 +20,8 @@ from medsynth import disturb as D
 from medsynth.components import features
 from medsynth.components.evaluate import EvaluateConfig, ImageSet, score
 from medsynth.components.gate import NEAR_REAL, REFUSED, gate_policy
-from medsynth.extractor import load_extractor
 from medsynth.prepared import PreparedData
+from medsynth.training.extractor import load_extractor
 
 REPO = Path(__file__).resolve().parents[2]
 # a subset that fits the suite's time (every change, on every dataset: bench/judge_families.py)

@@ -14,7 +14,7 @@ import pytest
 from medsynth import disturb as D
 from medsynth import metrics as M
 from medsynth.components import features
-from medsynth.extractor import FORMAT, load_extractor
+from medsynth.training.extractor import FORMAT, load_extractor
 
 REPO = Path(__file__).resolve().parents[2]
 

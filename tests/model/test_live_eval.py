@@ -13,8 +13,8 @@ import pytest
 from prepared_fixture import write_prepared
 
 from medsynth.app import live_eval
-from medsynth.extractor import load_extractor
 from medsynth.prepared import PreparedData
+from medsynth.training.extractor import load_extractor
 
 REPO = Path(__file__).resolve().parents[2]
 

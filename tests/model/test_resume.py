@@ -11,7 +11,8 @@ from prepared_fixture import write_prepared
 
 from medsynth.prepared import PreparedData
 from medsynth.training.config import load_train_config
-from medsynth.training.trainer import TrainData, Trainer
+from medsynth.training.loop import TrainData
+from medsynth.training.trainer import Trainer
 
 
 class Killed(Exception):

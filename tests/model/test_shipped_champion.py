@@ -10,7 +10,8 @@ import torch
 from prepared_fixture import write_prepared
 
 from medsynth.training import zoo
-from medsynth.training.models import ModelSpec, build_generator
+from medsynth.training.kinds import build_generator
+from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import generator_payload
 
 CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]
@@ -39,7 +40,7 @@ def test_shipped_generator_becomes_a_tracked_training_run(project, tmp_path, pre
 
     from medsynth.components.train import SHA256_TAG, import_shipped
     from medsynth.fileio import sha256_file
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     data_hash = json.loads((prepared / "meta.json").read_text())["data_hash"]
     folder = _ship(tmp_path / "zoo", data_hash)

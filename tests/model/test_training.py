@@ -14,8 +14,10 @@ from prepared_fixture import write_prepared
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.prepared import PreparedData
 from medsynth.training.config import load_train_config
-from medsynth.training.sampler import GANSampler, load_sampler
-from medsynth.training.trainer import TrainData, Trainer
+from medsynth.training.loading import load_sampler
+from medsynth.training.loop import TrainData
+from medsynth.training.sampler import GANSampler
+from medsynth.training.trainer import Trainer
 
 # one thread: tiny networks gain nothing from two, and OpenMP spinning on a busy machine costs 10x+
 TINY = {"model": "cgan", "ngf": 8, "ndf": 8, "batch_size": 32, "epochs": 1, "max_steps": 4, "log_every": 1, "threads": 1}
@@ -84,7 +86,7 @@ def test_component_tracks_and_serves_model(ct32: Path, project, tmp_path: Path) 
     from PIL import Image
 
     from medsynth.components.train import run
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     cfg = load_train_config({"train": {"profile": "smoke", "max_steps": 6, "log_every": 2, "sample_count": 9,
                                        "threads": 1}})

@@ -76,7 +76,7 @@ def test_every_arm_builds_the_set_it_names() -> None:
 
 
 def test_small_run_with_the_shipped_generator(pneumonia64: PreparedData) -> None:
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     gen = load_generator("zoo:pneumonia")
     settings = augment.AugmentSettings(seeds=(0, 1), shares=(1.0,), epochs=1, width=8, feature_dim=16)
@@ -111,7 +111,7 @@ def test_the_generator_is_named_by_its_sha256(tmp_path: Path) -> None:
 
 
 def test_bad_generators_are_refused(pneumonia64: PreparedData) -> None:
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     with pytest.raises(ConfigError, match="differ from the data's"):
         augment.run(load_generator("zoo:ct"), pneumonia64, augment.AugmentSettings(seeds=(0,), epochs=1))

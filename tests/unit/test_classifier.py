@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from medsynth.metrics import accuracy_auc, binary_auc
 from medsynth.training.classifier import (
     SmallCNN,
     TrainSettings,
-    accuracy_auc,
-    binary_auc,
     embed,
     predict_proba,
     train_classifier,

@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from medsynth.app import export
+from medsynth import export
 
 
 def _tool(name: str, package: str) -> str:

@@ -10,7 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from medsynth.app import export
+from medsynth import export
+from medsynth.imaging import uint8_frames
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def record() -> export.GenerationRecord:
 
 def test_to_uint8_maps_range_and_clips():
     x = np.array([[[[-1.0, 0.0], [1.0, 2.0]]]], dtype=np.float32)
-    assert export.to_uint8(x).tolist() == [[[0, 128], [255, 255]]]
+    assert uint8_frames(x).tolist() == [[[0, 128], [255, 255]]]
 
 
 def test_zip_holds_marked_pngs_dicoms_and_parameters(real_batch, record):
@@ -57,13 +58,13 @@ def test_zip_holds_marked_pngs_dicoms_and_parameters(real_batch, record):
     assert meta["index"] == 1 and meta["label_name"] == "ChestCT" and meta["seed"] == 42
     px = np.asarray(Image.open(io.BytesIO(zf.read(first))))
     # by default the pixels are enlarged (nearest neighbour) and carry the DICOMs' visible SYNTHETIC band
-    assert np.array_equal(px, export.burn_in(export.to_uint8(real_batch)[1]))
+    assert np.array_equal(px, export.burn_in(uint8_frames(real_batch)[1]))
     band = px[-export.FOOTER_ROWS:]
     assert band.max() == 255 and (band == 255).mean() > 0.02  # the word is drawn, so a screenshot shows it
     # without the band: exactly the generated pixels
     raw = zipfile.ZipFile(io.BytesIO(export.build_zip(real_batch, record, dicom=False, band=False)))
     px = np.asarray(Image.open(io.BytesIO(raw.read(first))))
-    assert np.array_equal(px, export.to_uint8(real_batch)[1])
+    assert np.array_equal(px, uint8_frames(real_batch)[1])
     assert export.read_png_text(raw.read(first))["Synthetic"] == "true"
 
 
@@ -93,7 +94,7 @@ def test_dicom_is_secondary_capture_marked_synthetic_without_identity(real_batch
     px = ds.pixel_array
     k = (px.shape[1]) // 64
     assert px.shape == (64 * k + export.FOOTER_ROWS, 64 * k) and 64 * k >= export.DICOM_MIN_SIDE
-    assert np.array_equal(px[: 64 * k : k, ::k], export.to_uint8(real_batch)[0])
+    assert np.array_equal(px[: 64 * k : k, ::k], uint8_frames(real_batch)[0])
     band = px[64 * k :]
     assert band.max() == 255 and 0.02 < (band > 0).mean() < 0.5  # legible text, not a filled box
 
@@ -111,7 +112,7 @@ def test_two_exports_never_share_uids(real_batch, record):
 def test_28px_images_are_enlarged_and_marked(data_dir, record):
     with np.load(data_dir / "pneumoniamnist.npz") as z:
         x = z["test_images"][:1].astype(np.float32) / 127.5 - 1.0
-    px = pydicom.dcmread(io.BytesIO(export.dicom_bytes(export.to_uint8(x[:, None])[0], record, 0, "1.2.3", "1.2.4"))).pixel_array
+    px = pydicom.dcmread(io.BytesIO(export.dicom_bytes(uint8_frames(x[:, None])[0], record, 0, "1.2.3", "1.2.4"))).pixel_array
     assert px.shape[1] >= export.DICOM_MIN_SIDE and px.shape[1] % 28 == 0
 
 
@@ -132,4 +133,4 @@ def test_label_names_and_bad_shapes():
     assert export.label_names([1, 0], ["normal", "pneumonia"]) == ["pneumonia", "normal"]
     assert export.label_names([0, 0], []) == ["unconditional", "unconditional"]
     with pytest.raises(ValueError, match="expected"):
-        export.to_uint8(np.zeros(5))
+        uint8_frames(np.zeros(5))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.training.models import ModelSpec, build_generator
+from medsynth.training.kinds import build_generator
+from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import generator_payload
 
 CLASSES = ["AbdomenCT", "ChestCT", "HeadCT"]

@@ -24,7 +24,8 @@ def logged(project, tmp_path: Path) -> tuple[str, str]:
 
     from medsynth.components.train import log_generator_model
     from medsynth.tracking import setup_mlflow
-    from medsynth.training.models import ModelSpec, build_generator
+    from medsynth.training.kinds import build_generator
+    from medsynth.training.models import ModelSpec
     from medsynth.training.sampler import generator_payload
 
     torch.manual_seed(0)
@@ -46,7 +47,7 @@ def stored(project, name: str) -> list[Path]:
 def test_registry_model_loads_as_weights_and_is_listed(project, logged):
     import mlflow
 
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     run_id, _ = logged
     gen = load_generator(f"runs:/{run_id}/generator")
@@ -60,7 +61,7 @@ def test_registry_model_loads_as_weights_and_is_listed(project, logged):
 
 
 def test_a_tampered_stored_python_file_is_never_executed(project, logged, tmp_path):
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     run_id, _ = logged
     marker = tmp_path / "stored-code-ran"
@@ -74,7 +75,7 @@ def test_a_tampered_stored_python_file_is_never_executed(project, logged, tmp_pa
 def test_a_tampered_weight_file_fails_the_sha256_check(project, logged, capsys):
     import mlflow
 
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     run_id, _ = logged
     mv = mlflow.register_model(f"runs:/{run_id}/generator", "medsynth-test")
@@ -90,7 +91,7 @@ def test_a_model_without_a_recorded_sha256_is_refused(project, logged):
     import mlflow
 
     from medsynth.components.train import SHA256_TAG
-    from medsynth.generator import load_generator
+    from medsynth.training.loading import load_generator
 
     run_id, _ = logged
     mlflow.MlflowClient().delete_tag(run_id, SHA256_TAG)
@@ -102,8 +103,10 @@ def test_one_loader_takes_a_file_a_folder_or_a_shipped_champion(tmp_path):
     """Every face (CLI, app, pipelines, monitor, generate) loads through this one function."""
     import torch
 
-    from medsynth.generator import GENERATOR_FILE, load_generator
-    from medsynth.training.models import ModelSpec, build_generator
+    from medsynth.generator import GENERATOR_FILE
+    from medsynth.training.kinds import build_generator
+    from medsynth.training.loading import load_generator
+    from medsynth.training.models import ModelSpec
     from medsynth.training.sampler import generator_payload
 
     torch.manual_seed(0)

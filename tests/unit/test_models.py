@@ -7,8 +7,8 @@ import torch
 
 from medsynth.errors import ConfigError
 from medsynth.training.augment import diff_augment
+from medsynth.training.kinds import build_models, get_kind
 from medsynth.training.models import Discriminator, Generator, ModelSpec, count_params, layout
-from medsynth.training.registry import build_models, get_kind
 
 
 @pytest.mark.parametrize("res", [28, 32, 64])

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from medsynth.errors import InputError
+from medsynth.hardware import cpu_flags, cpu_has_fast_bf16
 from medsynth.training import zoo
 from medsynth.training.config import Precision, resolve_precision
-from medsynth.training.distributed import cpu_flags, cpu_has_fast_bf16
 
 
 @pytest.mark.parametrize("flags, fast", [
@@ -40,7 +40,8 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path):
 
 def test_trainer_logs_the_resolved_precision(tmp_path: Path):
     from medsynth.training.config import TrainConfig
-    from medsynth.training.trainer import TrainData, Trainer
+    from medsynth.training.loop import TrainData
+    from medsynth.training.trainer import Trainer
 
     x = torch.randint(0, 255, (64, 1, 32, 32), dtype=torch.uint8)
     cfg = TrainConfig(profile="smoke", model="dcgan", arch="resize", batch_size=16)
@@ -92,8 +93,8 @@ def test_real_vs_synthetic_figure_has_a_row_per_class_and_says_synthetic(tmp_pat
     import numpy as np
     from PIL import Image
 
-    from medsynth.generator import load_generator
     from medsynth.pipelines.zoo import real_vs_synthetic
+    from medsynth.training.loading import load_generator
 
     class Split:  # the two things the figure reads from PreparedData
         classes = ["AbdomenCT", "ChestCT", "HeadCT"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from medsynth.errors import InputError
 from medsynth.readers import Modality, SourceConfig, detect_format, read_source
-from medsynth.readers.folder import read_image_folder
+from medsynth.readers.image_folder import read_image_folder
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

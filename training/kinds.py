@@ -1,10 +1,17 @@
-"""One registry of model kinds, looked up by name from ``train.model``."""
+"""The model kinds (``train.model``), looked up by name, and the networks a GAN spec builds.
+
+A new kind is a row of :data:`KINDS`; its family picks the trainer (``make_trainer`` in
+training/trainer.py) and the sampler that loads it (training/loading.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from medsynth.errors import ConfigError
+from medsynth.training.models import Discriminator, Generator, ModelSpec, check_arch, layout
+from medsynth.training.resnet import ResDiscriminator, ResGenerator
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,8 @@ def get_kind(name: str) -> ModelKind:
         raise ConfigError(f"train.model: unknown model {name!r}; valid: {', '.join(sorted(KINDS))}") from None
 
 
-def build_models(spec):  # -> tuple[Generator, Discriminator]
+def build_models(spec: ModelSpec) -> tuple[nn.Module, nn.Module]:
     """G and D for a :class:`~medsynth.training.models.ModelSpec` (checks kind and resolution)."""
-    from medsynth.training.models import build_discriminator, build_generator, layout
-
     kind = get_kind(spec.kind)
     layout(spec.resolution)
     if kind.conditional and spec.num_classes < 1:
@@ -46,3 +51,18 @@ def build_models(spec):  # -> tuple[Generator, Discriminator]
     if not kind.conditional and spec.num_classes:
         raise ConfigError(f"{spec.kind}: an unconditional model takes no classes")
     return build_generator(spec), build_discriminator(spec)
+
+
+def build_generator(spec: ModelSpec) -> nn.Module:
+    """The generator network a spec describes (DCGAN or residual), freshly initialised."""
+    check_arch(spec.arch)
+    if spec.arch == "resnet":
+        return ResGenerator(spec)
+    return Generator(spec)
+
+
+def build_discriminator(spec: ModelSpec) -> nn.Module:
+    check_arch(spec.arch)
+    if spec.arch == "resnet":
+        return ResDiscriminator(spec)
+    return Discriminator(spec)

@@ -31,9 +31,7 @@ from typing import Any
 import numpy as np
 
 from medsynth import __version__
-from medsynth.imaging import (
-    uint8_frames as to_uint8,  # float [n,(1,)R,R] -> uint8 [n,R,R]; callers use export.to_uint8
-)
+from medsynth.imaging import uint8_frames
 
 MARKER = "SYNTHETIC"
 # PN with its component delimiter: family name SYNTHETIC, nothing else. A bare "SYNTHETIC" is read by
@@ -159,7 +157,7 @@ def dicom_bytes(image: np.ndarray, record: GenerationRecord, index: int = 0, stu
 
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"image: expected a uint8 [R, C] array (see to_uint8), got {image.dtype} {image.shape}")
+        raise ValueError(f"image: expected a uint8 [R, C] array (see medsynth.imaging.uint8_frames), got {image.dtype} {image.shape}")
     pixels = burn_in(image)
     rows, cols = pixels.shape
     sop_uid = generate_uid()
@@ -250,7 +248,7 @@ def build_zip(images: np.ndarray, record: GenerationRecord, png: bool = True, di
     """
     from pydicom.uid import generate_uid
 
-    pixels = to_uint8(images)
+    pixels = uint8_frames(images)
     study_uid, series_uid = generate_uid(), generate_uid()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:

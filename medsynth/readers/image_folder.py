@@ -19,7 +19,7 @@ import numpy as np
 from medsynth.dataset import ImageRecord
 from medsynth.deid import scrub_path, scrub_text
 from medsynth.errors import InputError
-from medsynth.readers import IMAGE_EXTS, Reject, SourceConfig, rel
+from medsynth.readers.base import IMAGE_EXTS, Format, Reject, SourceConfig, rel
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "test": "test", "testing": "test"}
@@ -137,3 +137,7 @@ def read_image_folder(src: SourceConfig, path: Path, reject: Reject, rel_root: P
             class_name=class_name,
             split=split,
         )
+
+
+FORMAT = Format(name="image_folder", read=read_image_folder, claims=lambda p: p.suffix.lower() in IMAGE_EXTS,
+                rank=1, whole_file=False, expects="a folder of PNG/JPEG/BMP/TIFF images")
