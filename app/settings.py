@@ -14,7 +14,7 @@ from typing import Any
 from medsynth.config import load_stage, read_params
 from medsynth.errors import ConfigError, InputError
 from medsynth.project import ProjectConfig, load_project
-from medsynth.training.config import Precision, resolve_precision
+from medsynth.training.train_config import Precision, resolve_precision
 
 APP_PRECISIONS = (Precision.AUTO, Precision.FP32, Precision.BF16)  # fp16 needs CUDA and a scaler: not served
 MAX_SEED = 2**31 - 1  # torch.Generator takes 64-bit seeds; 31 bits keeps them typeable and portable

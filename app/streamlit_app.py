@@ -25,7 +25,7 @@ import numpy as np
 import streamlit as st
 
 from medsynth import __version__, export, registry
-from medsynth.app import card, generate, live_eval, model_store, quality, settings
+from medsynth.app import card, generation, live_eval, model_store, quality, settings
 from medsynth.errors import MedsynthError
 from medsynth.imaging import uint8_frames
 from medsynth.tracking import first_line, redact, tracking_uri
@@ -121,7 +121,7 @@ def pick_model(ctx: settings.AppContext) -> model_store.ModelVersion | None:
                             help="The champion is the version in service; others can be inspected.")
     mv = by_version[picked]
     st.session_state["_modality"] = settings.dataset_modality(ctx, mv.dataset, mv.classes)
-    classes = ", ".join(generate.human_class_name(x, _modality()) for x in mv.classes) or "one kind (no classes)"
+    classes = ", ".join(generation.human_class_name(x, _modality()) for x in mv.classes) or "one kind (no classes)"
     c[2].markdown(f"**{_modality() or mv.dataset or 'images'}** · {classes}  \n:gray[{mv.status}]")
     return mv
 
@@ -189,7 +189,7 @@ def show_card(ctx: settings.AppContext, mv: model_store.ModelVersion, v: quality
     def link(run_id: str | None) -> str:
         return card.run_link(run_id, _run_experiment(_env_key(), run_id) if run_id and base else None, base)
 
-    classes = ", ".join(generate.human_class_name(x, _modality()) for x in mv.classes) or "unconditional"
+    classes = ", ".join(generation.human_class_name(x, _modality()) for x in mv.classes) or "unconditional"
     st.markdown(card.document(mv, stored, _modality(), classes, f"{v.word} ({v.sentence})", link(eval_id),
                               link(train_id)))
     if stored["config"]:
@@ -199,16 +199,16 @@ def show_card(ctx: settings.AppContext, mv: model_store.ModelVersion, v: quality
 
 # ---- 3. the controls -------------------------------------------------------------------------------
 
-def controls(ctx: settings.AppContext, mv: model_store.ModelVersion, gen) -> generate.Request | None:
+def controls(ctx: settings.AppContext, mv: model_store.ModelVersion, gen) -> generation.Request | None:
     """Class, count, seed, Generate on one row; the options below. Returns a checked request on a click."""
     cfg = ctx.cfg
     classes = list(gen.classes)
     c = st.columns([4, 2, 2, 2], vertical_alignment="bottom")
-    class_index = generate.MIX
+    class_index = generation.MIX
     if classes:
         class_index = c[0].selectbox(
-            "Class", [generate.MIX, *range(len(classes))], key=f"class_{mv.name}",
-            format_func=lambda i: "every class in turn" if i == generate.MIX else generate.human_class_name(
+            "Class", [generation.MIX, *range(len(classes))], key=f"class_{mv.name}",
+            format_func=lambda i: "every class in turn" if i == generation.MIX else generation.human_class_name(
                 classes[i], _modality()))
     else:
         c[0].markdown(f"**Class:** one kind of {_modality() or 'image'} (this model has no classes)")
@@ -226,26 +226,26 @@ def controls(ctx: settings.AppContext, mv: model_store.ModelVersion, gen) -> gen
     with o[3].expander("More options: variety, morphing"):
         trunc = st.slider("Variety (lower = more typical, less varied images)", cfg.min_truncation, 1.0, 1.0, 0.05,
                           key="truncation")
-        if generate.supports_interpolation(gen):
+        if generation.supports_interpolation(gen):
             interp = st.checkbox("Morph from this seed to a second seed", key="interpolate")
             if interp:
                 seed_b_text = st.text_input("Second seed", value="1", key="seed_b")
                 steps = st.number_input(f"Steps (2–{cfg.max_interpolation_steps})", value=8, step=1, key="steps")
     if not clicked:
         return None
-    seed = generate.parse_whole(seed_text, "Seed", 0, settings.MAX_SEED)
-    seed_b = generate.parse_whole(seed_b_text, "Second seed", 0, settings.MAX_SEED) if interp else 1
-    return generate.Request(count=int(count), seed=seed, class_index=int(class_index), truncation=float(trunc),
+    seed = generation.parse_whole(seed_text, "Seed", 0, settings.MAX_SEED)
+    seed_b = generation.parse_whole(seed_b_text, "Second seed", 0, settings.MAX_SEED) if interp else 1
+    return generation.Request(count=int(count), seed=seed, class_index=int(class_index), truncation=float(trunc),
                             interpolate=bool(interp), seed_b=seed_b, steps=int(steps))
 
 
-def run_generation(ctx: settings.AppContext, mv: model_store.ModelVersion, gen, req: generate.Request,
+def run_generation(ctx: settings.AppContext, mv: model_store.ModelVersion, gen, req: generation.Request,
                    precision: str) -> None:
-    generate.check_request(req, ctx.cfg.max_count, settings.MAX_SEED, ctx.cfg.max_interpolation_steps,
+    generation.check_request(req, ctx.cfg.max_count, settings.MAX_SEED, ctx.cfg.max_interpolation_steps,
                            ctx.cfg.min_truncation, len(gen.classes))
     t0 = time.perf_counter()
     with st.spinner("Generating..."):
-        images, labels = generate.generate(gen, req)
+        images, labels = generation.generate(gen, req)
     gen_s = time.perf_counter() - t0
     lab = [] if labels is None else [int(v) for v in labels]
     record = export.GenerationRecord(
@@ -270,14 +270,14 @@ def show_batch(ctx: settings.AppContext) -> None:
         return
     rec: export.GenerationRecord = batch["record"]
     u8 = uint8_frames(batch["images"])
-    names = [generate.human_class_name(n, rec.modality) if n != "unconditional" else n for n in rec.label_names]
+    names = [generation.human_class_name(n, rec.modality) if n != "unconditional" else n for n in rec.label_names]
     what = ", ".join(dict.fromkeys(names))
     morph = f" → seed {rec.seed_b}, morphed" if rec.mode == "interpolate" else ""
     variety = "" if rec.truncation == 1.0 else f", variety {rec.truncation:g}"
     st.success(f"{rec.count} SYNTHETIC images from {rec.model_name} v{rec.model_version} (seed {rec.seed}{morph}"
                f"{variety}) · {what} · {batch['gen_seconds'] * 1000:.0f} ms")
     px = ctx.cfg.display_px
-    synth = [generate.enlarge(x, px) for x in u8]
+    synth = [generation.enlarge(x, px) for x in u8]
     caps = [f"SYNTHETIC #{i} · {n}" for i, n in enumerate(names)]
     if st.session_state.get("compare_real"):
         left, right = st.columns(2)
@@ -311,10 +311,10 @@ def show_real(ctx: settings.AppContext, batch: dict, px: int) -> None:
         idx = np.flatnonzero(y == cls) if cls is not None else np.arange(len(x))
         picks.append(int(rng.choice(idx)) if len(idx) else int(rng.integers(len(x))))
     real = uint8_frames(x[picks])
-    names = [generate.human_class_name(pool_classes[int(y[i])], rec.modality) if len(pool_classes) else "real"
+    names = [generation.human_class_name(pool_classes[int(y[i])], rec.modality) if len(pool_classes) else "real"
              for i in picks]
     st.markdown(f"**REAL** (same classes, from the prepared {split} images)")
-    st.image([generate.enlarge(r, px) for r in real], caption=[f"REAL · {n}" for n in names], width=px)
+    st.image([generation.enlarge(r, px) for r in real], caption=[f"REAL · {n}" for n in names], width=px)
 
 
 def compute_eval(ctx: settings.AppContext, batch: dict) -> None:
@@ -370,7 +370,7 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
         st.caption(live_eval.fid_sentence(ev))
         if ev.confidence_by_class:
             st.markdown("**The judge's confidence that each image shows the class asked for** (mean probability)")
-            st.table({"class": [generate.human_class_name(k, batch["record"].modality) for k in ev.confidence_by_class],
+            st.table({"class": [generation.human_class_name(k, batch["record"].modality) for k in ev.confidence_by_class],
                       "confidence": [f"{v:.2f}" for v in ev.confidence_by_class.values()]})
         for note in ev.notes:
             st.caption(note)
@@ -381,7 +381,7 @@ def show_eval(ctx: settings.AppContext, batch: dict, u8: np.ndarray, names: list
                     f"two training images, {ref.train_nn_median:.3f})")
         real = uint8_frames(ref.train[ev.nn_index])
         px = max(ctx.cfg.display_px // 2, 64)
-        pairs = [generate.side_by_side(generate.enlarge(s, px), generate.enlarge(r, px))
+        pairs = [generation.side_by_side(generation.enlarge(s, px), generation.enlarge(r, px))
                  for s, r in zip(u8, real, strict=True)]
         caps = []
         for i, d in enumerate(ev.nn_distance):

@@ -60,8 +60,8 @@ def train_reference(steps: int) -> Path:
     import numpy as np
     import torch
 
-    from medsynth.training.config import Device, TrainConfig
     from medsynth.training.loop import TrainData
+    from medsynth.training.train_config import Device, TrainConfig
     from medsynth.training.trainer import Trainer
 
     out = OUT / f"app_dcgan64_{steps}steps"

@@ -28,11 +28,11 @@ def main() -> int:
     import os
 
     os.environ.setdefault("MEDSYNTH_QUIET", "1")
-    from medsynth.training import zoo
+    from medsynth.training import zoo_manifest
     from medsynth.training.loading import load_generator
 
     rows = []
-    for name, entry in zoo.entries().items():
+    for name, entry in zoo_manifest.entries().items():
         gen = load_generator(f"zoo:{name}")
         gen.generate(8, seed=0)
         times = []

@@ -122,7 +122,7 @@ def rates(pool: np.ndarray, n_false: int, n_detect: int, batch: int, extractor: 
     from medsynth.components.monitor import MonitorConfig
     from medsynth.config import load_stage
     from medsynth.monitoring.drift import detect_drift
-    from medsynth.monitoring.features import PCA, embed_in_batches, feature_frame
+    from medsynth.monitoring.image_features import PCA, embed_in_batches, feature_frame
     from medsynth.monitoring.shifts import LADDERS, apply_shift
     from medsynth.prepared import to_uint8, to_unit
     from medsynth.transforms import ImageTransform

@@ -48,7 +48,7 @@ RECIPES = {"reference": ("pytorch/examples DCGAN", {"model": "cgan"} | REFERENCE
 def make_trainer(name: str, overrides: dict, data: Any, out: Path, threads: int) -> Any:
     from medsynth.config import read_params
     from medsynth.training import trainer as T
-    from medsynth.training.config import load_train_config, replace
+    from medsynth.training.train_config import load_train_config, replace
 
     base = load_train_config(read_params(None), {"train.profile": "zoo"})
     model = overrides.get("model", base.model)

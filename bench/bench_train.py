@@ -11,7 +11,7 @@ medians is the figure to read. Each lever is measured on its own:
   backward, EMA update included).
 - ``ours fp32 channels_last``, ``ours bf16``, ``ours bf16 channels_last``.
 - ``ours default``: what a run gets without settings (``precision: auto``, channels_last): bf16 +
-  channels_last on an AMX CPU, fp32 + channels_last elsewhere (training/config.py resolve_precision).
+  channels_last on an AMX CPU, fp32 + channels_last elsewhere (training/train_config.py resolve_precision).
 
 Peak memory: each configuration is run again in a fresh subprocess and its peak RSS read.
 Quality: ``--quality`` trains fp32 and bf16 for the same steps at a small size and reports
@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_dcgan import Reference  # noqa: E402
 
-from medsynth.training.config import load_train_config  # noqa: E402
 from medsynth.training.loop import TrainData
+from medsynth.training.train_config import load_train_config  # noqa: E402
 from medsynth.training.trainer import Trainer  # noqa: E402
 from medsynth.transforms import ImageTransform  # noqa: E402
 

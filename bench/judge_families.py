@@ -86,7 +86,7 @@ def prepared(project: Any, params: dict[str, Any], name: str) -> tuple[Any, Any]
     """(PreparedData, loaded domain extractor) of bundled dataset ``name``: ingest -> validate -> preprocess
     as params.yaml says (untracked, reused when present), the extractor trained once."""
     from medsynth.config import load_stage
-    from medsynth.pipelines.zoo import prepare
+    from medsynth.pipelines.zoo_build import prepare
     from medsynth.prepared import PreparedData
 
     ext = prepare(project, lambda cls, sec: load_stage(cls, sec, params, {"ingest.dataset": name}), name,

@@ -99,8 +99,8 @@ def generate_dataset(project: ProjectConfig, params: dict, overrides: dict[str, 
     """Steps 1-4 of the module docstring. Raises InputError/RegistryError/TrainingError (one line)."""
     from medsynth.components.ingest import IngestConfig
     from medsynth.config import load_stage
-    from medsynth.training.config import Precision, resolve_precision
     from medsynth.training.loading import load_generator
+    from medsynth.training.train_config import Precision, resolve_precision
 
     fmt = check_request(req, out)
     out = Path(out)

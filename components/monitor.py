@@ -8,7 +8,7 @@ A check (:func:`run`):
 3. Validate it with the same Great Expectations suite (failing records quarantined; the share is
    reported instead of failing the run: a monitor must look at what did arrive).
 4. Pass it through the preprocess transform chain with the reference's settings.
-5. Features per image (``medsynth.monitoring.features``) for reference (cached) and batch; Evidently
+5. Features per image (``medsynth.monitoring.image_features``) for reference (cached) and batch; Evidently
    DataDriftPreset over them; the HTML report and a JSON summary saved under ``<out>``.
 6. Log both to MLflow (experiment ``monitor.experiment``) and append the check to the history.
 
@@ -36,8 +36,8 @@ from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, atomic_path, read_parquet, write_json, write_parquet
 from medsynth.monitoring.domain import DomainConfig, DomainResult, check_domain, envelope
 from medsynth.monitoring.drift import DriftConfig, DriftResult, detect_drift
-from medsynth.monitoring.features import PCA, Embedder, embed_in_batches, feature_frame
 from medsynth.monitoring.history import History
+from medsynth.monitoring.image_features import PCA, Embedder, embed_in_batches, feature_frame
 from medsynth.monitoring.policy import PolicyConfig
 from medsynth.prepared import PreparedData, to_unit
 from medsynth.project import ProjectConfig

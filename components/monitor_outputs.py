@@ -26,7 +26,7 @@ from medsynth.components.monitor import (
 from medsynth.config import to_dict
 from medsynth.errors import InputError
 from medsynth.fileio import atomic_path, read_parquet, write_json, write_parquet
-from medsynth.monitoring.features import feature_frame
+from medsynth.monitoring.image_features import feature_frame
 from medsynth.project import ProjectConfig
 
 

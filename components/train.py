@@ -31,7 +31,7 @@ from medsynth.fileio import atomic_path, write_json
 from medsynth.generator import GENERATOR_FILE
 from medsynth.project import ProjectConfig
 from medsynth.registry import GENERATOR_SHA256
-from medsynth.training.config import TrainConfig
+from medsynth.training.train_config import TrainConfig
 
 MODEL_NAME = "generator"  # artifact name of the logged MLflow model inside the run
 PYFUNC_CODE = Path(__file__).with_name("train_pyfunc.py")
@@ -267,11 +267,11 @@ def import_shipped(project: ProjectConfig, dataset: str, out_dir: str | os.PathL
 
     from medsynth.prepared import PreparedData
     from medsynth.tracking import step_run
-    from medsynth.training import zoo
+    from medsynth.training import zoo_manifest
 
-    if dataset not in zoo.entries():
+    if dataset not in zoo_manifest.entries():
         return None
-    entry = zoo.get(dataset)  # sha256-checked
+    entry = zoo_manifest.get(dataset)  # sha256-checked
     info = entry.info
     data_hash = PreparedData.load(prepared_dir).data_hash
     if info.get("data_hash") != data_hash:

@@ -211,7 +211,7 @@ PARAMS_SECTIONS: dict[str, tuple[str, str]] = {
     "validate": ("medsynth.components.validate", "ValidateConfig"),
     "preprocess": ("medsynth.components.preprocess", "PreprocessConfig"),
     "features": ("medsynth.components.features", "FeaturesConfig"),
-    "train": ("medsynth.training.config", "TrainConfig"),
+    "train": ("medsynth.training.train_config", "TrainConfig"),
     "evaluate": ("medsynth.components.evaluate", "EvaluateConfig"),
     "promote": ("medsynth.components.promote", "PromoteConfig"),
     "monitor": ("medsynth.components.monitor", "MonitorConfig"),

@@ -39,8 +39,8 @@ def run(project, stage, log: Callable[[str], None] = print) -> DemoOutcome:
     """
     from medsynth.components import evaluate, features, ingest, preprocess, promote, train, validate
     from medsynth.tracking import parent_run
-    from medsynth.training.config import TrainConfig
     from medsynth.training.loading import load_generator
+    from medsynth.training.train_config import TrainConfig
 
     art = project.artifacts_path()
     t0 = time.perf_counter()

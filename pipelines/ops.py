@@ -82,7 +82,7 @@ def train_op(project: str, train: str, kfp_run: str, prepared: Input[Dataset], m
     """Train the GAN on the prepared data; the EMA generator is logged to MLflow as a model."""
     from medsynth.components.train import run
     from medsynth.pipelines.runtime import enter_step, stage
-    from medsynth.training.config import TrainConfig
+    from medsynth.training.train_config import TrainConfig
 
     proj = enter_step(project, kfp_run)
     out = run(stage(TrainConfig, "train", train), proj, prepared.path, model.path)

@@ -26,7 +26,6 @@ from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
 from medsynth.training import distributed as dist_util
-from medsynth.training.config import Precision, TrainConfig, resolve_precision
 from medsynth.training.diffusion import (
     Denoiser,
     DiffusionSampler,
@@ -49,6 +48,7 @@ from medsynth.training.loop import (
     step_seed,
 )
 from medsynth.training.sampler import generator_payload
+from medsynth.training.train_config import Precision, TrainConfig, resolve_precision
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
 GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)

@@ -77,9 +77,9 @@ def load_generator(ref: str | os.PathLike, project: ProjectConfig | None = None,
     """
     text = str(ref)
     if text.startswith("zoo:"):
-        from medsynth.training import zoo
+        from medsynth.training import zoo_manifest
 
-        return load_sampler(zoo.get(text[len("zoo:"):]).path, bf16=bf16)
+        return load_sampler(zoo_manifest.get(text[len("zoo:"):]).path, bf16=bf16)
     if text.startswith(("runs:/", "models:/")):
         if project is not None:
             from medsynth.tracking import setup_mlflow

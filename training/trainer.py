@@ -34,7 +34,6 @@ from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
 from medsynth.training import distributed as dist_util
 from medsynth.training.augment import diff_augment
-from medsynth.training.config import Precision, TrainConfig, resolve_precision
 from medsynth.training.ema import EMA
 from medsynth.training.kinds import build_models, get_kind
 from medsynth.training.loop import (
@@ -49,6 +48,7 @@ from medsynth.training.loop import (
 from medsynth.training.losses import d_loss, d_prob, g_loss, mode_seeking_loss
 from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import generator_payload
+from medsynth.training.train_config import Precision, TrainConfig, resolve_precision
 
 
 class Trainer:

@@ -9,7 +9,7 @@ after an interruption skips the finished runs and resumes the interrupted one.
 
 ``medsynth study --augment`` answers the augmentation question instead: classifiers trained on
 real, real + synthetic (from ``--generator``, default the shipped pneumonia generator) and the
-duplicated-real controls, over seeds (medsynth/study/augment.py); its block in the results
+duplicated-real controls, over seeds (medsynth/study/augment_study.py); its block in the results
 document is replaced, the rest of the document is left as it is.
 """
 
@@ -84,20 +84,20 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
 
     from medsynth.cli import Context
     from medsynth.errors import ConfigError
-    from medsynth.pipelines.zoo import prepare
+    from medsynth.pipelines.zoo_build import prepare
     from medsynth.prepared import PreparedData
-    from medsynth.study import augment
+    from medsynth.study import augment_study
     from medsynth.training.loading import load_generator
 
     if args.cells or args.study_id:
         raise ConfigError("--augment: --cells and --study-id belong to the study grid")
     if args.report_only:
         ctx = Context(args)
-        res = augment.rewrite(ctx.project, Path(args.out), "medsynth study --augment")
+        res = augment_study.rewrite(ctx.project, Path(args.out), "medsynth study --augment")
         print(f"augmentation question ({res.generator}, {len(res.settings.seeds)} seeds) rewritten from MLflow: {args.out}")
         return 0
     gen = load_generator(args.generator)
-    augment.check_generator(gen)
+    augment_study.check_generator(gen)
     dataset = (args.generator.split(":", 1)[1] if args.generator.startswith("zoo:")
                else next((o.split("=", 1)[1] for o in args.overrides if o.startswith("ingest.dataset=")), ""))
     if not dataset:
@@ -106,13 +106,13 @@ def _augment(args: argparse.Namespace, seeds: list[int] | None) -> int:
     ctx = Context(args, extra={"ingest.dataset": dataset})
     prepare(ctx.project, ctx.stage, dataset, log=lambda line: print(line, flush=True))
     data = PreparedData.load(ctx.project.artifacts_path() / "zoo" / dataset / "preprocess")
-    settings = augment.AugmentSettings(**({"seeds": tuple(seeds)} if seeds else {}),
+    settings = augment_study.AugmentSettings(**({"seeds": tuple(seeds)} if seeds else {}),
                                        **({"epochs": args.epochs} if args.epochs else {}))
     command = " ".join(["medsynth study --augment", *(f"--generator {args.generator}",) * (args.generator != "zoo:pneumonia"),
                         *(f"--seeds {args.seeds}",) * bool(args.seeds), *(f"--epochs {args.epochs}",) * bool(args.epochs)])
-    sha = augment.generator_sha256(args.generator)
-    res = augment.run_tracked(ctx.project, gen, data, settings, args.generator, dataset, Path(args.out), command,
+    sha = augment_study.generator_sha256(args.generator)
+    res = augment_study.run_tracked(ctx.project, gen, data, settings, args.generator, dataset, Path(args.out), command,
                               log=lambda line: print(line, flush=True), generator_sha256=sha)
     print(f"augmentation question: {len(res.scores)} arms x {len(settings.seeds)} seeds in {res.seconds / 60:.1f} min; "
-          f"results: {args.out} ({augment.SECTION[3:]})")
+          f"results: {args.out} ({augment_study.SECTION[3:]})")
     return 0

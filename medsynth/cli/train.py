@@ -35,8 +35,8 @@ def _run(args: argparse.Namespace) -> int:
     from medsynth.config import check_all_overrides, parse_overrides, read_params
     from medsynth.fileio import write_json
     from medsynth.project import load_project
-    from medsynth.training.config import load_train_config
     from medsynth.training.distributed import is_main_process
+    from medsynth.training.train_config import load_train_config
 
     overrides = parse_overrides(args.overrides)
     if args.profile:

@@ -8,7 +8,7 @@ the generator (plain tensors), its evaluation report, metrics and model card int
 ``training/zoo/<dataset>/`` and records every file's sha256 and size in the manifest.
 An entry whose evaluation fails the floors is still written (so its report can be read) and
 marked ``gate_floors_passed: false``; ``medsynth demo`` registers it and the gate (evaluated again
-on the user's machine) keeps it from becoming champion. The sequence itself is `pipelines/zoo.py`.
+on the user's machine) keeps it from becoming champion. The sequence itself is `pipelines/zoo_build.py`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medsynth.errors import ConfigError
-    from medsynth.training import zoo
+    from medsynth.training import zoo_manifest
 
     if args.action == "list":
-        found = zoo.entries()
+        found = zoo_manifest.entries()
         if not found:
             print("no shipped generators (build one with `medsynth zoo build DATASET`)")
         for name, e in found.items():
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     from medsynth.cli import Context
 
     ctx = Context(args, extra={"ingest.dataset": args.dataset, "train.profile": "zoo"})
-    from medsynth.pipelines.zoo import build
+    from medsynth.pipelines.zoo_build import build
 
     if args.minutes is not None and not 0 < args.minutes <= 100_000:
         raise ConfigError(f"zoo build --minutes: must be in (0, 100000], got {args.minutes}")

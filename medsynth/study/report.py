@@ -489,7 +489,7 @@ def write(project: Any, study_id: str, experiment: str, out: Path, command: str)
 
 def _kept_blocks(out: Path) -> list[str]:
     """Sections other commands own in the same document (``medsynth study --augment``), carried over."""
-    from medsynth.study.augment import END, SECTION, START
+    from medsynth.study.augment_study import END, SECTION, START
 
     body = out.read_text() if out.exists() else ""
     if START not in body or END not in body:

@@ -136,7 +136,7 @@ def plan(profile: StudyProfile, params: dict[str, Any], user_overrides: dict[str
     from medsynth.components.preprocess import PreprocessConfig
     from medsynth.components.promote import PromoteConfig
     from medsynth.config import load_stage, to_dict
-    from medsynth.training.config import TrainConfig
+    from medsynth.training.train_config import TrainConfig
 
     overrides = {**profile.overrides, **user_overrides}
     resolved = {"profile": profile.name, "curve": [profile.curve_points, profile.curve_images],
@@ -391,8 +391,8 @@ def train_cell(spec_path: str | Path) -> None:
     from medsynth.components import train
     from medsynth.config import load_stage
     from medsynth.prepared import PreparedData
-    from medsynth.training.config import TrainConfig
     from medsynth.training.extractor import load_extractor
+    from medsynth.training.train_config import TrainConfig
 
     spec = json.loads(Path(spec_path).read_text())
     project = ProjectConfig(**spec["project"])

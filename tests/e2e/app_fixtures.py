@@ -37,8 +37,8 @@ def generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """generator.pt from a few training steps of a small cGAN on real 64 px CT images."""
     import torch
 
-    from medsynth.training.config import Device, TrainConfig
     from medsynth.training.loop import TrainData
+    from medsynth.training.train_config import Device, TrainConfig
     from medsynth.training.trainer import Trainer
 
     with np.load(DATA / "mednist_ct_small.npz") as z:

@@ -80,7 +80,7 @@ def test_micro_study_writes_results_from_mlflow(project_home: Path, capsys: pyte
     assert parse_tables(out.read_text()) == tables
     # the augmentation question's block (`medsynth study --augment`) survives a rewrite of the document
     from medsynth.fileio import put_block
-    from medsynth.study.augment import END, SECTION, START
+    from medsynth.study.augment_study import END, SECTION, START
 
     put_block(out, f"{START}\naugmentation table\n{END}", START, END, SECTION)
     assert main(["study", "--profile", "micro", "--report-only", "--out", str(out)]) == 0

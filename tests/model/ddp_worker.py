@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 
 from medsynth.prepared import PreparedData
-from medsynth.training.config import load_train_config
 from medsynth.training.loop import TrainData
+from medsynth.training.train_config import load_train_config
 from medsynth.training.trainer import make_trainer
 
 LDM = {"model": "ldm", "batch_size": 16, "ae_steps": 3, "max_steps": 3, "checkpoint_every": 3,

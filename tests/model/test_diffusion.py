@@ -14,11 +14,11 @@ from prepared_fixture import write_prepared
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.generator import GENERATOR_FILE
 from medsynth.prepared import PreparedData
-from medsynth.training.config import load_train_config
 from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
 from medsynth.training.diffusion_trainer import DiffusionTrainer
 from medsynth.training.loading import load_generator, load_sampler
 from medsynth.training.loop import TrainData
+from medsynth.training.train_config import load_train_config
 from medsynth.training.trainer import make_trainer
 
 # tiny widths, one thread: the behaviour, not the quality, is under test here

@@ -10,8 +10,8 @@ import torch
 from prepared_fixture import write_prepared
 
 from medsynth.prepared import PreparedData
-from medsynth.training.config import load_train_config
 from medsynth.training.loop import TrainData
+from medsynth.training.train_config import load_train_config
 from medsynth.training.trainer import Trainer
 
 

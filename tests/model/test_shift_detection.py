@@ -14,7 +14,7 @@ import pytest
 from medsynth.components.monitor import MonitorConfig
 from medsynth.config import load_stage
 from medsynth.monitoring.drift import detect_drift
-from medsynth.monitoring.features import feature_frame
+from medsynth.monitoring.image_features import feature_frame
 from medsynth.monitoring.shifts import LADDERS, Shift, apply_shift
 from medsynth.transforms import ImageTransform
 

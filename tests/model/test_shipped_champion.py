@@ -9,7 +9,7 @@ import pytest
 import torch
 from prepared_fixture import write_prepared
 
-from medsynth.training import zoo
+from medsynth.training import zoo_manifest
 from medsynth.training.kinds import build_generator
 from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import generator_payload
@@ -24,7 +24,7 @@ def _ship(zoo_dir: Path, data_hash: str) -> Path:
     folder.mkdir(parents=True)
     torch.save(generator_payload(net, CLASSES, ["CT"] * 3, {"global_step": 5}), folder / "generator.pt")
     (folder / "MODEL_CARD.md").write_text("# Shipped generator: ct\n")
-    zoo.write_entry("ct", folder, {"model": "cgan", "arch": "resize", "global_step": 5, "resolution": 32,
+    zoo_manifest.write_entry("ct", folder, {"model": "cgan", "arch": "resize", "global_step": 5, "resolution": 32,
                                    "classes": CLASSES, "data_hash": data_hash, "gate_floors_passed": False,
                                    "command": "medsynth zoo build ct"}, zoo_dir=zoo_dir)
     return folder
@@ -44,7 +44,7 @@ def test_shipped_generator_becomes_a_tracked_training_run(project, tmp_path, pre
 
     data_hash = json.loads((prepared / "meta.json").read_text())["data_hash"]
     folder = _ship(tmp_path / "zoo", data_hash)
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(zoo_manifest, "ZOO_DIR", tmp_path / "zoo")
     res = import_shipped(project, "ct", tmp_path / "champ", prepared)
     assert res is not None and res.model_uri and res.global_step == 5  # the gate, not the zoo, decides champion
     summary = json.loads((tmp_path / "champ" / "train_summary.json").read_text())
@@ -60,7 +60,7 @@ def test_shipped_generator_becomes_a_tracked_training_run(project, tmp_path, pre
 def test_nothing_registered_without_a_usable_shipped_model(project, tmp_path, prepared, monkeypatch):
     from medsynth.components.train import import_shipped
 
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(zoo_manifest, "ZOO_DIR", tmp_path / "zoo")
     assert import_shipped(project, "ct", tmp_path / "a", prepared) is None  # none shipped
     _ship(tmp_path / "zoo", "another-data-hash")
     assert import_shipped(project, "ct", tmp_path / "b", prepared) is None  # trained on other data
@@ -72,7 +72,7 @@ def test_tampered_shipped_weights_are_refused(project, tmp_path, prepared, monke
 
     data_hash = json.loads((prepared / "meta.json").read_text())["data_hash"]
     folder = _ship(tmp_path / "zoo", data_hash)
-    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(zoo_manifest, "ZOO_DIR", tmp_path / "zoo")
     with open(folder / "generator.pt", "ab") as f:
         f.write(b"\0")
     with pytest.raises(InputError, match="sha256/size differs"):

@@ -13,10 +13,10 @@ from prepared_fixture import write_prepared
 
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.prepared import PreparedData
-from medsynth.training.config import load_train_config
 from medsynth.training.loading import load_sampler
 from medsynth.training.loop import TrainData
 from medsynth.training.sampler import GANSampler
+from medsynth.training.train_config import load_train_config
 from medsynth.training.trainer import Trainer
 
 # one thread: tiny networks gain nothing from two, and OpenMP spinning on a busy machine costs 10x+

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from medsynth.app import generate, live_eval, quality
+from medsynth.app import generation, live_eval, quality
 from medsynth.errors import InputError
 
 
@@ -22,12 +22,12 @@ from medsynth.errors import InputError
     ("CXR", "XR", "chest X-ray"),
 ])
 def test_human_class_names(name, modality, human):
-    assert generate.human_class_name(name, modality) == human
+    assert generation.human_class_name(name, modality) == human
 
 
-def _req(**kw) -> generate.Request:
-    base = {"count": 16, "seed": 0, "class_index": generate.MIX, "truncation": 1.0}
-    return generate.Request(**{**base, **kw})
+def _req(**kw) -> generation.Request:
+    base = {"count": 16, "seed": 0, "class_index": generation.MIX, "truncation": 1.0}
+    return generation.Request(**{**base, **kw})
 
 
 @pytest.mark.parametrize(("kw", "msg"), [
@@ -41,19 +41,19 @@ def _req(**kw) -> generate.Request:
 ])
 def test_requests_out_of_bounds_are_refused_with_the_valid_range(kw, msg):
     with pytest.raises(InputError, match=msg.replace("(", r"\(").replace(")", r"\)")):
-        generate.check_request(_req(**kw), 64, 2**31 - 1, 16, 0.1, num_classes=3)
+        generation.check_request(_req(**kw), 64, 2**31 - 1, 16, 0.1, num_classes=3)
 
 
 def test_requests_in_bounds_pass():
-    generate.check_request(_req(count=64, seed=2**31 - 1, truncation=0.1, class_index=2), 64, 2**31 - 1, 16, 0.1, 3)
+    generation.check_request(_req(count=64, seed=2**31 - 1, truncation=0.1, class_index=2), 64, 2**31 - 1, 16, 0.1, 3)
     # interpolation ignores the count field; a count out of range does not block it
-    generate.check_request(_req(count=0, interpolate=True, steps=16), 64, 2**31 - 1, 16, 0.1, 3)
+    generation.check_request(_req(count=0, interpolate=True, steps=16), 64, 2**31 - 1, 16, 0.1, 3)
 
 
 def test_labels_one_class_every_class_or_none():
-    assert generate.labels_for(5, generate.MIX, 3).tolist() == [0, 1, 2, 0, 1]
-    assert generate.labels_for(3, 1, 3).tolist() == [1, 1, 1]
-    assert generate.labels_for(3, generate.MIX, 0) is None
+    assert generation.labels_for(5, generation.MIX, 3).tolist() == [0, 1, 2, 0, 1]
+    assert generation.labels_for(3, 1, 3).tolist() == [1, 1, 1]
+    assert generation.labels_for(3, generation.MIX, 0) is None
 
 
 def test_frechet_matches_the_classic_sqrtm_formula():
@@ -73,9 +73,9 @@ def test_frechet_matches_the_classic_sqrtm_formula():
 
 def test_enlarge_keeps_pixels_crisp():
     img = np.arange(4, dtype=np.uint8).reshape(2, 2)
-    big = generate.enlarge(img, 6)
+    big = generation.enlarge(img, 6)
     assert big.shape == (6, 6) and np.array_equal(big[::3, ::3], img)
-    assert generate.side_by_side(img, img).shape == (2, 8)
+    assert generation.side_by_side(img, img).shape == (2, 8)
 
 
 @pytest.mark.parametrize(("typed", "msg"), [
@@ -88,12 +88,12 @@ def test_enlarge_keeps_pixels_crisp():
 ])
 def test_every_bad_seed_entry_gets_the_range(typed, msg):
     with pytest.raises(InputError, match=re.escape(msg)):
-        generate.parse_whole(typed, "Seed", 0, 2**31 - 1)
+        generation.parse_whole(typed, "Seed", 0, 2**31 - 1)
 
 
 def test_the_seed_used_is_the_seed_typed():
-    assert generate.parse_whole(" 2147483647 ", "Seed", 0, 2**31 - 1) == 2**31 - 1
-    assert generate.parse_whole("+7", "Seed", 0, 10) == 7
+    assert generation.parse_whole(" 2147483647 ", "Seed", 0, 2**31 - 1) == 2**31 - 1
+    assert generation.parse_whole("+7", "Seed", 0, 10) == 7
 
 
 # -- the verdict and the measurements, in words ------------------------------------------------------

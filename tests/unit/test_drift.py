@@ -7,7 +7,7 @@ import pytest
 
 from medsynth.errors import ConfigError, InputError
 from medsynth.monitoring.drift import DriftConfig, decide, detect_drift
-from medsynth.monitoring.features import PCA, STAT_COLUMNS, feature_frame, image_statistics
+from medsynth.monitoring.image_features import PCA, STAT_COLUMNS, feature_frame, image_statistics
 from medsynth.monitoring.shifts import LADDERS, Shift, apply_shift
 from medsynth.transforms import ImageTransform
 

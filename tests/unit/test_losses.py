@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from medsynth.errors import ConfigError
-from medsynth.training.config import load_train_config
 from medsynth.training.losses import LossKind, d_loss, d_prob, g_loss
+from medsynth.training.train_config import load_train_config
 
 
 def test_ns_matches_bce_of_pytorch_examples() -> None:

@@ -10,8 +10,8 @@ import torch
 
 from medsynth.errors import InputError
 from medsynth.hardware import cpu_flags, cpu_has_fast_bf16
-from medsynth.training import zoo
-from medsynth.training.config import Precision, resolve_precision
+from medsynth.training import zoo_manifest
+from medsynth.training.train_config import Precision, resolve_precision
 
 
 @pytest.mark.parametrize("flags, fast", [
@@ -39,8 +39,8 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path):
 
 
 def test_trainer_logs_the_resolved_precision(tmp_path: Path):
-    from medsynth.training.config import TrainConfig
     from medsynth.training.loop import TrainData
+    from medsynth.training.train_config import TrainConfig
     from medsynth.training.trainer import Trainer
 
     x = torch.randint(0, 255, (64, 1, 32, 32), dtype=torch.uint8)
@@ -55,45 +55,45 @@ def _entry(tmp_path: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "generator.pt").write_bytes(b"weights")
     (folder / "report.md").write_text("report")
-    zoo.write_entry("ct", folder, {"model": "cgan"}, zoo_dir=tmp_path)
+    zoo_manifest.write_entry("ct", folder, {"model": "cgan"}, zoo_dir=tmp_path)
     return folder
 
 
 def test_manifest_records_sha256_and_size_and_verifies(tmp_path: Path):
     folder = _entry(tmp_path)
-    man = json.loads((tmp_path / zoo.MANIFEST).read_text())
+    man = json.loads((tmp_path / zoo_manifest.MANIFEST).read_text())
     files = man["models"]["ct"]["files"]
-    assert files["generator.pt"] == {"sha256": zoo.sha256_of(folder / "generator.pt"), "size": 7}
+    assert files["generator.pt"] == {"sha256": zoo_manifest.sha256_of(folder / "generator.pt"), "size": 7}
     assert man["total_bytes"] == 13
-    assert zoo.get("ct", zoo_dir=tmp_path).sha256 == files["generator.pt"]["sha256"]
+    assert zoo_manifest.get("ct", zoo_dir=tmp_path).sha256 == files["generator.pt"]["sha256"]
 
 
 def test_tampered_or_missing_files_are_refused(tmp_path: Path):
     folder = _entry(tmp_path)
     (folder / "generator.pt").write_bytes(b"weightz")
     with pytest.raises(InputError, match="sha256/size differs"):
-        zoo.get("ct", zoo_dir=tmp_path)
+        zoo_manifest.get("ct", zoo_dir=tmp_path)
     (folder / "generator.pt").unlink()
     with pytest.raises(InputError, match="missing"):
-        zoo.get("ct", zoo_dir=tmp_path)
+        zoo_manifest.get("ct", zoo_dir=tmp_path)
     with pytest.raises(InputError, match="no shipped generator for dataset 'mri'"):
-        zoo.get("mri", zoo_dir=tmp_path)
+        zoo_manifest.get("mri", zoo_dir=tmp_path)
 
 
 def test_shipped_zoo_matches_its_manifest():
     """Every file the repository ships under training/zoo/ has the recorded sha256 and size."""
-    for name, entry in zoo.entries().items():
-        zoo.verify(entry)
+    for name, entry in zoo_manifest.entries().items():
+        zoo_manifest.verify(entry)
         # a GAN generator ships at ~4 MB, the ct latent diffusion model (2.7 M parameters, fp32) at 11.2 MB
         assert entry.size < 12_000_000, f"{name}: shipped generator is larger than a dozen MB"
-    assert zoo.read_manifest()["total_bytes"] < 40_000_000, "the shipped zoo outgrew 40 MB"
+    assert zoo_manifest.read_manifest()["total_bytes"] < 40_000_000, "the shipped zoo outgrew 40 MB"
 
 
 def test_real_vs_synthetic_figure_has_a_row_per_class_and_says_synthetic(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from medsynth.pipelines.zoo import real_vs_synthetic
+    from medsynth.pipelines.zoo_build import real_vs_synthetic
     from medsynth.training.loading import load_generator
 
     class Split:  # the two things the figure reads from PreparedData

@@ -167,9 +167,9 @@ def generator_sha256(ref: str) -> str:
     from medsynth.generator import GENERATOR_FILE
 
     if ref.startswith("zoo:"):
-        from medsynth.training import zoo
+        from medsynth.training import zoo_manifest
 
-        entry = zoo.entries().get(ref.split(":", 1)[1])
+        entry = zoo_manifest.entries().get(ref.split(":", 1)[1])
         return entry.sha256 if entry else ""
     file = Path(ref)
     file = file / GENERATOR_FILE if file.is_dir() else file

@@ -7,7 +7,7 @@
 4. copy the generator (plain tensors), its evaluation report, metrics, sample grid, a real-vs-
    synthetic figure (``real_vs_synthetic.png``: real test images beside synthetic ones, per class)
    and a model card into ``training/zoo/<dataset>/`` and record every file's sha256 and size in
-   the manifest (``medsynth.training.zoo``).
+   the manifest (``medsynth.training.zoo_manifest``).
 
 An entry whose evaluation fails the floors is still written (so its report can be read) and marked
 ``gate_floors_passed: false``. ``medsynth zoo build`` is the face; this module owns the sequence.
@@ -53,9 +53,9 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     from medsynth.components.promote import PromoteConfig
     from medsynth.generator import GENERATOR_FILE
     from medsynth.prepared import PreparedData
-    from medsynth.training import zoo
-    from medsynth.training.config import TrainConfig
+    from medsynth.training import zoo_manifest
     from medsynth.training.loading import load_generator
+    from medsynth.training.train_config import TrainConfig
 
     art = project.artifacts_path() / "zoo" / dataset
     t0 = time.perf_counter()
@@ -77,14 +77,14 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     eres = evaluate.run(stage(evaluate.EvaluateConfig, "evaluate"), project, gen, art / "preprocess",
                         art / "evaluate", extractor=ext, track=track, model_uri=tres.model_uri or "", gate=gate)
     m = eres.metrics
-    dest = zoo.ZOO_DIR / dataset
+    dest = zoo_manifest.ZOO_DIR / dataset
     shipped = _shipped_metrics(project, stage, dataset, art, ext, gate, track, log)
     if shipped is not None:
         better, why = better_entry(gate, m, shipped)
         if not better:
             log(f"zoo entry {dataset}: kept the shipped generator; the new one is not better on the gate's measures "
                 f"({why}); its evaluation is in {art / 'evaluate'}")
-            zoo.note_candidate(dataset, {"command": command or f"medsynth zoo build {dataset}", "kept_because": why,
+            zoo_manifest.note_candidate(dataset, {"command": command or f"medsynth zoo build {dataset}", "kept_because": why,
                                          "key_metrics": _key_metrics(m), "global_step": tres.global_step})
             return bool(m.get(K.GATE_FLOORS_PASSED, False))
         log(f"==> the new generator beats the shipped one ({why}): replacing it")
@@ -96,7 +96,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
             shutil.copy2(art / "evaluate" / name, dest / name)
     real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
     passed = bool(m.get(K.GATE_FLOORS_PASSED, False))
-    history = list(zoo.entries().get(dataset).info.get("commands", [])) if resume and dataset in zoo.entries() else []
+    history = list(zoo_manifest.entries().get(dataset).info.get("commands", [])) if resume and dataset in zoo_manifest.entries() else []
     info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
             "commands": [*history, command or f"medsynth zoo build {dataset}"],
             "replaced": {"key_metrics": _key_metrics(shipped)} if shipped is not None else {},
@@ -110,7 +110,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
         info.update(arch=f"ldm-{cfg.autoencoder}", autoencoder=cfg.autoencoder, unet_channels=list(cfg.unet_channels),
                     sample_steps=cfg.sample_steps, guidance=cfg.guidance, ngf=0, ndf=0)
     (dest / "MODEL_CARD.md").write_text(_card(dataset, info, m))
-    zoo.write_entry(dataset, dest, info)
+    zoo_manifest.write_entry(dataset, dest, info)
     log(f"zoo entry {dataset}: {dest} ({sum(p.stat().st_size for p in dest.iterdir()) / 1e6:.1f} MB); "
         f"gate floors {'passed' if passed else 'NOT passed'}; FID-domain {m.get(K.FID_DOMAIN, float('nan')):.3f} "
         f"(floor {m.get(K.FID_DOMAIN_FLOOR, float('nan')):.3f}), C2ST AUC {m.get(K.C2ST_AUC, float('nan')):.3f}")
@@ -143,11 +143,11 @@ def _shipped_metrics(project, stage, dataset, art, ext, gate, track, log):
     from medsynth import metric_keys as K
     from medsynth.components import evaluate
     from medsynth.errors import InputError
-    from medsynth.training import zoo
+    from medsynth.training import zoo_manifest
     from medsynth.training.loading import load_generator
 
     try:
-        entry = zoo.get(dataset)
+        entry = zoo_manifest.get(dataset)
     except InputError:
         return None
     import json
