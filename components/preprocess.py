@@ -29,7 +29,7 @@ from medsynth.config import to_dict
 from medsynth.dataset import CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, write_json
-from medsynth.imaging import RESOLUTIONS, to_uint8
+from medsynth.imaging import RESOLUTIONS, grey_to_unit, to_uint8
 from medsynth.prepared import SPLITS
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
@@ -148,7 +148,7 @@ def pixel_stats(x: np.ndarray) -> dict[str, float]:
     if x.size == 0:
         return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
     hist = np.bincount(x.reshape(-1), minlength=256).astype(np.float64)
-    v = np.arange(256) / 127.5 - 1.0
+    v = grey_to_unit(np.arange(256, dtype=np.float64))
     mean = float((hist * v).sum() / hist.sum())
     std = float(np.sqrt(max((hist * (v - mean) ** 2).sum() / hist.sum(), 0.0)))
     nz = np.nonzero(hist)[0]

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medsynth.imaging import resize_images
+
 __all__ = ["C2STResult", "C2STSettings", "c2st", "c2st_floor", "c2st_per_class"]
 
 
@@ -138,14 +140,6 @@ def _fast_bf16() -> bool:
     return cpu_has_fast_bf16()
 
 
-def _resize(x: np.ndarray, r: int) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if t.shape[-1] != r or t.shape[-2] != r:
-        t = F.interpolate(t, size=(r, r), mode="bilinear", align_corners=False,
-                          antialias=t.shape[-1] > r).clamp_(-1, 1)
-    return t
-
-
 def _check_images(name: str, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[1] != 1 or x.shape[-1] != x.shape[-2]:
@@ -197,7 +191,7 @@ def c2st(real: np.ndarray, synth: np.ndarray, *, seed: int = 0,
     m = min(len(real), len(synth), s.max_images)  # equal counts: balanced fit and test
     ri = np.sort(rng.choice(len(real), m, replace=False))
     si = np.sort(rng.choice(len(synth), m, replace=False))
-    x = torch.cat([_resize(real[ri], s.resolution), _resize(synth[si], s.resolution)])
+    x = torch.cat([resize_images(real[ri], s.resolution), resize_images(synth[si], s.resolution)])
     if s.standardise:
         x = (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True).clamp_min(1e-3)
     y = torch.cat([torch.zeros(m), torch.ones(m)])

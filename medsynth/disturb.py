@@ -47,6 +47,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medsynth.imaging import grey_to_uint8, grey_to_unit, unit_to_grey
+
 __all__ = ["DISTURBANCES", "MILD", "blur", "brightness", "checkerboard", "contrast", "disturb", "gaussian_blur",
            "jpeg", "mode_drop", "noise", "quantise", "rectangles", "salt_pepper", "shift", "smudge", "swirl"]
 
@@ -67,13 +69,13 @@ def _to_grey(images: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.
         grey = flat.astype(np.float64)
 
         def back(g: np.ndarray) -> np.ndarray:
-            return np.clip(np.rint(g), 0, 255).astype(np.uint8).reshape(shape)
+            return grey_to_uint8(g).reshape(shape)
     elif np.issubdtype(dtype, np.floating):
-        grey = (flat.astype(np.float64) + 1.0) * 127.5
+        grey = unit_to_grey(flat)
 
         def back(g: np.ndarray) -> np.ndarray:
             # float images keep their continuous values (no re-quantisation)
-            return (np.clip(g, 0.0, 255.0) / 127.5 - 1.0).astype(dtype).reshape(shape)
+            return grey_to_unit(np.clip(g, 0.0, 255.0)).astype(dtype).reshape(shape)
     else:
         raise ValueError(f"expected uint8 (0..255) or float ([-1, 1]) images, got {dtype}")
     return grey, back
@@ -248,7 +250,7 @@ def jpeg(images: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
         raise ValueError(f"jpeg: quality must be in 1..95, got {quality}")
     g, back = _to_grey(images)
     out = np.empty_like(g)
-    for i, im in enumerate(np.clip(np.rint(g), 0, 255).astype(np.uint8)):
+    for i, im in enumerate(grey_to_uint8(g)):
         buf = io.BytesIO()
         Image.fromarray(im, mode="L").save(buf, format="JPEG", quality=q)
         out[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
@@ -274,7 +276,7 @@ def shift(images: np.ndarray, px: float, seed: int = 0) -> np.ndarray:
 def quantise(images: np.ndarray) -> np.ndarray:
     """Round to whole grey levels (what saving as 8-bit does); same dtype and range as the input."""
     g, back = _to_grey(images)
-    return back(np.clip(np.rint(g), 0, 255))
+    return back(grey_to_uint8(g).astype(np.float64))
 
 
 # ---------------------------------------------------------------- helpers

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsynth.imaging import resize_tensor
+from medsynth.imaging import from_01, resize_tensor, tensor_01, to_01, uint8_tensor_from_01
 
 PSNR_CAP_DB = 100.0  # identical images have infinite PSNR; capped so means stay finite
 
@@ -56,7 +56,7 @@ class DomainFeatures(nn.Module):
         if x.shape[-2:] != (r, r):
             x = resize_tensor(x, r, 0.0, 1.0)
         self.trunk.eval()
-        return self.trunk(x * 2.0 - 1.0)
+        return self.trunk(from_01(x))
 
 
 class _Precomputed(nn.Module):
@@ -76,7 +76,7 @@ def extract(module: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32))
-        out.append(module((x + 1.0) / 2.0).double())
+        out.append(module(to_01(x)).double())
     return torch.cat(out).numpy() if out else np.zeros((0, int(module.num_features)))
 
 
@@ -163,7 +163,7 @@ def fid_kid_images(module: nn.Module, real: np.ndarray, fake: np.ndarray, kid_su
         kid = KernelInceptionDistance(feature=module, subset_size=size, subsets=kid_subsets, normalize=True)
     for imgs, is_real in ((real, True), (fake, False)):
         for i in range(0, len(imgs), batch_size):
-            x = (torch.from_numpy(np.ascontiguousarray(imgs[i : i + batch_size], dtype=np.float32)) + 1) / 2
+            x = tensor_01(imgs[i : i + batch_size])
             fid.update(x, real=is_real)
             kid.update(x, real=is_real)
     torch.manual_seed(seed)
@@ -204,8 +204,7 @@ def prdc(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 5) -> dict[str
 
 
 def _flat01(x: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(len(x), -1)
-    return (t + 1.0) / 2.0
+    return tensor_01(x).reshape(len(x), -1)
 
 
 def nearest_neighbours(query: np.ndarray, ref: np.ndarray, exclude_same_index: bool = False,
@@ -243,8 +242,7 @@ def ssim_psnr(a: np.ndarray, b: np.ndarray, batch_size: int = 512) -> tuple[np.n
 
     ss, ps = [], []
     for i in range(0, len(a), batch_size):
-        x = (torch.from_numpy(np.ascontiguousarray(a[i : i + batch_size], np.float32)) + 1) / 2
-        y = (torch.from_numpy(np.ascontiguousarray(b[i : i + batch_size], np.float32)) + 1) / 2
+        x, y = tensor_01(a[i : i + batch_size]), tensor_01(b[i : i + batch_size])
         ss.append(structural_similarity_index_measure(x, y, data_range=1.0, reduction="none"))
         ps.append(peak_signal_noise_ratio(x, y, data_range=1.0, reduction="none", dim=(1, 2, 3)))
     s = torch.cat(ss).double().numpy()
@@ -272,8 +270,7 @@ def pair_similarity(images: np.ndarray, n_pairs: int = 500, seed: int = 0) -> di
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, n_pairs)
     j = (i + rng.integers(1, n, n_pairs)) % n  # never the same image
-    x = (torch.from_numpy(np.ascontiguousarray(images[i], np.float32)) + 1) / 2
-    y = (torch.from_numpy(np.ascontiguousarray(images[j], np.float32)) + 1) / 2
+    x, y = tensor_01(images[i]), tensor_01(images[j])
     k, betas = ms_ssim_settings(images.shape[-1])
     ms = multiscale_structural_similarity_index_measure(
         x, y, data_range=1.0, kernel_size=k, betas=betas, normalize="relu", reduction="none")
@@ -391,7 +388,7 @@ class InceptionFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        x = uint8_tensor_from_01(x)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         return self.net(x).reshape(len(x), -1)

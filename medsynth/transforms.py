@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.imaging import resize_tensor
+from medsynth.imaging import from_01, resize_tensor, uint8_tensor_to_01, uint8_to_01
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ImageTransform:
             lo, hi = c - w / 2.0, c + w / 2.0
             return np.clip((a.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
         if a.dtype == np.uint8:
-            return a.astype(np.float32) / 255.0
+            return uint8_to_01(a)
         f = a.astype(np.float32)
         if np.issubdtype(a.dtype, np.floating) and np.nanmin(f) >= 0.0 and np.nanmax(f) <= 1.0:
             return np.nan_to_num(f, nan=0.0)
@@ -79,7 +79,7 @@ class ImageTransform:
 
     @staticmethod
     def to_signed(img: np.ndarray) -> np.ndarray:
-        return img * 2.0 - 1.0
+        return from_01(img)
 
     def __call__(self, img: np.ndarray, units: str = "raw") -> np.ndarray:
         """Apply the whole chain to one 2D image; returns float32 [R, R] in [-1, 1]."""
@@ -97,7 +97,7 @@ class ImageTransform:
         if a.ndim != 3 or a.dtype != np.uint8:
             raise ValueError(f"expected uint8 [N, H, W], got {a.dtype} {a.shape}")
         n, h, w = a.shape
-        x = torch.from_numpy(a).float().div_(255.0)[:, None]
+        x = uint8_tensor_to_01(torch.from_numpy(a))[:, None]
         if h != w:
             return np.stack([self(im) for im in a])[:, None]
         r = self.resolution
@@ -107,4 +107,4 @@ class ImageTransform:
                 x = F.pad(x, (o, r - h - o, o, r - h - o))
             else:
                 x = resize_tensor(x, r, 0.0, 1.0)
-        return (x * 2.0 - 1.0).numpy()
+        return from_01(x).numpy()

@@ -13,6 +13,8 @@ import enum
 
 import numpy as np
 
+from medsynth.imaging import resize_tensor, uint8_from_01, uint8_to_01
+
 
 class Shift(enum.StrEnum):
     GAMMA = "gamma"
@@ -35,7 +37,7 @@ LADDERS: dict[Shift, list[float]] = {
 def apply_shift(images: np.ndarray, kind: Shift | str, value: float, seed: int = 0) -> np.ndarray:
     """Apply one acquisition change to uint8 ``[N, H, W]`` images; returns uint8 of the same shape."""
     kind = Shift(kind)
-    x = np.asarray(images, dtype=np.float32) / 255.0
+    x = uint8_to_01(images)
     if x.ndim != 3:
         raise ValueError(f"expected [N, H, W] images, got {x.shape}")
     if kind is Shift.GAMMA:
@@ -51,11 +53,8 @@ def apply_shift(images: np.ndarray, kind: Shift | str, value: float, seed: int =
         y = gaussian_filter(x, sigma=(0, value, value), mode="nearest")
     else:  # RESOLUTION
         import torch
-        import torch.nn.functional as F
 
         n, h, w = x.shape
-        t = torch.from_numpy(x)[:, None]
-        small = F.interpolate(t, size=(max(2, round(h * value)), max(2, round(w * value))),
-                              mode="bilinear", align_corners=False, antialias=True)
-        y = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
-    return np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+        small = resize_tensor(torch.from_numpy(x)[:, None], (max(2, round(h * value)), max(2, round(w * value))))
+        y = resize_tensor(small, (h, w))[:, 0].numpy()
+    return uint8_from_01(y)

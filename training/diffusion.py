@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsynth.errors import ConfigError
+from medsynth.imaging import resize_tensor, to_unit_tensor
 from medsynth.training.sampler import SamplerBase
 
 LATENT_CHANNELS = 4
@@ -149,8 +150,6 @@ class LatentDiffusion(nn.Module):
         if self.spec.autoencoder == "patch":
             return F.pixel_unshuffle(x, self.factor)
         if self.spec.autoencoder == "cascade":
-            from medsynth.imaging import resize_tensor
-
             return resize_tensor(x, self.spec.latent_side, -1.0, 1.0)
         return self.ae.quant_conv_mu(self.ae.encoder(x))
 
@@ -197,19 +196,17 @@ class SuperResolver(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        up = F.interpolate(z, scale_factor=self.factor, mode="bilinear", align_corners=False)
+        up = resize_tensor(z, z.shape[-1] * self.factor)
         return up + self.net(z)
 
 
 def back_project(x: torch.Tensor, low: torch.Tensor, rounds: int = 3) -> torch.Tensor:
     """Correct ``x`` so that its antialiased downsample is ``low`` (iterative back-projection, Irani & Peleg
     1991): the coarse view of a decoded image is then the sampled one, whatever the decoder adds."""
-    from medsynth.imaging import resize_tensor
-
     r = x.shape[-1]
     for _ in range(rounds):
         err = low - resize_tensor(x, low.shape[-1], -10.0, 10.0)
-        x = x + F.interpolate(err, size=(r, r), mode="bilinear", align_corners=False)
+        x = x + resize_tensor(err, r)
     return x.clamp(-1.0, 1.0)
 
 
@@ -282,8 +279,6 @@ def sample_latents(ldm: LatentDiffusion, y: torch.Tensor | None, noise: torch.Te
 @torch.no_grad()
 def latent_scale_of(ldm: LatentDiffusion, x_uint8: torch.Tensor, n: int = 512, batch: int = 128) -> float:
     """Standard deviation of the encoder's latents over (up to) ``n`` evenly spaced training images."""
-    from medsynth.imaging import to_unit_tensor
-
     idx = torch.linspace(0, len(x_uint8) - 1, min(n, len(x_uint8))).long()
     dev = ldm.latent_scale.device
     zs = [ldm.raw_encode(to_unit_tensor(x_uint8[idx[i : i + batch]]).to(dev)) for i in range(0, len(idx), batch)]
@@ -293,8 +288,6 @@ def latent_scale_of(ldm: LatentDiffusion, x_uint8: torch.Tensor, n: int = 512, b
 @torch.no_grad()
 def encode_all(ldm: LatentDiffusion, x_uint8: torch.Tensor, batch: int = 256) -> torch.Tensor:
     """Unit-scale latents of every training image (float32, on the model's device)."""
-    from medsynth.imaging import to_unit_tensor
-
     dev = ldm.latent_scale.device
     return torch.cat([ldm.encode(to_unit_tensor(x_uint8[i : i + batch]).to(dev)).float()
                       for i in range(0, len(x_uint8), batch)])

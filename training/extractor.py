@@ -18,6 +18,7 @@ import numpy as np
 
 from medsynth.errors import InputError
 from medsynth.fileio import sha256_file
+from medsynth.imaging import from_01, resize_tensor, to_01
 
 FORMAT = "medsynth.features/2"  # JudgeNet; /1 (SmallCNN) still loads
 LEGACY_FORMATS = ("medsynth.features/1",)
@@ -98,14 +99,11 @@ class Extractor:
 
     def _resize(self, images: np.ndarray):  # -> torch.Tensor at the extractor's resolution
         import torch
-        import torch.nn.functional as F
 
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         r = int(self.meta["resolution"])
         if x.shape[-1] != r or x.shape[-2] != r:
-            x01 = F.interpolate((x + 1) / 2, size=(r, r), mode="bilinear", align_corners=False,
-                                antialias=x.shape[-1] > r).clamp(0, 1)
-            x = x01 * 2 - 1
+            x = from_01(resize_tensor(to_01(x), r, 0.0, 1.0))
         return x
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medsynth.errors import ConfigError
+from medsynth.imaging import pool_tensor
 from medsynth.training.models import Generator, ModelSpec
 
 DIFFUSION_KINDS = ("ldm",)  # model kinds whose files hold a LatentDiffusion (training/diffusion.py)
@@ -142,8 +142,7 @@ def diversity(images: torch.Tensor | np.ndarray, size: int = 16) -> float:
     generator makes near-identical images and its ratio falls towards 0.
     """
     x = torch.as_tensor(images, dtype=torch.float32)
-    if x.shape[-1] > size:
-        x = F.adaptive_avg_pool2d(x, size)
+    x = pool_tensor(x, size)
     flat = x.flatten(1)
     if flat.shape[0] < 2:
         return 0.0

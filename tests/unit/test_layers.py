@@ -239,3 +239,38 @@ def test_the_contract_passes_downward_and_type_only_imports_and_catches_stale_na
     found = violations(roots)
     assert found == ["medsynth.components.c:2 imports to_uint8 from medsynth.imaging, which defines no such name",
                      "medsynth.components.c:3 imports medsynth.extractor, which is not a module"]
+
+
+# Network layers that resample feature maps are architecture, not image resizing (imaging.py's docstring).
+NETWORK_MODULES = {"training/resnet.py", "training/judge_net.py"}
+PIXEL_PATTERNS = ("127.5", "/ 255", "* 255", "div_(255", "F.interpolate(", "adaptive_avg_pool2d(", "antialias=")
+
+
+def pixel_code_outside_imaging(roots: dict[str, Path]) -> list[str]:
+    """Lines of code (not comments or docstrings) that convert pixel values or resize images outside imaging.py."""
+    found = []
+    for name, f in modules(roots).items():
+        rel = f.relative_to(ROOT).as_posix() if f.is_relative_to(ROOT) else f.as_posix()
+        if name == "medsynth.imaging" or rel in NETWORK_MODULES:
+            continue
+        tree = ast.parse(f.read_text())
+        docs = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                docs.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if i not in docs and any(p in code for p in PIXEL_PATTERNS):
+                found.append(f"{rel}:{i}: {line.strip()}")
+    return found
+
+
+def test_pixel_conversion_and_image_resizing_live_in_imaging_only():
+    found = pixel_code_outside_imaging(package_roots())
+    assert not found, "convert and resize through medsynth/imaging.py:\n" + "\n".join(found)
+
+
+def test_the_pixel_check_sees_a_copy(tmp_path):
+    roots = _fake_project(tmp_path, {"components/a.py": '"""v / 127.5 - 1 in a docstring is fine."""\n'
+                                                         "def f(x):\n    return (x + 1) * 127.5  # a copy\n"})
+    assert pixel_code_outside_imaging(roots) == [f"{(tmp_path / 'components/a.py').as_posix()}:3: return (x + 1) * 127.5  # a copy"]
