@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsynth.config import load_stage, read_params
+from medsynth.config import load_stage, params_defaults, read_params
 from medsynth.errors import ConfigError, InputError
 from medsynth.project import ProjectConfig, load_project
 from medsynth.training.train_config import Precision, resolve_precision
@@ -21,25 +21,26 @@ MAX_SEED = 2**31 - 1  # torch.Generator takes 64-bit seeds; 31 bits keeps them t
 
 
 @dataclass(frozen=True)
+@params_defaults("app")
 class AppConfig:
     """``app:`` in params.yaml (every key optional)."""
 
-    max_count: int = 64  # images per Generate click (live evaluation stays in seconds)
-    default_count: int = 16
-    max_interpolation_steps: int = 16
-    min_truncation: float = 0.1  # z is scaled by truncation in (0, 1]
-    precision: Precision = Precision.AUTO  # auto | fp32 | bf16 (auto: training's resolve_precision)
-    live_eval: bool = True  # run the quick metrics after each Generate
-    reference_size: int = 1000  # real training images whose features form the FID-domain reference
-    floor_pool: int = 500  # held-out real images used for the "real floor" at the same n
-    bootstrap: int = 20  # FID-domain resamples for its spread
-    near_copy_ratio: float = 0.2  # as evaluate: near-copy below ratio x median train-to-train distance
-    prepared_dir: str = ""  # "" = <artifacts>/preprocess (used when its data hash matches the model's)
-    features_dir: str = ""  # "" = <artifacts>/features/<features.name>
-    feedback_url: str = ""  # "" = monitor.feedback_url, or sqlite:///<state>/feedback.db
-    display_px: int = 160  # each image is enlarged (nearest neighbour) to about this size on screen
-    mlflow_ui_url: str = ""  # where run links in the model card point; "" = the tracking URI if http(s)
-    png_band: bool = True  # exported PNGs get a visible SYNTHETIC band (their metadata says so either way)
+    max_count: int  # images per Generate click (live evaluation stays in seconds)
+    default_count: int
+    max_interpolation_steps: int
+    min_truncation: float  # z is scaled by truncation in (0, 1]
+    precision: Precision  # auto | fp32 | bf16 (auto: training's resolve_precision)
+    live_eval: bool  # run the quick metrics after each Generate
+    reference_size: int  # real training images whose features form the FID-domain reference
+    floor_pool: int  # held-out real images used for the "real floor" at the same n
+    bootstrap: int  # FID-domain resamples for its spread
+    near_copy_ratio: float  # as evaluate: near-copy below ratio x median train-to-train distance
+    prepared_dir: str  # "" = <artifacts>/preprocess (used when its data hash matches the model's)
+    features_dir: str  # "" = <artifacts>/features/<features.name>
+    feedback_url: str  # "" = monitor.feedback_url, or sqlite:///<state>/feedback.db
+    display_px: int  # each image is enlarged (nearest neighbour) to about this size on screen
+    mlflow_ui_url: str  # where run links in the model card point; "" = the tracking URI if http(s)
+    png_band: bool  # exported PNGs get a visible SYNTHETIC band (their metadata says so either way)
 
     def check(self) -> None:
         if not 1 <= self.max_count <= 1024:

@@ -44,7 +44,7 @@ from medsynth import metric_keys as K
 from medsynth.components import eval_classes as C
 from medsynth.components import eval_scores as S
 from medsynth.components.gate import GatePolicy, floor_checks, floors_dict, gate_policy, grade
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.generator import ImageGenerator
 from medsynth.prepared import PreparedData
@@ -61,29 +61,30 @@ MEDMNIST_REFERENCE = {
 
 
 @dataclass(frozen=True)
+@params_defaults("evaluate")
 class EvaluateConfig:
     """``evaluate:`` in params.yaml."""
 
-    n_generated: int = 2000
-    truncation: float = 1.0
-    extractor: str = ""
-    min_samples: int = 200
-    kid_subset_size: int = 1000
-    kid_subsets: int = 50
-    prdc_k: int = 5
-    diversity_pairs: int = 500
-    near_copy_ratio: float = 0.2
-    privacy_max_train_queries: int = 2000
-    closest_pairs: int = 16
-    utility: bool = True
-    utility_epochs: int = 3
-    utility_max_train: int = 2000
-    utility_pseudo_labels: bool = True  # unconditional generators: label synthetic images with classifier (a)
-    grid_images: int = 64
-    inception_weights: str = ""
-    c2st: bool = True  # classifier two-sample test (capacity and budget: medsynth/c2st.py C2STSettings)
-    c2st_max_images: int = 0  # images per set the C2ST uses (0 = C2STSettings' budget)
-    bootstrap: int = 50  # paired bootstrap draws for the FID-domain intervals (0 = none)
+    n_generated: int
+    truncation: float
+    extractor: str
+    min_samples: int
+    kid_subset_size: int
+    kid_subsets: int
+    prdc_k: int
+    diversity_pairs: int
+    near_copy_ratio: float
+    privacy_max_train_queries: int
+    closest_pairs: int
+    utility: bool
+    utility_epochs: int
+    utility_max_train: int
+    utility_pseudo_labels: bool  # unconditional generators: label synthetic images with classifier (a)
+    grid_images: int
+    inception_weights: str
+    c2st: bool  # classifier two-sample test (capacity and budget: medsynth/c2st.py C2STSettings)
+    c2st_max_images: int  # images per set the C2ST uses (0 = C2STSettings' budget)
+    bootstrap: int  # paired bootstrap draws for the FID-domain intervals (0 = none)
 
     def check(self) -> None:
         bounds = {"n_generated": (10, 10_000), "min_samples": (2, 100_000), "kid_subsets": (1, 1000),

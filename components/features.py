@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, sha256_bytes, sha256_file, write_json
 from medsynth.project import ProjectConfig
@@ -52,20 +52,21 @@ from medsynth.training.extractor import FORMAT, Extractor, load_extractor  # noq
 
 
 @dataclass(frozen=True)
+@params_defaults("features")
 class FeaturesConfig:
     """``features:`` in params.yaml."""
 
-    dataset: str = "multi"  # ingest.datasets entry listing all bundled sources and classes
-    name: str = "domain_cnn"  # folder under <artifacts>/features/
-    resolution: int = 64
-    per_class_train: int = 400
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 0.003
-    feature_dim: int = 128  # class-embedding width (the full embedding adds texture statistics)
-    width: int = 16
-    depth: int = 1  # convs per block (2: slower, no better on the disturbance test)
-    in_domain_quantile: float = 0.99  # share of held-out real (val) images the in-domain check accepts
+    dataset: str  # ingest.datasets entry listing all bundled sources and classes
+    name: str  # folder under <artifacts>/features/
+    resolution: int
+    per_class_train: int
+    epochs: int
+    batch_size: int
+    lr: float
+    feature_dim: int  # class-embedding width (the full embedding adds texture statistics)
+    width: int
+    depth: int  # convs per block (2: slower, no better on the disturbance test)
+    in_domain_quantile: float  # share of held-out real (val) images the in-domain check accepts
 
     def check(self) -> None:
         if self.resolution not in (28, 32, 64):

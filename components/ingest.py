@@ -14,11 +14,11 @@ import json
 import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.dataset import DatasetWriter
 from medsynth.deid import check_name, safe_label, scrub_path
 from medsynth.errors import ConfigError, InputError
@@ -29,12 +29,13 @@ from medsynth.readers import SourceConfig, read_source
 
 
 @dataclass(frozen=True)
+@params_defaults("ingest")
 class IngestConfig:
     """``ingest:`` in params.yaml."""
 
-    dataset: str = "ct"
-    limit_per_class: int | None = None
-    datasets: dict[str, list[SourceConfig]] = field(default_factory=dict)
+    dataset: str
+    limit_per_class: int | None
+    datasets: dict[str, list[SourceConfig]]
 
     def check(self) -> None:
         if self.dataset not in self.datasets:

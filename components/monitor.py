@@ -25,13 +25,13 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, atomic_path, read_parquet, write_json, write_parquet
 from medsynth.monitoring.domain import DomainConfig, DomainResult, check_domain, envelope
@@ -46,21 +46,22 @@ FEATURE_VERSION = "1"  # bump when the feature definitions change (invalidates r
 
 
 @dataclass(frozen=True)
+@params_defaults("monitor")
 class MonitorConfig:
     """``monitor:`` in params.yaml."""
 
-    reference: str = ""  # prepared artifact of the champion's training data ("" = <artifacts>/preprocess)
-    max_reference: int = 5000  # reference images sampled (seeded) for the tests
-    max_batch_images: int = 50000  # larger batches are refused (bounded input)
-    embedding_components: int = 4  # PCA components of the domain embeddings (0 = no embeddings)
-    extractor: str = ""  # domain feature extractor folder ("" = <artifacts>/features/<features.name>)
-    output_images: int = 300  # generated images per champion-output check
-    html_report: bool = True  # Evidently's HTML report (false: same tests, JSON summary only; ~5x faster)
-    feedback_url: str = ""  # SQLAlchemy URL ("" = sqlite:///<state>/feedback.db)
-    experiment: str = "monitoring"
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    domain: DomainConfig = field(default_factory=DomainConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reference: str  # prepared artifact of the champion's training data ("" = <artifacts>/preprocess)
+    max_reference: int  # reference images sampled (seeded) for the tests
+    max_batch_images: int  # larger batches are refused (bounded input)
+    embedding_components: int  # PCA components of the domain embeddings (0 = no embeddings)
+    extractor: str  # domain feature extractor folder ("" = <artifacts>/features/<features.name>)
+    output_images: int  # generated images per champion-output check
+    html_report: bool  # Evidently's HTML report (false: same tests, JSON summary only; ~5x faster)
+    feedback_url: str  # SQLAlchemy URL ("" = sqlite:///<state>/feedback.db)
+    experiment: str
+    drift: DriftConfig
+    domain: DomainConfig
+    policy: PolicyConfig
 
     def check(self) -> None:
         if not 100 <= self.max_reference <= 200_000:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.dataset import CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import atomic_dir, write_json
@@ -44,14 +44,15 @@ class SquareMode(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+@params_defaults("preprocess")
 class PreprocessConfig:
     """``preprocess:`` in params.yaml."""
 
-    resolution: int = 64
-    ct_window: tuple[float, float] = (40.0, 400.0)  # centre, width in HU
-    square_mode: SquareMode = SquareMode.PAD
-    upscale: bool = True
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
+    resolution: int
+    ct_window: tuple[float, float]  # centre, width in HU
+    square_mode: SquareMode
+    upscale: bool
+    split_fractions: tuple[float, float, float]  # train, val, test
 
     def check(self) -> None:
         if self.resolution not in RESOLUTIONS:

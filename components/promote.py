@@ -33,10 +33,9 @@ from medsynth.components.gate import (
     GatePolicy,
     GateResult,
     evaluate_gate,
-    gate_policy,
     grade,
 )
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.errors import ConfigError, InputError, RegistryError
 from medsynth.fileio import write_json, write_text
 from medsynth.project import ProjectConfig
@@ -70,13 +69,14 @@ from medsynth.tracking import first_line, latest_run_id, setup_mlflow, step_run
 
 
 @dataclass(frozen=True)
+@params_defaults("promote")
 class PromoteConfig:
     """``promote:`` in params.yaml."""
 
-    model_name: str = ""  # registered model name; "" = medsynth-<dataset>-<model kind>
-    require_approval: bool = False  # champion moves only after `medsynth review approve`
-    lock_timeout_s: float = 60.0
-    gate: GatePolicy = field(default_factory=gate_policy)  # params.yaml promote.gate
+    model_name: str  # registered model name; "" = medsynth-<dataset>-<model kind>
+    require_approval: bool  # champion moves only after `medsynth review approve`
+    lock_timeout_s: float
+    gate: GatePolicy  # params.yaml promote.gate
 
 
 @dataclass

@@ -24,14 +24,14 @@ import re
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medsynth.components.validate_report import class_balance, report_md
-from medsynth.config import to_dict
+from medsynth.config import params_defaults, to_dict
 from medsynth.dataset import MANIFEST_COLUMNS, SPLITS, CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError, ValidationFailed
 from medsynth.fileio import atomic_dir, write_json, write_parquet, write_text
@@ -44,24 +44,19 @@ SPLIT_ORDER = {"train": 0, "val": 1, "test": 2, "": 3}  # which copy of a repeat
 
 
 @dataclass(frozen=True)
+@params_defaults("validate")
 class ValidateConfig:
     """``validate:`` in params.yaml."""
 
-    max_failure_share: float = 0.02
-    min_std: float = 0.5
-    max_class_imbalance: float = 10.0
-    allow_train_test_overlap: bool = False
-    min_side: int = 8
-    max_side: int = 4096
+    max_failure_share: float
+    min_std: float
+    max_class_imbalance: float
+    allow_train_test_overlap: bool
+    min_side: int
+    max_side: int
     # allowed dtypes and the value range each may hold; images in HU are checked against hu_range
-    dtype_ranges: dict[str, tuple[float, float]] = field(default_factory=lambda: {
-        "uint8": (0.0, 255.0),
-        "uint16": (0.0, 65535.0),
-        "int16": (-32768.0, 32767.0),
-        "float32": (-1.0e6, 1.0e6),
-        "float64": (-1.0e6, 1.0e6),
-    })
-    hu_range: tuple[float, float] = (-8192.0, 32767.0)  # padding outside the field of view reaches ~-4000
+    dtype_ranges: dict[str, tuple[float, float]]
+    hu_range: tuple[float, float]  # padding outside the field of view reaches ~-4000
 
     def check(self) -> None:
         if not 0.0 <= self.max_failure_share <= 1.0:

@@ -3,12 +3,19 @@
 Every stage does ``cfg = load_stage(IngestConfig, "ingest", params_path, overrides)``. Overrides
 are ``key=value`` strings (``--set train.epochs=3`` on the CLI); each is checked against the field's
 type and unknown keys are an error that lists the valid ones.
+
+The defaults live in params.yaml only: a settings dataclass declares its fields without values and
+:func:`params_defaults` fills each from the shipped params.yaml (``medsynth/params.yaml``, a link to
+the checkout's ``params.yaml``, copied into a built wheel), so ``TrainConfig()`` in code and a run
+with the shipped params.yaml get the same settings.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
+import functools
 import json
 import os
 import types
@@ -23,6 +30,8 @@ from medsynth.errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_PARAMS = "params.yaml"
+# The shipped params.yaml: every settings default (a link to the checkout's params.yaml; a copy in a wheel).
+DEFAULTS_FILE = Path(__file__).with_name("params.yaml")
 
 
 def read_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -41,6 +50,45 @@ def read_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of stage names to settings")
     return data
+
+
+@functools.cache
+def shipped_params() -> dict[str, Any]:
+    """The shipped params.yaml (:data:`DEFAULTS_FILE`), read once."""
+    return read_params(DEFAULTS_FILE)
+
+
+def params_defaults(section: str) -> typing.Callable[[type[T]], type[T]]:
+    """Class decorator, under ``@dataclass``: every field's default is ``section`` (dotted, e.g.
+    ``monitor.drift``) of the shipped params.yaml, type-checked as a run's values are.
+
+    A field written with a default in code, or missing from params.yaml, is an error at import:
+    params.yaml is the one place a default lives.
+    """
+
+    def wrap(cls: type[T]) -> type[T]:
+        node: Any = shipped_params()
+        for part in section.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            raise ConfigError(f"{DEFAULTS_FILE}: no section {section!r} for {cls.__name__}")
+        hints = typing.get_type_hints(cls)
+        for name in cls.__dict__.get("__annotations__", {}):
+            if typing.get_origin(hints[name]) is typing.ClassVar:
+                continue
+            if name in cls.__dict__:
+                raise ConfigError(f"{cls.__name__}.{name}: a default written in code; params.yaml {section}.{name} "
+                                  "is the only place defaults live")
+            if name not in node:
+                raise ConfigError(f"{cls.__name__}.{name}: no default in params.yaml ({section}.{name})")
+            value = _coerce(node[name], hints[name], f"{section}.{name}")
+            if isinstance(value, (list, dict, set)) or dataclasses.is_dataclass(value):
+                setattr(cls, name, dataclasses.field(default_factory=functools.partial(copy.deepcopy, value)))
+            else:
+                setattr(cls, name, value)
+        return cls
+
+    return wrap
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:

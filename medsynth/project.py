@@ -7,20 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medsynth.config import load_stage
+from medsynth.config import load_stage, params_defaults
 
 BUNDLED_ROOT = Path(__file__).resolve().parents[1]  # the checkout: medsynth/ sits beside data/
 
 
 @dataclass(frozen=True)
+@params_defaults("project")
 class ProjectConfig:
     """Where data, artifacts and the embedded MLflow store live; the experiment name; the seed."""
 
-    data_dir: str = "data"
-    artifacts_dir: str = "artifacts"
-    state_dir: str = ".medsynth"
-    experiment: str = "medsynth"
-    seed: int = 0
+    data_dir: str
+    artifacts_dir: str
+    state_dir: str
+    experiment: str
+    seed: int
 
     @property
     def root(self) -> Path:

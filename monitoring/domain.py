@@ -22,19 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.config import params_defaults
 from medsynth.errors import ConfigError
 
 IN, OFF, UNVERIFIED = "in", "off", "unverified"
 
 
 @dataclass(frozen=True)
+@params_defaults("monitor.domain")
 class DomainConfig:
     """``monitor.domain`` in params.yaml."""
 
-    quantile: float = 0.99  # envelope: this quantile of the reference's own nearest-neighbour distances
-    max_outlier_share: float = 0.5  # more batch images outside the envelope: off-domain
-    max_share_drifted: float | None = 0.85  # without an extractor: this share of drifted columns is off-domain
-    max_reference: int = 1000  # reference images embedded for the envelope (seeded sample)
+    quantile: float  # envelope: this quantile of the reference's own nearest-neighbour distances
+    max_outlier_share: float  # more batch images outside the envelope: off-domain
+    max_share_drifted: float | None  # without an extractor: this share of drifted columns is off-domain
+    max_reference: int  # reference images embedded for the envelope (seeded sample)
 
     def check(self) -> None:
         if not 0.5 <= self.quantile < 1.0:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medsynth.config import params_defaults
 from medsynth.errors import ConfigError, InputError
 
 
@@ -32,14 +33,15 @@ class StatTest(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+@params_defaults("monitor.drift")
 class DriftConfig:
     """``monitor.drift`` in params.yaml."""
 
-    stattest: StatTest = StatTest.KS
-    p_threshold: float = 0.01  # a column drifted when its p-value is below this
-    drift_share: float = 0.3  # batch drifted when this share of columns drifted ...
-    strong_p: float = 1e-6  # ... or when any one column's p-value is below this
-    min_batch: int = 30  # fewer images than this: the tests have too little power to judge
+    stattest: StatTest
+    p_threshold: float  # a column drifted when its p-value is below this
+    drift_share: float  # batch drifted when this share of columns drifted ...
+    strong_p: float  # ... or when any one column's p-value is below this
+    min_batch: int  # fewer images than this: the tests have too little power to judge
 
     def check(self) -> None:
         if not 0.0 < self.p_threshold < 1.0:

@@ -32,19 +32,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medsynth.config import params_defaults
 from medsynth.errors import ConfigError
 from medsynth.monitoring.feedback import FeedbackSummary
 
 
 @dataclass(frozen=True)
+@params_defaults("monitor.policy")
 class PolicyConfig:
     """``monitor.policy`` in params.yaml. A rule whose threshold is null is off."""
 
-    consecutive_drift: int | None = 2
-    feedback_min_ratings: int = 20
-    feedback_max_unrealistic: float | None = 0.4
-    new_data_min_images: int | None = 1000
-    auto_approve: bool = False  # true: in-domain batches are eligible without `medsynth monitor approve`
+    consecutive_drift: int | None
+    feedback_min_ratings: int
+    feedback_max_unrealistic: float | None
+    new_data_min_images: int | None
+    auto_approve: bool  # true: in-domain batches are eligible without `medsynth monitor approve`
 
     def check(self) -> None:
         if self.consecutive_drift is not None and self.consecutive_drift < 1:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from medsynth.config import params_defaults
 from medsynth.errors import ConfigError
 from medsynth.training.augment import check_policy
 from medsynth.training.losses import LossKind
@@ -57,51 +58,52 @@ PROFILES: dict[Profile, dict[str, int]] = {
 
 
 @dataclass(frozen=True)
+@params_defaults("train")
 class TrainConfig:
-    """Training settings; defaults are pytorch/examples dcgan's (nz=100, 64 filters, Adam 2e-4/0.5)."""
+    """Training settings; every default is params.yaml `train` (nz 100, Adam 2e-4/0.5 as pytorch/examples dcgan)."""
 
-    profile: Profile = Profile.CUSTOM
-    model: str = "cgan"  # a name in medsynth.training.kinds (dcgan, cgan)
-    arch: str = "dcgan"  # network family: dcgan (pytorch/examples) | resnet (training/resnet.py)
+    profile: Profile
+    model: str  # a name in medsynth.training.kinds (dcgan, cgan)
+    arch: str  # network family: dcgan (pytorch/examples) | resnet (training/resnet.py)
     # profile keys: None = the profile's value (see PROFILES); resolved in __post_init__
-    epochs: int | None = None
-    max_steps: int | None = None  # stop after this many optimiser steps in total (0: epochs decide)
-    batch_size: int | None = None  # per process
-    max_train_images: int | None = None  # class-balanced subset of the train split (0: all)
-    nz: int = 100
-    ngf: int | None = None
-    ndf: int | None = None
-    embed_dim: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: LossKind = LossKind.NS
-    spectral_norm: bool = False
-    minibatch_std: bool = False  # a minibatch-standard-deviation map before D's last layer (anti-collapse)
-    minibatch_std_by_class: bool = False  # conditional models: that spread within same-class groups
-    diffaugment: list[str] = field(default_factory=list)  # e.g. [color, translation, cutout]
-    mode_seeking: float = 0.0  # MSGAN weight (Mao et al. 2019): same class, two z -> G is pushed apart; 0 = off
-    ema_decay: float = 0.999  # 0 turns the EMA generator off (the raw G is then served)
-    precision: Precision = Precision.AUTO
-    channels_last: bool = False
-    device: Device = Device.AUTO
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    seed: int | None = None  # None: project.seed
-    max_minutes: float = 0.0  # stop (checkpoint saved, generator written) after this much training; 0 = no limit
-    checkpoint_every: int = 200  # steps between resume snapshots (also at every epoch end)
-    log_every: int = 10  # steps between metric logs
-    sample_count: int | None = None  # images in the per-epoch sample grid (fixed z)
-    collapse_threshold: float = 0.5  # per-class diversity ratio (fake/real) below this is flagged as collapse
+    epochs: int | None
+    max_steps: int | None  # stop after this many optimiser steps in total (0: epochs decide)
+    batch_size: int | None  # per process
+    max_train_images: int | None  # class-balanced subset of the train split (0: all)
+    nz: int
+    ngf: int | None
+    ndf: int | None
+    embed_dim: int
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    loss: LossKind
+    spectral_norm: bool
+    minibatch_std: bool  # a minibatch-standard-deviation map before D's last layer (anti-collapse)
+    minibatch_std_by_class: bool  # conditional models: that spread within same-class groups
+    diffaugment: list[str]  # e.g. [color, translation, cutout]
+    mode_seeking: float  # MSGAN weight (Mao et al. 2019): same class, two z -> G is pushed apart; 0 = off
+    ema_decay: float  # 0 turns the EMA generator off (the raw G is then served)
+    precision: Precision
+    channels_last: bool
+    device: Device
+    threads: int | None  # torch CPU threads (None: torch's default)
+    seed: int | None  # None: project.seed
+    max_minutes: float  # stop (checkpoint saved, generator written) after this much training; 0 = no limit
+    checkpoint_every: int  # steps between resume snapshots (also at every epoch end)
+    log_every: int  # steps between metric logs
+    sample_count: int | None  # images in the per-epoch sample grid (fixed z)
+    collapse_threshold: float  # per-class diversity ratio (fake/real) below this is flagged as collapse
     # latent diffusion (model: ldm; training/diffusion.py): autoencoder steps first, then max_steps of the denoiser
-    autoencoder: str = "cascade"  # cascade (R/4 image + super-resolver) | kl (MONAI AutoencoderKL) | patch (space-to-depth)
-    ae_steps: int | None = None  # profile key (kl only)
-    lr_ae: float = 1e-3
-    lr_denoiser: float = 2e-4
-    ae_channels: list[int] = field(default_factory=lambda: [32, 32, 64])
-    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    sample_steps: int = 25  # DDIM evaluations per image when generating
-    guidance: float = 1.0  # classifier-free guidance at sampling (1 = plain conditional)
+    autoencoder: str  # cascade (R/4 image + super-resolver) | kl (MONAI AutoencoderKL) | patch (space-to-depth)
+    ae_steps: int | None  # profile key (kl only)
+    lr_ae: float
+    lr_denoiser: float
+    ae_channels: list[int]
+    unet_channels: list[int]
+    sample_steps: int  # DDIM evaluations per image when generating
+    guidance: float  # classifier-free guidance at sampling (1 = plain conditional)
 
     def __post_init__(self) -> None:
         preset = {**BASE, **PROFILES[Profile(self.profile)]}

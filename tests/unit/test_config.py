@@ -86,3 +86,67 @@ def test_a_valid_override_of_another_section_is_accepted(params):
     check_all_overrides(params, {"train.epochs": "3", "monitor.drift.p_threshold": "0.05"})
     with pytest.raises(ConfigError, match="expected an integer"):
         check_all_overrides(params, {"train.epochs": "three"})
+
+
+def default_differences(params: dict) -> list[str]:
+    """``section.key: code default vs params.yaml`` for every key whose dataclass default is not params.yaml's."""
+    import importlib
+
+    from medsynth.config import PARAMS_SECTIONS, flatten, to_dict
+
+    out = []
+    for section, (module, name) in PARAMS_SECTIONS.items():
+        cls = getattr(importlib.import_module(module), name)
+        code, yaml_ = flatten(to_dict(cls())), flatten(to_dict(load_stage(cls, section, params)))
+        out += [f"{section}.{k}: code {code.get(k)!r} vs params.yaml {yaml_.get(k)!r}"
+                for k in sorted(set(code) | set(yaml_)) if code.get(k) != yaml_.get(k)]
+    return out
+
+
+def test_every_settings_default_is_params_yaml(params):
+    assert default_differences(params) == []
+
+
+def test_the_defaults_check_sees_a_difference(params):
+    import copy
+
+    changed = copy.deepcopy(params)
+    changed["train"]["lr_g"] = 0.1
+    changed["monitor"]["drift"]["p_threshold"] = 0.5
+    assert default_differences(changed) == ["train.lr_g: code 0.0002 vs params.yaml 0.1",
+                                            "monitor.drift.p_threshold: code 0.01 vs params.yaml 0.5"]
+
+
+def test_a_default_written_in_code_or_missing_from_params_yaml_is_refused():
+    from dataclasses import dataclass
+
+    from medsynth.config import params_defaults
+
+    @dataclass(frozen=True)
+    @params_defaults("train")
+    class Fine:
+        lr_g: float
+        model: str
+
+    assert Fine() == Fine(lr_g=0.0002, model="cgan")
+    with pytest.raises(ConfigError, match=r"Twice.lr_g: a default written in code; params.yaml train.lr_g"):
+        @params_defaults("train")
+        class Twice:
+            lr_g: float = 0.001
+    with pytest.raises(ConfigError, match=r"Unknown.warp: no default in params.yaml \(train.warp\)"):
+        @params_defaults("train")
+        class Unknown:
+            warp: int
+    with pytest.raises(ConfigError, match="no section 'nowhere'"):
+        @params_defaults("nowhere")
+        class Lost:
+            x: int
+
+
+def test_the_shipped_defaults_are_the_checkout_params_yaml():
+    from pathlib import Path
+
+    from medsynth.config import DEFAULTS_FILE
+
+    root = Path(__file__).resolve().parents[2]
+    assert DEFAULTS_FILE.is_symlink() and DEFAULTS_FILE.resolve() == (root / "params.yaml").resolve()
