@@ -5,9 +5,10 @@ are ``key=value`` strings (``--set train.epochs=3`` on the CLI); each is checked
 type and unknown keys are an error that lists the valid ones.
 
 The defaults live in params.yaml only: a settings dataclass declares its fields without values and
-:func:`params_defaults` fills each from the shipped params.yaml (``medsynth/params.yaml``, a link to
-the checkout's ``params.yaml``, copied into a built wheel), so ``TrainConfig()`` in code and a run
-with the shipped params.yaml get the same settings.
+:func:`params_defaults` fills each from params.yaml when an instance is built -- the file the run
+reads (``MEDSYNTH_PARAMS`` or ``./params.yaml``), else the shipped one (``medsynth/params.yaml``, a
+link to the checkout's ``params.yaml``, copied into a built wheel) -- so ``TrainConfig()`` in code
+and a run get the same settings.
 """
 
 from __future__ import annotations
@@ -58,18 +59,50 @@ def shipped_params() -> dict[str, Any]:
     return read_params(DEFAULTS_FILE)
 
 
+@functools.lru_cache(maxsize=8)
+def _read_cached(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    return read_params(path)
+
+
+def current_params() -> dict[str, Any]:
+    """The params.yaml a run reads (``MEDSYNTH_PARAMS``, else ``./params.yaml``), else the shipped one;
+    re-read when the file changes."""
+    env = os.environ.get("MEDSYNTH_PARAMS")
+    p = Path(env) if env else Path(DEFAULT_PARAMS)
+    if not p.is_file():
+        p = DEFAULTS_FILE
+    st = p.stat()
+    return _read_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _section(params: dict[str, Any], section: str) -> Any:
+    node: Any = params
+    for part in section.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _default(section: str, name: str, hint: Any, shipped: Any) -> Any:
+    """A field's default when the dataclass is built: the run's params.yaml value (type-checked), or the
+    shipped one where the run's file lacks the key."""
+    node = _section(current_params(), section)
+    value = _coerce(node[name], hint, f"{section}.{name}") if isinstance(node, dict) and name in node else shipped
+    return copy.deepcopy(value)
+
+
 def params_defaults(section: str) -> typing.Callable[[type[T]], type[T]]:
     """Class decorator, under ``@dataclass``: every field's default is ``section`` (dotted, e.g.
-    ``monitor.drift``) of the shipped params.yaml, type-checked as a run's values are.
+    ``monitor.drift``) of params.yaml, type-checked as a run's values are.
 
-    A field written with a default in code, or missing from params.yaml, is an error at import:
-    params.yaml is the one place a default lives.
+    The default is read when an instance is built, from the params.yaml the run reads
+    (:func:`current_params`: ``MEDSYNTH_PARAMS`` or ``./params.yaml``; the shipped file otherwise), so
+    code that builds ``PromoteConfig()`` applies the same limits as the run. At import every field is
+    checked against the shipped params.yaml: a field written with a default in code, or missing from
+    it, is an error -- params.yaml is the one place a default lives.
     """
 
     def wrap(cls: type[T]) -> type[T]:
-        node: Any = shipped_params()
-        for part in section.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
+        node = _section(shipped_params(), section)
         if not isinstance(node, dict):
             raise ConfigError(f"{DEFAULTS_FILE}: no section {section!r} for {cls.__name__}")
         hints = typing.get_type_hints(cls)
@@ -81,11 +114,9 @@ def params_defaults(section: str) -> typing.Callable[[type[T]], type[T]]:
                                   "is the only place defaults live")
             if name not in node:
                 raise ConfigError(f"{cls.__name__}.{name}: no default in params.yaml ({section}.{name})")
-            value = _coerce(node[name], hints[name], f"{section}.{name}")
-            if isinstance(value, (list, dict, set)) or dataclasses.is_dataclass(value):
-                setattr(cls, name, dataclasses.field(default_factory=functools.partial(copy.deepcopy, value)))
-            else:
-                setattr(cls, name, value)
+            shipped = _coerce(node[name], hints[name], f"{section}.{name}")
+            setattr(cls, name, dataclasses.field(
+                default_factory=functools.partial(_default, section, name, hints[name], shipped)))
         return cls
 
     return wrap

@@ -274,3 +274,55 @@ def test_the_pixel_check_sees_a_copy(tmp_path):
     roots = _fake_project(tmp_path, {"components/a.py": '"""v / 127.5 - 1 in a docstring is fine."""\n'
                                                          "def f(x):\n    return (x + 1) * 127.5  # a copy\n"})
     assert pixel_code_outside_imaging(roots) == [f"{(tmp_path / 'components/a.py').as_posix()}:3: return (x + 1) * 127.5  # a copy"]
+
+
+NEW_FORMAT = '''"""A test-only format: 8-bit grey frames written as text, one row per line (``*.greytxt``)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.dataset import ImageRecord
+from medsynth.readers.base import Format, Reject, SourceConfig, rel
+
+
+def read(src: SourceConfig, path: Path, reject: Reject, rel_root: Path) -> Iterator[ImageRecord]:
+    for f in [path] if path.is_file() else sorted(path.rglob("*.greytxt")):
+        image = np.loadtxt(f, dtype=np.uint8, ndmin=2)
+        yield ImageRecord(image=image, id=f.stem, source_file=rel(f, rel_root), source_format="greytxt",
+                          modality=str(src.modality), class_name=src.classes[0])
+
+
+FORMAT = Format(name="greytxt", read=read, claims=lambda p: p.suffix == ".greytxt", rank=5, whole_file=True,
+                expects=".greytxt")
+'''
+
+
+def test_a_new_ingest_format_is_one_file(tmp_path):
+    """Adding ``medsynth/readers/<format>.py`` is all it takes: the format is valid in a source, auto-detected and read."""
+    import subprocess
+    import sys
+
+    module = ROOT / "medsynth" / "readers" / "greytxt.py"
+    assert not module.exists()
+    (tmp_path / "in").mkdir()
+    np_text = "\n".join(" ".join(str((r * 16 + c) % 256) for c in range(16)) for r in range(16))
+    (tmp_path / "in" / "a.greytxt").write_text(np_text)
+    script = (
+        "from pathlib import Path\n"
+        "from medsynth.config import build\n"
+        "from medsynth.readers import SourceConfig, SourceFormat, detect_format, read_source\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "src = build(SourceConfig, {'path': 'in', 'format': 'greytxt', 'modality': 'CT', 'classes': ['x']}, 'src')\n"
+        "recs = list(read_source(src, root / 'in', lambda *a: None, root))\n"
+        "print(SourceFormat('greytxt').name, detect_format(root / 'in').value, len(recs), recs[0].image.shape, "
+        "int(recs[0].image[1, 0]))\n"
+    )
+    try:
+        module.write_text(NEW_FORMAT)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    finally:
+        module.unlink(missing_ok=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["GREYTXT", "greytxt", "1", "(16,", "16)", "16"]
