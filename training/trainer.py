@@ -271,7 +271,8 @@ class Trainer:
                 self.callback.on_epoch_end(ep, metrics, make_grid(self._last_fake))
         self._sync_buffers()
         self._calibrate(self.ema.model if self.ema else self.G)
-        net = (self.ema.model if self.ema else self.G).to("cpu").eval()
+        # served as a plain-layout net: the file loads that way, so in-process and served images are equal
+        net = (self.ema.model if self.ema else self.G).to("cpu", memory_format=torch.contiguous_format).eval()
         if self.info.is_main:
             from medsynth.fileio import atomic_path
 
