@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -318,7 +319,7 @@ class DiffusionSampler(SamplerBase):
     def generate(self, n: int, seed: int, labels: Sequence[int] | np.ndarray | None = None,
                  truncation: float = 1.0) -> np.ndarray:
         """``n`` float32 images [n, 1, R, R] in [-1, 1]."""
-        from medsynth.progress import progress
+        from medsynth.progress import counter
         from medsynth.training.sampler import CHUNK, check_request
 
         check_request(n, truncation)
@@ -328,20 +329,17 @@ class DiffusionSampler(SamplerBase):
         gen = torch.Generator().manual_seed(int(seed))
         noise = torch.randn(n, s.latent_depth, s.latent_side, s.latent_side, generator=gen) * truncation
         chunks = range(0, n, CHUNK)
-        per = self.steps * (2 if y is not None and self.guidance != 1.0 else 1)
-        bar = iter(progress(range(len(chunks) * per), desc=f"sampling ({self.steps} DDIM steps)", unit="eval")) \
-            if len(chunks) > 1 else None
+        per_step = 2 if y is not None and self.guidance != 1.0 else 1  # network evaluations per DDIM step
         out = []
-        for i in chunks:
-            zb = noise[i : i + CHUNK].to(self.device)
-            yb = y[i : i + CHUNK].to(self.device) if y is not None else None
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                z = sample_latents(self.net, yb, zb, self.steps, self.guidance,
-                                   on_step=(lambda: _advance(bar, per // self.steps)) if bar else None)
-                out.append(self.net.decode(z).float().clamp_(-1, 1).cpu())
-        if bar is not None:
-            for _ in bar:  # close the bar
-                pass
+        with counter(len(chunks) * self.steps * per_step, desc=f"sampling ({self.steps} DDIM steps)",
+                     unit="eval") if len(chunks) > 1 else nullcontext() as bar:
+            for i in chunks:
+                zb = noise[i : i + CHUNK].to(self.device)
+                yb = y[i : i + CHUNK].to(self.device) if y is not None else None
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    z = sample_latents(self.net, yb, zb, self.steps, self.guidance,
+                                       on_step=(lambda: bar.update(per_step)) if bar is not None else None)
+                    out.append(self.net.decode(z).float().clamp_(-1, 1).cpu())
         return torch.cat(out).numpy()
 
     @torch.no_grad()
@@ -364,11 +362,6 @@ class DiffusionSampler(SamplerBase):
             z = sample_latents(self.net, None if y is None else y.to(self.device), noise.to(self.device),
                                self.steps, self.guidance)
             return self.net.decode(z).float().clamp_(-1, 1).cpu().numpy()
-
-
-def _advance(bar: Any, k: int) -> None:
-    for _ in range(k):
-        next(bar, None)
 
 
 def count_params(model: nn.Module) -> int:

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DistributedSampler
 
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.generator import GENERATOR_FILE
@@ -37,10 +36,9 @@ from medsynth.training.diffusion import (
     train_scheduler,
 )
 from medsynth.training.ema import EMA
-from medsynth.training.kinds import get_kind
 from medsynth.training.loop import (
     Callback,
-    NullCallback,
+    LoopBase,
     TimeBudget,
     TrainData,
     TrainResult,
@@ -48,44 +46,27 @@ from medsynth.training.loop import (
     step_seed,
 )
 from medsynth.training.sampler import generator_payload
-from medsynth.training.train_config import Precision, TrainConfig, resolve_precision
+from medsynth.training.train_config import Precision, TrainConfig
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
 GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)
 
 
-class DiffusionTrainer:
+class DiffusionTrainer(LoopBase):
     """Trains a :class:`LatentDiffusion` on ``data`` into ``out_dir`` (checkpoints/last.pt, generator.pt)."""
 
     def __init__(self, cfg: TrainConfig, data: TrainData, out_dir: str | Path, seed: int = 0,
                  callback: Callback | None = None, resume: bool = True):
-        self.cfg, self.seed, self.resume = cfg, seed, resume
-        self.out_dir = Path(out_dir)
-        self.ckpt_path = self.out_dir / "checkpoints" / ckpt.LAST
-        self.callback = callback or NullCallback()
-        kind = get_kind(cfg.model)
-        self.info = dist_util.init_distributed(cfg.device.value)
-        self.device = self.info.device
-        if cfg.precision is Precision.FP16:
-            raise ConfigError("train.precision: fp16 is not offered for ldm (its latents overflow); use fp32 or bf16")
-        self._threads_before = torch.get_num_threads()
-        self.precision = resolve_precision(cfg.precision, self.device.type)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        data = data.balanced_subset(cfg.max_train_images, seed)
-        self.data = data
-        classes = data.classes if kind.conditional else []
-        mods = sorted(set(data.modalities))
+        self._setup(cfg, data, out_dir, seed, callback, resume)
         self.spec = DiffusionSpec(
-            kind=cfg.model, resolution=data.resolution, num_classes=len(classes),
-            class_modality=[mods.index(m) for m in data.modalities] if classes and len(mods) > 1 else [],
+            kind=cfg.model, resolution=self.data.resolution, num_classes=len(self.classes),
+            class_modality=self.class_modality,
             autoencoder=cfg.autoencoder, ae_channels=list(cfg.ae_channels), unet_channels=list(cfg.unet_channels),
             sample_steps=cfg.sample_steps, guidance=cfg.guidance)
         torch.manual_seed(seed)
         self.G = LatentDiffusion(self.spec).to(self.device)  # "G": what is served (params counted as such)
         self.D = None
-        if kind.conditional and int(data.y.max()) >= len(classes):
-            raise TrainingError(f"labels: {int(data.y.max())} is out of range for {len(classes)} classes")
+        self._check_labels()
         self.fmt = torch.contiguous_format
         self.amp_dtype = torch.bfloat16 if self.precision is Precision.BF16 else None
         self.denoiser = Denoiser(self.G)
@@ -93,18 +74,15 @@ class DiffusionTrainer:
         self.opt_ae = torch.optim.Adam(self.G.ae.parameters(), cfg.lr_ae) if self.G.ae is not None else None
         self.opt_unet = torch.optim.AdamW(self.G.unet.parameters(), cfg.lr_denoiser, weight_decay=0.0)
         self.sched = train_scheduler()
-        self.sampler = DistributedSampler(range(len(data.y)), num_replicas=self.info.world_size,
-                                          rank=self.info.rank, shuffle=True, seed=seed, drop_last=True)
-        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
-        if self.steps_per_epoch < 1:
-            raise TrainingError(f"train.batch_size: {cfg.batch_size} is larger than the {len(self.sampler)} "
-                                "images each process gets; lower it")
+        self._make_sampler()
         self.ae_steps = cfg.ae_steps if self.G.ae is not None else 0  # a patch coder has nothing to train
         self.denoiser_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.resumed_from: int | None = None
         self.latents: torch.Tensor | None = None
         self._ae_ddp = self._unet_ddp = None
+
+    def _check_precision(self, cfg: TrainConfig) -> None:
+        if cfg.precision is Precision.FP16:
+            raise ConfigError("train.precision: fp16 is not offered for ldm (its latents overflow); use fp32 or bf16")
 
     # -- phases ------------------------------------------------------------------------------
     @property
@@ -139,11 +117,6 @@ class DiffusionTrainer:
             "ae_steps": self.ae_steps,
         }
 
-    def save(self) -> None:
-        if self.info.is_main:
-            ckpt.save(self.ckpt_path, self.snapshot())
-        dist_util.barrier(self.info)
-
     def maybe_resume(self) -> None:
         if not self.resume or not self.ckpt_path.exists():
             return
@@ -154,11 +127,7 @@ class DiffusionTrainer:
                               {k: v for k, v in self.spec.to_dict().items() if k not in sampling},
                               self.data.fingerprint(),
                               defaults={k: v for k, v in DiffusionSpec().to_dict().items() if k not in sampling})
-        for key, want in (("seed", self.seed), ("world_size", self.info.world_size),
-                          ("batch_size", self.cfg.batch_size), ("ae_steps", self.ae_steps)):
-            if snap.get(key) != want:
-                raise TrainingError(f"{self.ckpt_path}: checkpoint has {key}={snap.get(key)} but this run has "
-                                    f"{key}={want}; resume with the same settings or use another --out folder")
+        self._check_run_settings(snap, {"ae_steps": self.ae_steps})
         self.G.load_state_dict(snap["model"])
         if self.ema and snap["ema"]:
             self.ema.load_state_dict(snap["ema"])
@@ -242,12 +211,6 @@ class DiffusionTrainer:
         return torch.cat([x, recon]).float().cpu().numpy()
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
-        try:
-            return self._fit()
-        finally:
-            torch.set_num_threads(self._threads_before)
-
     def _fit(self) -> TrainResult:
         t_start = time.perf_counter()
         self.maybe_resume()

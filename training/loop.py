@@ -7,6 +7,7 @@ diversity check of their sample grids.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from medsynth.errors import TrainingError
 from medsynth.imaging import to_unit_tensor
+from medsynth.training import checkpoint as ckpt
+from medsynth.training import distributed as dist_util
 from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import diversity
 
@@ -117,3 +121,79 @@ def diversity_report(fake: np.ndarray, num_classes: int, data: TrainData, seed: 
     ratio = float(np.mean([a / max(b, 1e-8) for a, b in zip(fd, rd, strict=True)])) if fd else 0.0
     return {"diversity_fake": fake_div, "diversity_real": real_div, "diversity_ratio": ratio,
             "diversity_all": diversity(fake), "mode_collapse": float(ratio < collapse_threshold)}
+
+
+class LoopBase(ABC):
+    """What both trainers set up and do alike: paths, the process group, precision and threads, the
+    (class-balanced) data, the per-rank sampler, saving a snapshot, the run settings a resume must
+    match, and :meth:`fit` restoring the thread count. A subclass builds its networks and steps."""
+
+    def _setup(self, cfg: Any, data: TrainData, out_dir: str | Path, seed: int, callback: Callback | None,
+               resume: bool) -> None:
+        from medsynth.training.kinds import get_kind
+        from medsynth.training.train_config import resolve_precision
+
+        self.cfg, self.seed, self.resume = cfg, seed, resume
+        self.out_dir = Path(out_dir)
+        self.ckpt_path = self.out_dir / "checkpoints" / ckpt.LAST
+        self.callback = callback or NullCallback()
+        self.kind = get_kind(cfg.model)
+        self.info = dist_util.init_distributed(cfg.device.value)
+        self.device = self.info.device
+        self._check_precision(cfg)
+        self._threads_before = torch.get_num_threads()
+        self.precision = resolve_precision(cfg.precision, self.device.type)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)  # restored when fit() returns
+        self.data = data.balanced_subset(cfg.max_train_images, seed)
+        self.classes = self.data.classes if self.kind.conditional else []
+        mods = sorted(set(self.data.modalities))
+        # which modality each class belongs to, when the classes span several (else none)
+        self.class_modality = [mods.index(m) for m in self.data.modalities] if self.classes and len(mods) > 1 else []
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.resumed_from: int | None = None
+
+    @abstractmethod
+    def _check_precision(self, cfg: Any) -> None:
+        """Refuse or warn about a precision this trainer cannot use on this device."""
+
+    def _check_labels(self) -> None:
+        if self.kind.conditional and int(self.data.y.max()) >= len(self.classes):
+            raise TrainingError(f"labels: {int(self.data.y.max())} is out of range for {len(self.classes)} classes")
+
+    def _make_sampler(self) -> None:
+        """The shuffled per-rank order of the training images (seeded; ``set_epoch`` each epoch)."""
+        from torch.utils.data import DistributedSampler
+
+        self.sampler = DistributedSampler(range(len(self.data.y)), num_replicas=self.info.world_size,
+                                          rank=self.info.rank, shuffle=True, seed=self.seed, drop_last=True)
+        self.steps_per_epoch = len(self.sampler) // self.cfg.batch_size
+        if self.steps_per_epoch < 1:
+            raise TrainingError(f"train.batch_size: {self.cfg.batch_size} is larger than the {len(self.sampler)} "
+                                "images each process gets; lower it")
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def save(self) -> None:
+        if self.info.is_main:
+            ckpt.save(self.ckpt_path, self.snapshot())
+        dist_util.barrier(self.info)
+
+    def _check_run_settings(self, snap: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        """A snapshot resumes only a run with its seed, world size and batch size (and ``extra``)."""
+        want = {"seed": self.seed, "world_size": self.info.world_size, "batch_size": self.cfg.batch_size, **(extra or {})}
+        for key, value in want.items():
+            if snap.get(key) != value:
+                raise TrainingError(f"{self.ckpt_path}: checkpoint has {key}={snap.get(key)} but this run has "
+                                    f"{key}={value}; resume with the same settings or use another --out folder")
+
+    def fit(self) -> TrainResult:
+        """Train (resuming from the last snapshot when there is one) and write generator.pt."""
+        try:
+            return self._fit()
+        finally:
+            torch.set_num_threads(self._threads_before)
+
+    @abstractmethod
+    def _fit(self) -> TrainResult: ...

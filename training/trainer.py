@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DistributedSampler
 
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.generator import GENERATOR_FILE
@@ -38,7 +37,7 @@ from medsynth.training.ema import EMA
 from medsynth.training.kinds import build_models, get_kind
 from medsynth.training.loop import (
     Callback,
-    NullCallback,
+    LoopBase,
     TimeBudget,
     TrainData,
     TrainResult,
@@ -48,44 +47,24 @@ from medsynth.training.loop import (
 from medsynth.training.losses import d_loss, d_prob, g_loss, mode_seeking_loss
 from medsynth.training.models import ModelSpec
 from medsynth.training.sampler import generator_payload
-from medsynth.training.train_config import Precision, TrainConfig, resolve_precision
+from medsynth.training.train_config import Precision, TrainConfig
 
 
-class Trainer:
+class Trainer(LoopBase):
     """Trains G and D on ``data`` into ``out_dir`` (checkpoints/last.pt, generator.pt)."""
 
     def __init__(self, cfg: TrainConfig, data: TrainData, out_dir: str | Path, seed: int = 0,
                  callback: Callback | None = None, resume: bool = True):
-        self.cfg, self.seed, self.resume = cfg, seed, resume
-        self.out_dir = Path(out_dir)
-        self.ckpt_path = self.out_dir / "checkpoints" / ckpt.LAST
-        self.callback = callback or NullCallback()
-        kind = get_kind(cfg.model)
-        self.info = dist_util.init_distributed(cfg.device.value)
-        self.device = self.info.device
-        if cfg.precision is Precision.FP16 and self.device.type != "cuda":
-            raise ConfigError("train.precision: fp16 needs a CUDA device; valid on CPU: fp32, bf16")
-        self._threads_before = torch.get_num_threads()
-        self.precision = resolve_precision(cfg.precision, self.device.type)
-        if cfg.precision is Precision.BF16 and self.device.type == "cpu" and not cpu_has_fast_bf16():
-            warnings.warn("train.precision=bf16 on a CPU without AMX: bfloat16 kernels are "
-                          "slower than fp32 here (see docs/BENCHMARKS.md)", stacklevel=2)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)  # restored when fit() returns
-        data = data.balanced_subset(cfg.max_train_images, seed)
-        self.data = data
-        classes = data.classes if kind.conditional else []
-        mods = sorted(set(data.modalities))
+        self._setup(cfg, data, out_dir, seed, callback, resume)
         self.spec = ModelSpec(
-            kind=cfg.model, arch=cfg.arch, resolution=data.resolution, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
-            num_classes=len(classes), embed_dim=cfg.embed_dim, spectral_norm=cfg.spectral_norm,
+            kind=cfg.model, arch=cfg.arch, resolution=self.data.resolution, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf,
+            num_classes=len(self.classes), embed_dim=cfg.embed_dim, spectral_norm=cfg.spectral_norm,
             minibatch_std=cfg.minibatch_std, minibatch_std_by_class=cfg.minibatch_std_by_class,
-            class_modality=[mods.index(m) for m in data.modalities] if classes and len(mods) > 1 else [],
+            class_modality=self.class_modality,
         )
         torch.manual_seed(seed)  # same initial weights on every rank (DDP also broadcasts them)
         self.G, self.D = build_models(self.spec)  # raises on a resolution the model cannot make
-        if kind.conditional and int(data.y.max()) >= len(classes):
-            raise TrainingError(f"labels: {int(data.y.max())} is out of range for {len(classes)} classes")
+        self._check_labels()
         # auto precision also turns channels_last on where bf16 was chosen (oneDNN/tensor cores want NHWC)
         nhwc = cfg.channels_last or (cfg.precision is Precision.AUTO and self.precision is Precision.BF16)
         fmt = torch.channels_last if nhwc else torch.contiguous_format
@@ -102,14 +81,14 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.G_ddp = DDP(self.G, device_ids=ids)
             self.D_ddp = DDP(self.D, device_ids=ids)
-        self.sampler = DistributedSampler(range(len(data.y)), num_replicas=self.info.world_size,
-                                          rank=self.info.rank, shuffle=True, seed=seed, drop_last=True)
-        self.steps_per_epoch = len(self.sampler) // cfg.batch_size
-        if self.steps_per_epoch < 1:
-            raise TrainingError(f"train.batch_size: {cfg.batch_size} is larger than the {len(self.sampler)} "
-                                "images each process gets; lower it")
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.resumed_from: int | None = None
+        self._make_sampler()
+
+    def _check_precision(self, cfg: TrainConfig) -> None:
+        if cfg.precision is Precision.FP16 and self.device.type != "cuda":
+            raise ConfigError("train.precision: fp16 needs a CUDA device; valid on CPU: fp32, bf16")
+        if cfg.precision is Precision.BF16 and self.device.type == "cpu" and not cpu_has_fast_bf16():
+            warnings.warn("train.precision=bf16 on a CPU without AMX: bfloat16 kernels are "
+                          "slower than fp32 here (see docs/BENCHMARKS.md)", stacklevel=4)
 
     # -- checkpoints -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -123,20 +102,12 @@ class Trainer:
             "seed": self.seed, "world_size": self.info.world_size, "batch_size": self.cfg.batch_size,
         }
 
-    def save(self) -> None:
-        if self.info.is_main:
-            ckpt.save(self.ckpt_path, self.snapshot())
-        dist_util.barrier(self.info)
-
     def maybe_resume(self) -> None:
         if not self.resume or not self.ckpt_path.exists():
             return
         snap = ckpt.load(self.ckpt_path)
         ckpt.check_compatible(self.ckpt_path, snap, self.spec.to_dict(), self.data.fingerprint())
-        for key, want in (("seed", self.seed), ("world_size", self.info.world_size), ("batch_size", self.cfg.batch_size)):
-            if snap.get(key) != want:
-                raise TrainingError(f"{self.ckpt_path}: checkpoint has {key}={snap.get(key)} but this run has "
-                                    f"{key}={want}; resume with the same settings or use another --out folder")
+        self._check_run_settings(snap)
         self.G.load_state_dict(snap["G"])
         self.D.load_state_dict(snap["D"])
         if self.ema and snap["ema"]:
@@ -214,13 +185,6 @@ class Trainer:
         return diversity_report(fake, self.spec.num_classes, self.data, self.seed, self.cfg.collapse_threshold)
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self) -> TrainResult:
-        """Train (resuming from the last snapshot when there is one) and write generator.pt."""
-        try:
-            return self._fit()
-        finally:
-            torch.set_num_threads(self._threads_before)
-
     def _fit(self) -> TrainResult:
         t_start = time.perf_counter()
         self.maybe_resume()
