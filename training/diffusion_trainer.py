@@ -20,7 +20,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medsynth.errors import ConfigError, TrainingError
-from medsynth.generator import GENERATOR_FILE
 from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
@@ -45,7 +44,6 @@ from medsynth.training.loop import (
     diversity_report,
     step_seed,
 )
-from medsynth.training.sampler import generator_payload
 from medsynth.training.train_config import Precision, TrainConfig
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
@@ -273,17 +271,7 @@ class DiffusionTrainer(LoopBase):
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.save()
         net = self.served_model().to("cpu")
-        if self.info.is_main:
-            from medsynth.fileio import atomic_path
-
-            with atomic_path(self.out_dir / GENERATOR_FILE) as tmp:
-                cond = bool(self.spec.num_classes)
-                torch.save(generator_payload(net, self.data.classes if cond else [],
-                                             self.data.modalities if cond else [],
-                                             {"global_step": self.global_step, "seed": self.seed}), tmp)
-        dist_util.barrier(self.info)
-        return TrainResult(net, self.spec, self.out_dir, self.global_step, self.epoch, self.resumed_from,
-                           metrics, time.perf_counter() - t_start)
+        return self._finish(net, metrics, t_start)
 
     def epoch_metrics(self) -> dict[str, float]:
         fake = self.sample_fixed()

@@ -188,6 +188,22 @@ class LoopBase(ABC):
                 raise TrainingError(f"{self.ckpt_path}: checkpoint has {key}={snap.get(key)} but this run has "
                                     f"{key}={value}; resume with the same settings or use another --out folder")
 
+    def _finish(self, net: torch.nn.Module, metrics: dict[str, float], t_start: float) -> TrainResult:
+        """Write the served model (``generator.pt``, atomically, on the main process) and return the result."""
+        from medsynth.fileio import atomic_path
+        from medsynth.generator import GENERATOR_FILE
+        from medsynth.training.sampler import generator_payload
+
+        if self.info.is_main:
+            with atomic_path(self.out_dir / GENERATOR_FILE) as tmp:
+                cond = bool(self.spec.num_classes)
+                torch.save(generator_payload(net, self.data.classes if cond else [],
+                                             self.data.modalities if cond else [],
+                                             {"global_step": self.global_step, "seed": self.seed}), tmp)
+        dist_util.barrier(self.info)
+        return TrainResult(net, self.spec, self.out_dir, self.global_step, self.epoch, self.resumed_from,
+                           metrics, time.perf_counter() - t_start)
+
     def fit(self) -> TrainResult:
         """Train (resuming from the last snapshot when there is one) and write generator.pt."""
         try:

@@ -26,7 +26,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medsynth.errors import ConfigError, TrainingError
-from medsynth.generator import GENERATOR_FILE
 from medsynth.hardware import cpu_has_fast_bf16
 from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
@@ -46,7 +45,6 @@ from medsynth.training.loop import (
 )
 from medsynth.training.losses import d_loss, d_prob, g_loss, mode_seeking_loss
 from medsynth.training.models import ModelSpec
-from medsynth.training.sampler import generator_payload
 from medsynth.training.train_config import Precision, TrainConfig
 
 
@@ -237,17 +235,7 @@ class Trainer(LoopBase):
         self._calibrate(self.ema.model if self.ema else self.G)
         # served as a plain-layout net: the file loads that way, so in-process and served images are equal
         net = (self.ema.model if self.ema else self.G).to("cpu", memory_format=torch.contiguous_format).eval()
-        if self.info.is_main:
-            from medsynth.fileio import atomic_path
-
-            with atomic_path(self.out_dir / GENERATOR_FILE) as tmp:
-                cond = bool(self.spec.num_classes)
-                torch.save(generator_payload(net, self.data.classes if cond else [],
-                                             self.data.modalities if cond else [],
-                                             {"global_step": self.global_step, "seed": self.seed}), tmp)
-        dist_util.barrier(self.info)
-        return TrainResult(net, self.spec, self.out_dir, self.global_step, self.epoch, self.resumed_from,
-                           metrics, time.perf_counter() - t_start)
+        return self._finish(net, metrics, t_start)
 
     def _step_metrics(self, m: torch.Tensor, images_per_s: float) -> dict[str, float]:
         return {"loss_d": float(m[0]), "loss_g": float(m[1]), "d_real": float(m[2]), "d_fake": float(m[3]),
