@@ -326,3 +326,12 @@ def test_a_new_ingest_format_is_one_file(tmp_path):
         module.unlink(missing_ok=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["GREYTXT", "greytxt", "1", "(16,", "16)", "16"]
+
+
+def test_module_names_say_what_they_hold():
+    """Outside the CLI (one module per command, named after it) no two package modules share a file name."""
+    from collections import Counter
+
+    names = Counter(f.name for m, f in modules(package_roots()).items()
+                    if f.name != "__init__.py" and not m.startswith("medsynth.cli."))
+    assert [n for n, k in names.items() if k > 1] == []
