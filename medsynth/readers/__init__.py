@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from medsynth.dataset import ImageRecord
-from medsynth.errors import InputError
+from medsynth.errors import ConfigError, InputError
 from medsynth.readers.base import (
     DICOM_EXTS,
     FORMAT_NAMES,
@@ -42,7 +42,13 @@ __all__ = ["DICOM_EXTS", "FORMAT_NAMES", "IMAGE_EXTS", "MODALITY_FAMILY", "Forma
 @functools.cache
 def formats() -> tuple[Format, ...]:
     """Every format module's declaration, in guessing order (``rank``)."""
-    found = [importlib.import_module(f"{__name__}.{name}").FORMAT for name in FORMAT_NAMES]
+    found = []
+    for name in FORMAT_NAMES:
+        fmt = getattr(importlib.import_module(f"{__name__}.{name}"), "FORMAT", None)
+        if not isinstance(fmt, Format) or fmt.name != name:
+            raise ConfigError(f"medsynth/readers/{name}.py: declares no FORMAT = Format(name={name!r}, ...); every "
+                              "module in medsynth/readers/ but base.py is an ingest format")
+        found.append(fmt)
     return tuple(sorted(found, key=lambda f: f.rank))
 
 
