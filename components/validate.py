@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from medsynth.components.validate_report import class_balance, report_md
 from medsynth.config import params_defaults, to_dict
 from medsynth.dataset import MANIFEST_COLUMNS, SPLITS, CanonicalDataset, dataset_hash
 from medsynth.errors import ConfigError, InputError, ValidationFailed
-from medsynth.fileio import atomic_dir, write_json, write_parquet, write_text
+from medsynth.fileio import replace_dir, write_json, write_text
 from medsynth.progress import progress
 from medsynth.project import ProjectConfig
 from medsynth.readers import Modality
@@ -83,54 +84,118 @@ class ValidateResult:
     seconds: float
 
 
-def _derive(df: Any, ds: CanonicalDataset, cfg: ValidateConfig) -> Any:
-    """Add the helper columns the suite checks (on a copy of the manifest)."""
-    d = df.copy()
-    d["_row"] = np.arange(len(d))
+@dataclass
+class Repeats:
+    """Which rows repeat another row's pixels or id, decided over the whole dataset at once.
+
+    Kept compact (a few bytes per row, no strings) so that memory grows slowly with the dataset:
+    pixel and id hashes are compared as 128-bit numbers, rows are numbered in shard order.
+    """
+
+    keep_of: np.ndarray  # int64 [N]: the row whose copy is kept, -1 when the row is the only/kept copy
+    kind: np.ndarray  # int8 [N]: 0 none, 1 duplicate, 2 split leak, 3 cross-split copy allowed
+    id_repeats: np.ndarray  # int32 [N]: how many rows carry this row's id
+
+
+def _hash128(values: Any, hexed: bool) -> np.ndarray:
+    """[N, 2] uint64 of each value's sha256 (``hexed``: the values already are sha256 hex digests)."""
+    import hashlib
+
+    out = np.empty((len(values), 2), dtype=np.uint64)
+    for i, v in enumerate(values):
+        b = bytes.fromhex(v[:32]) if hexed and len(v) >= 32 else hashlib.sha256(str(v).encode()).digest()[:16]
+        out[i] = np.frombuffer(b, dtype=">u8")
+    return out
+
+
+def find_repeats(sha: np.ndarray, split_order: np.ndarray, ids: np.ndarray, split_name: np.ndarray,
+                 allow_overlap: bool) -> Repeats:
+    """Keep one copy of every repeated image (train first, then the earliest row); the others are
+    duplicates (same split, or a split not yet assigned) or train/val/test leaks."""
+    n = len(sha)
+    pos = np.arange(n)
+    keep_of = np.full(n, -1, dtype=np.int64)
+    kind = np.zeros(n, dtype=np.int8)
+    if n:
+        order = np.lexsort((pos, split_order, sha[:, 1], sha[:, 0]))
+        s = sha[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (s[1:] != s[:-1]).any(axis=1)
+        head = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]  # kept row of each run
+        rep = order[~first]
+        keep = head[~first]
+        keep_of[rep] = keep
+        cross = (split_name[keep] != split_name[rep]) & (split_name[keep] != "") & (split_name[rep] != "")
+        kind[rep] = np.where(~cross, 1, 3 if allow_overlap else 2)
+    id_repeats = np.ones(n, dtype=np.int32)
+    if n:
+        order = np.lexsort((ids[:, 1], ids[:, 0]))
+        s = ids[order]
+        first = np.ones(n, dtype=bool)
+        first[1:] = (s[1:] != s[:-1]).any(axis=1)
+        run = np.cumsum(first) - 1
+        sizes = np.bincount(run)
+        id_repeats[order] = sizes[run]
+    return Repeats(keep_of, kind, id_repeats)
+
+
+def shard_problem(ds: CanonicalDataset, entry: dict[str, Any]) -> str:
+    """Why a shard's images cannot be trusted ("" when they can): missing, unreadable, or not the
+    bytes index.json recorded."""
+    from medsynth.fileio import sha256_file
+
+    path = ds.shard_path(entry["name"])
+    if not path.is_file():
+        return f"shard {entry['name']} missing"
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(f)  # the header only, no pixels
+    except (OSError, ValueError) as exc:
+        return f"shard {entry['name']} unreadable ({exc})"
+    if entry.get("n") is not None and (len(shape) != 3 or shape[0] != entry["n"]):
+        return f"shard {entry['name']} holds {shape}, index.json says {entry['n']} images"
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        return f"shard {entry['name']} corrupt (sha256 differs from index.json)"
+    return ""
+
+
+def _derive(d: Any, ds: CanonicalDataset, cfg: ValidateConfig, start: int, rep: Repeats, problem: str,
+            ids_of: dict[int, tuple[str, str]]) -> Any:
+    """Add the helper columns the suite checks to one shard's rows (global row numbers from ``start``)."""
+    d = d.reset_index(drop=True)
+    n = len(d)
+    rows = np.arange(start, start + n)
+    d["_row"] = rows
     # allowed value range per row: HU for CT in Hounsfield units, else by dtype (unknown: unbounded,
     # the dtype expectation reports it)
-    lo = np.full(len(d), -np.inf)
-    hi = np.full(len(d), np.inf)
+    lo = np.full(n, -np.inf)
+    hi = np.full(n, np.inf)
     for dtype, (a, b) in cfg.dtype_ranges.items():
         m = (d["dtype"] == dtype).to_numpy()
         lo[m], hi[m] = a, b
     hu = (d["units"] == "HU").to_numpy()
     lo[hu], hi[hu] = cfg.hu_range
     d["_min_allowed"], d["_max_allowed"] = lo, hi
-    # the stored image exists and has the manifest's shape
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    for name in d["shard"].astype(str).unique():
-        try:
-            shapes[name] = tuple(ds.shard(name).shape)
-        except (OSError, ValueError):
-            shapes[name] = None
-    ok = []
-    for s, i, h, w in zip(d["shard"].astype(str), d["index"], d["height"], d["width"], strict=True):
-        shp = shapes[s]
-        ok.append(shp is not None and len(shp) == 3 and 0 <= i < shp[0] and shp[1:] == (h, w))
-    d["_stored"] = ok
-    # repeated pixels: keep one copy (train first), the others are duplicates or split leaks
-    d["_dup_of"] = ""
-    d["_leak_with"] = ""
-    d["_cross_split_copies"] = 0
-    rep = d[d["sha256"].duplicated(keep=False)]
-    if len(rep):
-        rep = rep.assign(_order=rep["split"].map(SPLIT_ORDER).fillna(3)).sort_values(["sha256", "_order", "_row"])
-        for _, g in rep.groupby("sha256", sort=False):
-            keep = g.iloc[0]
-            for idx, r in g.iloc[1:].iterrows():
-                cross = keep["split"] != r["split"] and keep["split"] != "" and r["split"] != ""
-                if not cross:
-                    d.at[idx, "_dup_of"] = keep["id"]
-                elif cfg.allow_train_test_overlap:
-                    d.at[idx, "_cross_split_copies"] = 1
-                else:
-                    d.at[idx, "_leak_with"] = f"{keep['id']} ({keep['split']})"
+    # the stored image exists (in a sound shard) and has the manifest's shape
+    shp = None if problem else tuple(ds.shard(d["shard"].iloc[0]).shape) if n else None
+    d["_stored"] = [shp is not None and len(shp) == 3 and 0 <= i < shp[0] and shp[1:] == (h, w)
+                    for i, h, w in zip(d["index"], d["height"], d["width"], strict=True)]
+    d["_shard_problem"] = problem
+    # repeated pixels: one copy kept (decided over the whole dataset), the others flagged
+    kind, keep = rep.kind[rows], rep.keep_of[rows]
+    d["_dup_of"] = [ids_of[k][0] if t == 1 else "" for t, k in zip(kind, keep, strict=True)]
+    d["_leak_with"] = [f"{ids_of[k][0]} ({ids_of[k][1]})" if t == 2 else "" for t, k in zip(kind, keep, strict=True)]
+    d["_cross_split_copies"] = (kind == 3).astype(int)
+    d["_id_repeats"] = rep.id_repeats[rows]
     return d
 
 
-def build_suite(gx: Any, name: str, classes: list[str], cfg: ValidateConfig) -> Any:
-    """The expectation suite; ``meta.reason`` names the quarantine reason of record-level checks."""
+def build_suite(gx: Any, name: str, classes: list[str], cfg: ValidateConfig, level: str) -> Any:
+    """The expectation suite of one ``level``: "record" expectations run on every shard's rows and
+    quarantine what fails (``meta.reason``); "table" ones run once, on the dataset's summary (one
+    row per class present), and are reported."""
     E = gx.expectations
 
     def rec(reason: str, exp: Any) -> Any:
@@ -155,32 +220,36 @@ def build_suite(gx: Any, name: str, classes: list[str], cfg: ValidateConfig) -> 
         rec("unknown_label", E.ExpectColumnValuesToBeInSet(column="class_name", value_set=list(classes))),
         rec("modality", E.ExpectColumnValuesToBeInSet(column="modality", value_set=list(MODALITIES))),
         rec("bad_split", E.ExpectColumnValuesToBeInSet(column="split", value_set=[*SPLITS, ""])),
-        rec("duplicate_id", E.ExpectColumnValuesToBeUnique(column="id")),
+        rec("duplicate_id", E.ExpectColumnValuesToBeBetween(column="_id_repeats", min_value=1, max_value=1)),
         rec("missing_image", E.ExpectColumnValuesToBeInSet(column="_stored", value_set=[True])),
         rec("duplicate", E.ExpectColumnValuesToBeInSet(column="_dup_of", value_set=[""])),
         rec("train_test_leak", E.ExpectColumnValuesToBeInSet(column="_leak_with", value_set=[""])),
         # reported, not quarantined: every known class should be present
         table("class_missing", E.ExpectColumnDistinctValuesToContainSet(column="class_name", value_set=list(classes))),
     ]:
-        suite.add_expectation(exp)
+        if exp.meta["level"] == level:
+            suite.add_expectation(exp)
     return suite
 
 
-def run_suite(d: Any, classes: list[str], cfg: ValidateConfig) -> Any:
-    """Validate the derived manifest with GE (ephemeral context, no progress bars)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+class Suite:
+    """A GE context with the record- and table-level suites, built once and run on many frames."""
 
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (
-        ctx.data_sources.add_pandas("medsynth")
-        .add_dataframe_asset("manifest")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": d})
-    )
-    suite = ctx.suites.add(build_suite(gx, "medsynth_manifest", classes, cfg))
-    return batch.validate(suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+    def __init__(self, classes: list[str], cfg: ValidateConfig):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        self.batch_def = (ctx.data_sources.add_pandas("medsynth").add_dataframe_asset("manifest")
+                          .add_batch_definition_whole_dataframe("all"))
+        self.suites = {lv: ctx.suites.add(build_suite(gx, f"medsynth_{lv}", classes, cfg, lv))
+                       for lv in ("record", "table")}
+
+    def run(self, d: Any, level: str) -> Any:
+        batch = self.batch_def.get_batch(batch_parameters={"dataframe": d})
+        return batch.validate(self.suites[level],
+                              result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
 
 
 def expectation_label(r: Any) -> str:
@@ -201,8 +270,8 @@ def _detail(reason: str, row: Any, cfg: ValidateConfig) -> str:
         "unknown_label": f"label {row['label']} / class {row['class_name']!r} not in the known classes",
         "modality": f"modality {row['modality']!r} not in {list(MODALITIES)}",
         "bad_split": f"split {row['split']!r} not in {list(SPLITS)} or empty",
-        "duplicate_id": f"id {row['id']!r} appears more than once",
-        "missing_image": f"shard {row['shard']} index {row['index']} missing or of another shape",
+        "duplicate_id": f"id {row['id']!r} appears {row['_id_repeats']} times",
+        "missing_image": row["_shard_problem"] or f"shard {row['shard']} index {row['index']} missing or of another shape",
         "duplicate": f"same pixels (sha256) as {row['_dup_of']}",
         "train_test_leak": f"same pixels in split {row['split']!r} as {row['_leak_with']}",
     }.get(reason, reason)
@@ -217,8 +286,86 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:120]
 
 
+def _scan(ds: CanonicalDataset) -> tuple[list[dict[str, Any]], dict[str, str], Any]:
+    """Pass 1 over the shards: each shard's soundness and the compact columns of every row."""
+    entries, problems = ds.shard_entries(), {}
+    sha, ids, split = [], [], []
+    for e in progress(entries, desc="validate: scan shards", unit="shard"):
+        problems[e["name"]] = shard_problem(ds, e)
+        r = ds.shard_rows(e["name"], ["sha256", "id", "split"])
+        e["rows"] = len(r)
+        sha.append(_hash128(r["sha256"].astype(str).tolist(), hexed=True))
+        ids.append(_hash128(r["id"].astype(str).tolist(), hexed=False))
+        split.append(r["split"].astype(str).to_numpy())
+    cat = (lambda xs, empty: np.concatenate(xs) if xs else empty)  # noqa: E731
+    split_name = cat(split, np.array([], dtype=str))
+    order = np.array([SPLIT_ORDER.get(x, 3) for x in split_name], dtype=np.int8)
+    return entries, problems, (cat(sha, np.zeros((0, 2), np.uint64)), order, cat(ids, np.zeros((0, 2), np.uint64)), split_name)
+
+
+def _ids_of(ds: CanonicalDataset, entries: list[dict[str, Any]], rows: np.ndarray) -> dict[int, tuple[str, str]]:
+    """(id, split) of the given global rows (the kept copies that quarantine messages name)."""
+    starts = np.cumsum([0] + [e["rows"] for e in entries])
+    out: dict[int, tuple[str, str]] = {}
+    for k in np.unique(np.searchsorted(starts, rows, side="right") - 1):
+        r = ds.shard_rows(entries[k]["name"], ["id", "split"])
+        for g in rows[(rows >= starts[k]) & (rows < starts[k + 1])]:
+            out[int(g)] = (str(r["id"].iloc[g - starts[k]]), str(r["split"].iloc[g - starts[k]]))
+    return out
+
+
+class Merged:
+    """One GE-style result over all shards, added to shard by shard (nothing per shard is kept):
+    per expectation, success if it held in every shard, unexpected rows summed, the first
+    ``limit`` listed."""
+
+    LISTS = ("unexpected_index_list", "partial_unexpected_list", "unexpected_list", "partial_unexpected_index_list")
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.shards = 0
+
+    def add(self, res: Any) -> None:
+        self.shards += 1
+        for r in res.results:
+            name, meta, out = expectation_label(r), r.expectation_config.meta or {}, r.result or {}
+            e = self.rows.setdefault(name, {"name": name, "level": meta.get("level", "table"),
+                                            "reason": meta.get("reason", ""), "success": True, "unexpected_count": 0})
+            e["success"] &= bool(r.success)
+            e["unexpected_count"] += int(out.get("unexpected_count") or 0)
+            doc = r.to_json_dict()
+            for key in self.LISTS:
+                if isinstance((doc.get("result") or {}).get(key), list):
+                    doc["result"][key] = doc["result"][key][: self.limit]
+            if name not in self.docs:
+                self.docs[name] = doc
+                continue
+            m = self.docs[name]
+            m["success"] = bool(m["success"] and doc["success"])
+            for key in ("unexpected_count", "element_count"):
+                if key in (m.get("result") or {}):
+                    m["result"][key] += int((doc.get("result") or {}).get(key) or 0)
+            for key in self.LISTS:
+                if isinstance((m.get("result") or {}).get(key), list):
+                    m["result"][key] = (m["result"][key] + list((doc.get("result") or {}).get(key) or []))[: self.limit]
+
+    def result(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(the merged GE result document, the report's expectation rows)."""
+        rows = list(self.rows.values())
+        ge = {"success": all(e["success"] for e in rows), "results": list(self.docs.values()),
+              "statistics": {"evaluated_expectations": len(rows), "successful_expectations": sum(e["success"] for e in rows),
+                             "shards": max(self.shards - 1, 0)}}
+        return ge, rows
+
+
 def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[ValidateResult, Path, Any]:
-    """Validate ``ingest_dir`` into ``out_dir``; returns (result, folder written, GE result).
+    """Validate ``ingest_dir`` into ``out_dir``; returns (result, folder written, summary).
+
+    Shard by shard: memory holds one shard's rows plus a few bytes per row for the checks that
+    span the dataset (repeated pixels, repeated ids). A shard whose file is missing or not the
+    bytes index.json recorded has its records quarantined (``missing_image``) and the rest goes on.
 
     Raises:
         InputError: the input is not a canonical dataset or lacks manifest columns.
@@ -226,93 +373,162 @@ def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir
             written to ``<out_dir>.rejected`` and ``out_dir`` keeps its previous content).
     """
     import great_expectations  # noqa: F401 - imported before the clock starts (seconds, once)
+    import pyarrow.parquet as pq
 
     t0 = time.perf_counter()
     ingest_dir, out_dir = Path(ingest_dir), Path(out_dir)
     ds = CanonicalDataset(ingest_dir)
-    df = ds.manifest
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    columns = pq.ParquetFile(os.fspath(ingest_dir / "manifest.parquet")).schema_arrow.names
+    missing = [c for c in MANIFEST_COLUMNS if c not in columns]
     if missing:
         raise InputError(f"{ingest_dir / 'manifest.parquet'}: missing column(s) {', '.join(missing)}")
     input_hash = dataset_hash(ingest_dir)
 
-    # 1-3. derived columns, GE suite
-    d = _derive(df.reset_index(drop=True), ds, cfg)
-    ge_result = run_suite(d, ds.classes, cfg)
+    # 1. pass 1: shard soundness, repeated pixels and ids over the whole dataset
+    entries, problems, (sha, order, ids, split_name) = _scan(ds)
+    rep = find_repeats(sha, order, ids, split_name, cfg.allow_train_test_overlap)
+    del sha, ids
+    ids_of = _ids_of(ds, entries, np.unique(rep.keep_of[(rep.kind == 1) | (rep.kind == 2)]))
+    suite = Suite(ds.classes, cfg)
 
-    # 4. per-record reasons from the record-level expectations' unexpected rows
-    reasons: dict[int, list[str]] = {}
-    expectations = []
-    for r in ge_result.results:
-        meta = r.expectation_config.meta or {}
-        res = r.result or {}
-        rows = [int(u["_row"]) for u in res.get("unexpected_index_list") or [] if "_row" in u]
-        expectations.append({
-            "name": expectation_label(r), "level": meta.get("level", "table"), "reason": meta.get("reason", ""),
-            "success": bool(r.success), "unexpected_count": int(res.get("unexpected_count") or 0),
-        })
-        if meta.get("level") == "record":
-            for i in rows:
-                if meta["reason"] not in reasons.setdefault(i, []):
-                    reasons[i].append(meta["reason"])
-    if not any(e["name"].startswith("table_row_count") and e["success"] for e in expectations):
-        raise InputError(f"{ingest_dir / 'manifest.parquet'}: the manifest has no records")
-    n = len(d)
-    failed_rows = sorted(reasons)
-    share = len(failed_rows) / n
-    reason_counts = dict(Counter(x for i in failed_rows for x in reasons[i]).most_common())
-    passing = d.drop(index=failed_rows)
-    balance = class_balance(passing, ds.classes, cfg.max_class_imbalance)
-    passed = share <= cfg.max_failure_share
-    summary = {
-        "input": str(ingest_dir), "input_hash": input_hash, "classes": ds.classes,
-        "n_checked": n, "n_failed": len(failed_rows), "n_passed": n - len(failed_rows),
-        "failure_share": share, "max_failure_share": cfg.max_failure_share, "passed": passed,
-        "reasons": reason_counts, "class_balance": balance,
-        "cross_split_copies_allowed": int(d["_cross_split_copies"].sum()),
-        "expectations": expectations, "config": to_dict(cfg),
-    }
-    failed = []
-    for i in failed_rows:
-        row = d.iloc[i]
-        failed.append({
-            "id": str(row["id"]), "source_file": str(row["source_file"]), "split": str(row["split"]),
-            "class_name": str(row["class_name"]), "label": int(row["label"]), "sha256": str(row["sha256"]),
-            "reasons": reasons[i], "details": {x: _detail(x, row, cfg) for x in reasons[i]},
-            "image": f"images/{i:07d}_{_safe(str(row['id']))}.npy" if row["_stored"] else None,
-        })
-
-    # 5. write: the validated dataset when passed, else only the report next to it
-    dest = out_dir if passed else rejected_dir(out_dir)
-    with atomic_dir(dest) as tmp:
-        qdir = tmp / "quarantine"
+    # 2. pass 2: the record-level suite on each shard; failing records are listed with their reasons
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=_mkparent(out_dir)))
+    try:
+        qdir = work / "quarantine"
         (qdir / "images").mkdir(parents=True)
-        for f, i in zip(progress(failed, desc="quarantine", unit="img"), failed_rows, strict=True):
-            if f["image"]:
-                np.save(qdir / f["image"], ds.image(i))
+        merged, failed_head = Merged(), []
+        n = n_failed = cross = 0
+        reason_counts: Counter = Counter()
+        passing_counts: dict[str, Counter] = {}
+        classes_present: set[str] = set()
+        passing = PassingWriter(ds, work)  # written as it goes; discarded when the run is rejected
         with open(qdir / "records.jsonl", "w") as fh:
-            for f in failed:
-                fh.write(json.dumps(f) + "\n")
+            for e in progress(entries, desc="validate: check shards", unit="shard"):
+                rows = ds.shard_rows(e["name"])
+                d = _derive(rows, ds, cfg, n, rep, problems[e["name"]], ids_of)
+                res = suite.run(d, "record")
+                merged.add(res)
+                reasons: dict[int, list[str]] = {}
+                for r in res.results:
+                    meta = r.expectation_config.meta or {}
+                    for u in (r.result or {}).get("unexpected_index_list") or []:
+                        if "_row" in u and meta["reason"] not in reasons.setdefault(int(u["_row"]) - n, []):
+                            reasons[int(u["_row"]) - n].append(meta["reason"])
+                for i in sorted(reasons):
+                    row = d.iloc[i]
+                    f = {"id": str(row["id"]), "source_file": str(row["source_file"]), "split": str(row["split"]),
+                         "class_name": str(row["class_name"]), "label": int(row["label"]),
+                         "sha256": str(row["sha256"]), "reasons": reasons[i],
+                         "details": {x: _detail(x, row, cfg) for x in reasons[i]},
+                         "image": f"images/{n + i:07d}_{_safe(str(row['id']))}.npy" if row["_stored"] else None}
+                    if f["image"]:  # nothing is lost: the pixels go with the record
+                        np.save(qdir / f["image"], np.asarray(ds.shard(e["name"])[int(row["index"])]))
+                    fh.write(json.dumps(f) + "\n")
+                    if len(failed_head) < 50:
+                        failed_head.append(f)
+                    reason_counts.update(reasons[i])
+                keep = d.drop(index=sorted(reasons))
+                for split, cls in zip(keep["split"].astype(str), keep["class_name"].astype(str), strict=True):
+                    passing_counts.setdefault(split, Counter())[cls] += 1
+                classes_present.update(d["class_name"].astype(str).unique())
+                cross += int(d["_cross_split_copies"].sum())
+                passing.add(e, keep[MANIFEST_COLUMNS])
+                n += len(d)
+                n_failed += len(reasons)
+                ds.release(e["name"])
+        table = suite.run(pd_frame({"class_name": sorted(classes_present), "_row": range(len(classes_present))}),
+                          "table")
+        passing.close()
+        merged.add(table)
+        ge, expectations = merged.result()
+        if not any(e["name"].startswith("table_row_count") and e["success"] for e in expectations):
+            raise InputError(f"{ingest_dir / 'manifest.parquet'}: the manifest has no records")
+        share = n_failed / n
+        balance = class_balance({k: dict(v) for k, v in passing_counts.items()}, ds.classes, cfg.max_class_imbalance)
+        passed = share <= cfg.max_failure_share
+        summary = {
+            "input": str(ingest_dir), "input_hash": input_hash, "classes": ds.classes,
+            "n_checked": n, "n_failed": n_failed, "n_passed": n - n_failed,
+            "failure_share": share, "max_failure_share": cfg.max_failure_share, "passed": passed,
+            "reasons": dict(reason_counts.most_common()), "class_balance": balance,
+            "cross_split_copies_allowed": cross, "n_shards": len(entries),
+            "corrupt_shards": {k: v for k, v in problems.items() if v},
+            "expectations": expectations, "config": to_dict(cfg),
+        }
+
+        # 3. the validated dataset when passed (the passing rows; the shards linked, not copied)
         data_hash = ""
         if passed:
-            write_parquet(passing[MANIFEST_COLUMNS], tmp / "manifest.parquet")
-            shutil.copy2(ingest_dir / "classes.json", tmp / "classes.json")
-            (tmp / "shards").mkdir()
-            for s in progress(sorted(passing["shard"].astype(str).unique()), desc="copy shards", unit="shard"):
-                shutil.copy2(ingest_dir / "shards" / f"{s}.npy", tmp / "shards" / f"{s}.npy")
-            data_hash = dataset_hash(tmp)
+            passing.finish()
+            data_hash = dataset_hash(work)
+        else:
+            passing.discard()
         summary["data_hash"] = data_hash
-        write_json(tmp / "ge_result.json", ge_result.to_json_dict())
-        write_text(tmp / "report.md", report_md(summary, expectations, failed))
-        write_json(tmp / "validate_report.json", summary)
+        write_json(work / "ge_result.json", ge)
+        write_text(work / "report.md", report_md(summary, expectations, failed_head))
+        write_json(work / "validate_report.json", summary)
+        dest = out_dir if passed else rejected_dir(out_dir)
+        replace_dir(work, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if passed:  # a stale report of an earlier rejected run would only mislead
         shutil.rmtree(rejected_dir(out_dir), ignore_errors=True)
     result = ValidateResult(
-        out_dir=dest, n_checked=n, n_failed=len(failed_rows), failure_share=share, reasons=reason_counts,
+        out_dir=dest, n_checked=n, n_failed=n_failed, failure_share=share, reasons=summary["reasons"],
         expectations={e["name"]: e["success"] for e in expectations}, class_balance=balance,
         data_hash=data_hash or input_hash, seconds=time.perf_counter() - t0,
     )
     return result, dest, summary
+
+
+def _mkparent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent
+
+
+def pd_frame(columns: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
+class PassingWriter:
+    """The validated canonical dataset, written shard by shard: the passing rows (one row group per
+    shard), the shards of those rows hard-linked (copied across file systems), then index and classes."""
+
+    def __init__(self, ds: CanonicalDataset, root: Path) -> None:
+        import pyarrow.parquet as pq
+
+        from medsynth.dataset import manifest_schema
+
+        self.ds, self.root, self.kept = ds, root, []
+        (root / "shards").mkdir()
+        self.writer = pq.ParquetWriter(os.fspath(root / "manifest.parquet"), manifest_schema())
+
+    def add(self, entry: dict[str, Any], rows: Any) -> None:
+        from medsynth.dataset import rows_table
+
+        if not len(rows):
+            return
+        self.writer.write_table(rows_table(rows))
+        src, dst = self.ds.shard_path(entry["name"]), self.root / "shards" / f"{entry['name']}.npy"
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        self.kept.append({k: entry[k] for k in ("name", "n", "sha256") if k in entry} | {"rows": len(rows)})
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def finish(self) -> None:
+        from medsynth.dataset import write_index
+
+        write_index(self.root, self.ds.classes, self.ds.modalities, self.kept, int(self.ds.index.get("shard_size", 0)))
+
+    def discard(self) -> None:
+        (self.root / "manifest.parquet").unlink(missing_ok=True)
+        shutil.rmtree(self.root / "shards", ignore_errors=True)
 
 
 def failure_message(res: ValidateResult, cfg: ValidateConfig, ingest_dir: Path) -> str:

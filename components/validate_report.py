@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def class_balance(df: Any, classes: list[str], max_ratio: float) -> dict[str, Any]:
-    """Counts per split and class, largest/smallest class ratio, and warnings."""
+def class_balance(per_split: dict[str, dict[str, int]], classes: list[str], max_ratio: float) -> dict[str, Any]:
+    """Counts per split and class (from ``{split: {class: n}}``), largest/smallest class ratio, warnings."""
     out: dict[str, Any] = {"counts": {}, "imbalance": {}, "warnings": []}
-    for split, g in df.groupby("split"):
+    for split in sorted(per_split):
         name = split or "unassigned"
-        vc = g["class_name"].value_counts()
-        counts = {c: int(vc.get(c, 0)) for c in classes}
+        counts = {c: int(per_split[split].get(c, 0)) for c in classes}
         out["counts"][name] = counts
         present = [n for n in counts.values() if n > 0]
         ratio = max(present) / min(present) if present else 0.0

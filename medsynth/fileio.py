@@ -48,19 +48,43 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Put the finished folder ``src`` (on the same file system) at ``dest``, replacing what was there
+    with two renames: a reader sees the old folder or the new one, never a mix."""
+    src, dest = Path(src), Path(dest)
+    os.chmod(src, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(dest, old)
+    os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def files_stamp(path: str | os.PathLike) -> str:
+    """A cheap fingerprint of a file or folder: every file's relative name, size and mtime (no reading)."""
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root).as_posix() if f != root else f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def staging_dir(dest: str | os.PathLike) -> Path:
+    """The resumable staging folder of ``dest`` (kept when a step is killed, reused by the next run)."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.partial")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -2,9 +2,15 @@
 
 Layout::
 
-    data.npz    {split}_x: uint8 [N, 1, R, R] (value v means v / 127.5 - 1 in [-1, 1]),
-                {split}_y: int64 [N], {split}_ids: str [N]  for split in train, val, test
-    meta.json   resolution, classes, modalities, counts, stats, config, source data hash
+    {split}_x.npy    uint8 [N, 1, R, R] (value v means v / 127.5 - 1 in [-1, 1])
+    {split}_y.npy    int64 [N]
+    {split}_ids.npy  str [N]                    for split in train, val, test
+    meta.json        resolution, classes, modalities, counts, stats, config, each array's shape,
+                     dtype and sha256, the data hash (of the arrays) and the source's data hash
+
+Plain ``.npy`` files are memory-mapped when loaded: a training run reads the pages of the images
+it draws, so its memory does not grow with the dataset (artifacts of the earlier one-file
+``data.npz`` layout still load, whole).
 
 uint8 keeps the artifact 4x smaller than float32 and loses nothing for 8-bit sources; windowed CT
 is quantised to 256 levels over its window, the usual display depth.
@@ -27,6 +33,8 @@ from medsynth.imaging import to_uint8, to_unit
 __all__ = ["SPLITS", "PreparedData", "to_uint8", "to_unit"]
 
 SPLITS = ("train", "val", "test")
+FORMAT = "medsynth.prepared/2"
+ARRAYS = tuple(f"{s}_{a}" for s in SPLITS for a in ("x", "y", "ids"))
 
 
 @dataclass
@@ -39,16 +47,31 @@ class PreparedData:
 
     @classmethod
     def load(cls, root: str | os.PathLike) -> PreparedData:
+        """Open a prepared artifact: its arrays memory-mapped, read-only (copy-on-write)."""
         root = Path(root)
-        data_file, meta_file = root / "data.npz", root / "meta.json"
-        if not data_file.is_file() or not meta_file.is_file():
-            raise InputError(f"{root}: not a preprocessed artifact (data.npz/meta.json missing; run `medsynth preprocess`)")
-        try:
-            with np.load(data_file, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise several types
-            raise InputError(f"{data_file}: cannot be read ({exc})") from None
-        return cls(root=root, meta=json.loads(meta_file.read_text()), arrays=arrays)
+        meta_file, legacy = root / "meta.json", root / "data.npz"
+        files = {name: root / f"{name}.npy" for name in ARRAYS}
+        if not meta_file.is_file() or not (legacy.is_file() or all(f.is_file() for f in files.values())):
+            raise InputError(f"{root}: not a preprocessed artifact (meta.json or its arrays missing; run `medsynth preprocess`)")
+        arrays: dict[str, np.ndarray] = {}
+        if not all(f.is_file() for f in files.values()):
+            try:
+                with np.load(legacy, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in z.files}
+            except Exception as exc:  # noqa: BLE001 - zipfile/numpy raise several types
+                raise InputError(f"{legacy}: cannot be read ({exc})") from None
+        for name, f in files.items():
+            if name not in arrays:
+                try:
+                    arrays[name] = np.load(f, mmap_mode="c", allow_pickle=False)
+                except (OSError, ValueError) as exc:
+                    raise InputError(f"{f}: cannot be read ({exc}); re-run `medsynth preprocess`") from None
+        meta = json.loads(meta_file.read_text())
+        for name, spec in (meta.get("arrays") or {}).items():  # a truncated or swapped file
+            a = arrays.get(name)
+            if a is None or list(a.shape) != spec["shape"] or a.dtype.str != spec["dtype"]:
+                raise InputError(f"{root / (name + '.npy')}: shape/dtype differs from meta.json (re-run `medsynth preprocess`)")
+        return cls(root=root, meta=meta, arrays=arrays)
 
     @property
     def resolution(self) -> int:

@@ -50,17 +50,44 @@ def validate_op(project: str, validate: str, kfp_run: str, dataset: Input[Datase
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def preprocess_op(project: str, preprocess: str, kfp_run: str, dataset: Input[Dataset],
-                  prepared: Output[Dataset]):
-    """Window, square, resize, normalise and split into the training-ready artifact."""
-    from medsynth.components.preprocess import PreprocessConfig, run
+def preprocess_plan_op(project: str, preprocess: str, kfp_run: str, dataset: Input[Dataset],
+                       plan: Output[Artifact]) -> list:
+    """Plan the preprocessing: one piece per shard, in groups of preprocess.shards_per_task (the
+    fan-out's items)."""
+    from medsynth.components.preprocess import PreprocessConfig, write_plan
+    from medsynth.pipelines.runtime import enter_step, stage
+
+    proj = enter_step(project, kfp_run)
+    groups = write_plan(stage(PreprocessConfig, "preprocess", preprocess), dataset.path, proj.seed, plan.path)
+    plan.metadata.update({"groups": len(groups)})
+    return groups
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def preprocess_shards_op(preprocess: str, group: str, dataset: Input[Dataset], plan: Input[Artifact],
+                         pieces: Output[Dataset]):
+    """Window, square, resize and normalise one group of shards into pieces (one task of the fan-out)."""
+    from medsynth.components.preprocess import PreprocessConfig, make_group
+    from medsynth.pipelines.runtime import stage
+
+    made = make_group(stage(PreprocessConfig, "preprocess", preprocess), dataset.path, plan.path, group, pieces.path)
+    pieces.metadata.update({"pieces": len(made)})
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def preprocess_op(project: str, preprocess: str, kfp_run: str, dataset: Input[Dataset], plan: Input[Artifact],
+                  pieces: Input[list[Dataset]], prepared: Output[Dataset]):
+    """Join the pieces of every shard into the training-ready artifact (split, in shard order)."""
+    from medsynth.components.preprocess import PreprocessConfig, join_groups, run
     from medsynth.pipelines.runtime import enter_step, read_json, stage
 
     proj = enter_step(project, kfp_run)
-    run(stage(PreprocessConfig, "preprocess", preprocess), proj, dataset.path, prepared.path)
+    cfg = stage(PreprocessConfig, "preprocess", preprocess)
+    joined = join_groups(cfg, dataset.path, plan.path, [p.path for p in pieces], prepared.path)
+    run(cfg, proj, dataset.path, prepared.path, joined=joined)
     meta = read_json(f"{prepared.path}/meta.json")
     prepared.metadata.update({"resolution": meta.get("resolution"), "classes": meta.get("classes"),
-                              "counts": meta.get("counts")})
+                              "counts": meta.get("counts"), "data_hash": meta.get("data_hash")})
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -156,4 +183,5 @@ def promote_op(project: str, promote: str, ingest: str, kfp_run: str, model: Inp
 
 
 __all__ = ["CPU_IMAGE", "CUDA_IMAGE", "evaluate_op", "features_op", "gate_op", "ingest_op", "preprocess_op",
+           "preprocess_plan_op", "preprocess_shards_op",
            "promote_op", "train_op", "validate_op"]

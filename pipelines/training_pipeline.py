@@ -45,13 +45,17 @@ SECTIONS: dict[str, tuple[str, str]] = {
 RESOURCES: dict[str, tuple[str, str]] = {
     "ingest": ("1", "2Gi"),
     "validate": ("1", "2Gi"),
-    "preprocess": ("2", "4Gi"),
+    "preprocess-plan": ("500m", "1Gi"),
+    "preprocess-shards": ("1", "2Gi"),  # one shard in memory at a time, whatever the dataset's size
+    "preprocess": ("1", "2Gi"),
     "features": ("2", "4Gi"),
     "train": ("4", "16Gi"),
     "evaluate": ("2", "8Gi"),
     "gate": ("500m", "1Gi"),
     "promote": ("500m", "2Gi"),
 }
+# At most this many preprocess_shards tasks at once (the fan-out's width on the cluster).
+PREPROCESS_PARALLELISM = 16
 # The train task's accelerator (set on the task, never in component code).
 TRAIN_ACCELERATOR = ("nvidia.com/gpu", 1)
 
@@ -85,8 +89,16 @@ def training_pipeline(project: str, ingest: str, validate: str, preprocess: str,
     t_ingest = _task(ops.ingest_op(project=project, ingest=ingest, kfp_run=run), "ingest")
     t_validate = _task(ops.validate_op(project=project, validate=validate, kfp_run=run,
                                        dataset=t_ingest.outputs["dataset"]), "validate")
-    t_pre = _task(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run,
-                                    dataset=t_validate.outputs["validated"]), "preprocess")
+    # preprocess fans out: a plan, one task per group of shards (dsl.ParallelFor), a join
+    validated = t_validate.outputs["validated"]
+    t_plan = _task(ops.preprocess_plan_op(project=project, preprocess=preprocess, kfp_run=run, dataset=validated),
+                   "preprocess-plan")
+    with dsl.ParallelFor(t_plan.outputs["Output"], parallelism=PREPROCESS_PARALLELISM, name="shard-groups") as group:
+        t_shards = _task(ops.preprocess_shards_op(preprocess=preprocess, group=group, dataset=validated,
+                                                  plan=t_plan.outputs["plan"]), "preprocess-shards")
+    t_pre = _task(ops.preprocess_op(project=project, preprocess=preprocess, kfp_run=run, dataset=validated,
+                                    plan=t_plan.outputs["plan"], pieces=dsl.Collected(t_shards.outputs["pieces"])),
+                  "preprocess")
     # independent of the data chain: runs beside it
     t_feat = _task(ops.features_op(project=project, features=features, ingest=ingest, kfp_run=run), "features")
     t_train = _task(ops.train_op(project=project, train=train, kfp_run=run,

@@ -39,11 +39,13 @@ def _run(args: argparse.Namespace) -> int:
         src = build(SourceConfig, {"path": str(inp.resolve()), "format": args.format,
                                    "modality": input_modality(inp, args.format, args.modality),
                                    "classes": classes}, "--input")
-        res = ingest_sources([src], Path.cwd(), out, dataset=input_dataset_name(inp))
+        res = ingest_sources([src], Path.cwd(), out, dataset=input_dataset_name(inp),
+                             shard_size=ctx.stage(IngestConfig, "ingest").shard_size)
     else:
         res = run(ctx.stage(IngestConfig, "ingest"), ctx.project, out, track=not args.no_track)
+    resumed = f", {res.resumed_shards} kept from the interrupted run" if res.resumed_shards else ""
     print(f"ingested {res.n_images} images ({res.n_quarantined} quarantined) into {res.out_dir} "
-          f"in {res.seconds:.1f}s; data hash {res.data_hash[:12]}")
+          f"({res.n_shards} shards{resumed}) in {res.seconds:.1f}s; data hash {res.data_hash[:12]}")
     return 0
 
 

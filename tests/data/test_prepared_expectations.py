@@ -17,7 +17,7 @@ from medsynth.components.preprocess import PreprocessConfig, preprocess_dataset
 from medsynth.components.validate import ValidateConfig, validate_dataset
 from medsynth.config import load_stage, read_params
 from medsynth.dataset import CanonicalDataset
-from medsynth.fileio import sha256_file
+from medsynth.fileio import sha256_tree
 from medsynth.prepared import SPLITS, PreparedData
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,4 +110,4 @@ def test_deterministic_output(chain: dict, tmp_path: Path) -> None:
     # change, and an experiment could not be reproduced from its data hash).
     again = preprocess_dataset(chain["pcfg"], chain["root"] / "validate", tmp_path / "again")
     assert again.data_hash == chain["preprocess"].data_hash
-    assert sha256_file(tmp_path / "again" / "data.npz") == sha256_file(chain["root"] / "preprocess" / "data.npz")
+    assert sha256_tree(tmp_path / "again") == sha256_tree(chain["root"] / "preprocess")

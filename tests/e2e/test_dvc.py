@@ -59,7 +59,7 @@ def test_dvc_repro_from_clean_clone(repo: Path, tmp_path: Path, mlflow_db_templa
     art = clone / "artifacts"
     meta = json.loads((art / "preprocess" / "meta.json").read_text())
     assert meta["counts"] == {s: {"AbdomenCT": 20, "ChestCT": 20, "HeadCT": 20} for s in ("train", "val", "test")}
-    assert (art / "preprocess" / "data.npz").is_file() and (art / "validate" / "report.md").is_file()
+    assert (art / "preprocess" / "train_x.npy").is_file() and (art / "validate" / "report.md").is_file()
     vm = json.loads((art / "metrics" / "validate.json").read_text())
     assert vm["n_checked"] == 180 and vm["n_failed"] == 0
     assert json.loads((art / "metrics" / "preprocess.json").read_text())["n_images"] == 180

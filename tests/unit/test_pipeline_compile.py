@@ -18,8 +18,8 @@ from medsynth.pipelines.training_pipeline import (
     pipeline_arguments,
 )
 
-STEPS = ["ingest", "validate", "preprocess", "features", "train", "evaluate", "gate", "promote"]
-CHAIN = ["ingest", "validate", "preprocess", "train"]  # each consumes the previous step's output
+STEPS = ["ingest", "validate", "preprocess-plan", "preprocess-shards", "preprocess", "features", "train", "evaluate",
+         "gate", "promote"]
 
 
 def load(path: Path) -> dict:
@@ -56,13 +56,38 @@ def test_graph_has_every_step(spec: dict) -> None:
 def test_data_chain_passes_artifacts_step_to_step(spec: dict) -> None:
     # each step consumes the previous step's output artifact, so a failed step stops the rest
     tasks = _tasks(spec)
-    for prev, cur in zip(CHAIN, CHAIN[1:], strict=False):
-        task = tasks[f"{cur}-op"]
-        assert task["dependentTasks"] == [f"{prev}-op"]
-        producers = {a["taskOutputArtifact"]["producerTask"] for a in task["inputs"]["artifacts"].values()}
-        assert producers == {f"{prev}-op"}
+
+    def producers(task: str) -> set[str]:
+        return {a["taskOutputArtifact"]["producerTask"] for a in tasks[task]["inputs"]["artifacts"].values()}
+
+    assert tasks["validate-op"]["dependentTasks"] == ["ingest-op"] and producers("validate-op") == {"ingest-op"}
+    assert producers("preprocess-plan-op") == {"validate-op"}
+    assert producers("preprocess-op") == {"validate-op", "preprocess-plan-op", _loop(spec)}
+    assert tasks["train-op"]["dependentTasks"] == ["preprocess-op"] and producers("train-op") == {"preprocess-op"}
     evaluate = tasks["evaluate-op"]
     assert set(evaluate["dependentTasks"]) == {"preprocess-op", "train-op", "features-op"}
+
+
+def _loop(spec: dict) -> str:
+    (name,) = [n for n, t in spec["root"]["dag"]["tasks"].items() if "parameterIterator" in t]
+    return name
+
+
+def test_preprocess_fans_out_over_shard_groups_and_joins(spec: dict) -> None:
+    # a dsl.ParallelFor over the plan's groups of shards, one preprocess-shards task per group,
+    # its outputs collected (dsl.Collected) into the join
+    root = spec["root"]["dag"]["tasks"]
+    loop = root[_loop(spec)]
+    assert loop["parameterIterator"]["items"] == {"inputParameter": "pipelinechannel--preprocess-plan-op-Output"}
+    assert loop["iteratorPolicy"]["parallelismLimit"] > 1
+    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert list(inner) == ["preprocess-shards-op"]
+    group_input = inner["preprocess-shards-op"]["inputs"]["parameters"]["group"]
+    assert group_input["componentInputParameter"].endswith("loop-item")
+    pieces = root["preprocess-op"]["inputs"]["artifacts"]["pieces"]["taskOutputArtifact"]
+    assert pieces == {"outputArtifactKey": "pipelinechannel--preprocess-shards-op-pieces", "producerTask": _loop(spec)}
+    join = spec["components"][root["preprocess-op"]["componentRef"]["name"]]
+    assert join["inputDefinitions"]["artifacts"]["pieces"]["isArtifactList"] is True
 
 
 def test_promotion_is_a_dsl_if_branch_on_the_gate(spec: dict) -> None:

@@ -20,7 +20,7 @@ from medsynth.components.preprocess import (
 from medsynth.config import build, load_stage
 from medsynth.dataset import CanonicalDataset
 from medsynth.errors import ConfigError, InputError
-from medsynth.fileio import sha256_file
+from medsynth.fileio import sha256_tree
 from medsynth.prepared import PreparedData, to_uint8
 from medsynth.readers import SourceConfig
 
@@ -120,13 +120,13 @@ def test_ct_in_hu_is_windowed_by_the_shared_chain(dicom_ct: Path, tmp_path: Path
 def test_same_inputs_same_bytes_and_atomic_on_failure(small_ct: Path, tmp_path: Path) -> None:
     out = tmp_path / "p"
     r1 = preprocess_dataset(PreprocessConfig(), small_ct, out)
-    h1 = sha256_file(out / "data.npz")
+    h1 = sha256_tree(out)
     r2 = preprocess_dataset(PreprocessConfig(), small_ct, out)
-    assert r1.data_hash == r2.data_hash and sha256_file(out / "data.npz") == h1
+    assert r1.data_hash == r2.data_hash and sha256_tree(out) == h1
     assert preprocess_dataset(PreprocessConfig(resolution=32), small_ct, tmp_path / "q").data_hash != r1.data_hash
     with pytest.raises(InputError, match="not a canonical dataset"):
         preprocess_dataset(PreprocessConfig(), tmp_path / "missing", out)
-    assert sha256_file(out / "data.npz") == h1  # the good artifact is untouched
+    assert sha256_tree(out) == h1  # the good artifact is untouched
 
 
 def test_run_is_tracked(small_ct: Path, tmp_path: Path, project, monkeypatch: pytest.MonkeyPatch) -> None:
