@@ -111,7 +111,7 @@ def child(step: str, work: Path, base: str, train_steps: int, tree: str | None) 
 
         data = load_train_data(work / "preprocess")
         cfg = load_train_config({"train": {"model": "dcgan", "ngf": 32, "ndf": 32, "batch_size": 64, "epochs": 10_000,
-                                           "max_steps": train_steps, "log_every": 10_000,
+                                           "max_steps": train_steps, "max_train_images": 0, "log_every": 10_000,
                                            "checkpoint_every": 1_000_000}})
         out = work / "train"
         shutil.rmtree(out, ignore_errors=True)

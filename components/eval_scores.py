@@ -64,8 +64,8 @@ class EvalContext:
         Raises:
             InputError: fewer than two images in the set, the train or the test split.
         """
-        x_tr, y_tr = data.split("train")
-        x_te, y_te = data.split("test")
+        x_tr, y_tr = data.sample("train", cfg.max_real_images, seed)
+        x_te, y_te = data.sample("test", cfg.max_real_images, seed)
         n = len(s.images)
         if len(x_te) < 2 or len(x_tr) < 2:
             raise InputError(f"{data.root}: the train and test splits need at least two images each")

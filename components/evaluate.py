@@ -85,13 +85,14 @@ class EvaluateConfig:
     c2st: bool  # classifier two-sample test (capacity and budget: medsynth/c2st.py C2STSettings)
     c2st_max_images: int  # images per set the C2ST uses (0 = C2STSettings' budget)
     bootstrap: int  # paired bootstrap draws for the FID-domain intervals (0 = none)
+    max_real_images: int  # real images per split the scores hold (a seeded sample of larger splits)
 
     def check(self) -> None:
         bounds = {"n_generated": (10, 10_000), "min_samples": (2, 100_000), "kid_subsets": (1, 1000),
                   "kid_subset_size": (2, 10_000), "prdc_k": (1, 100), "diversity_pairs": (2, 10_000),
                   "privacy_max_train_queries": (10, 50_000), "closest_pairs": (1, 256),
                   "utility_epochs": (1, 100), "utility_max_train": (10, 100_000), "grid_images": (1, 256),
-                  "bootstrap": (0, 1000), "c2st_max_images": (0, 100_000)}
+                  "bootstrap": (0, 1000), "c2st_max_images": (0, 100_000), "max_real_images": (100, 1_000_000)}
         for name, (lo, hi) in bounds.items():
             v = getattr(self, name)
             if not lo <= v <= hi:

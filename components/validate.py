@@ -253,10 +253,12 @@ class Suite:
 
 
 def expectation_label(r: Any) -> str:
-    """A short stable name for one expectation result, e.g. ``values_to_be_between[std]``."""
-    kw = r.expectation_config.kwargs
+    """A short stable name for one expectation result (a GE result or its JSON document), e.g.
+    ``values_to_be_between[std]``."""
+    conf = r["expectation_config"] if isinstance(r, dict) else r.expectation_config.to_json_dict()
+    kw = conf["kwargs"]
     col = kw.get("column") or (f"{kw['column_A']}>={kw['column_B']}" if "column_A" in kw else "table")
-    return f"{r.expectation_config.type.removeprefix('expect_')}[{col}]"
+    return f"{conf['type'].removeprefix('expect_')}[{col}]"
 
 
 def _detail(reason: str, row: Any, cfg: ValidateConfig) -> str:
@@ -327,15 +329,16 @@ class Merged:
         self.rows: dict[str, dict[str, Any]] = {}
         self.shards = 0
 
-    def add(self, res: Any) -> None:
+    def add(self, docs: list[dict[str, Any]]) -> None:
+        """One shard's expectation results (their JSON documents)."""
         self.shards += 1
-        for r in res.results:
-            name, meta, out = expectation_label(r), r.expectation_config.meta or {}, r.result or {}
+        for doc in docs:
+            name, meta, out = expectation_label(doc), doc["expectation_config"].get("meta") or {}, doc.get("result") or {}
             e = self.rows.setdefault(name, {"name": name, "level": meta.get("level", "table"),
                                             "reason": meta.get("reason", ""), "success": True, "unexpected_count": 0})
-            e["success"] &= bool(r.success)
+            e["success"] &= bool(doc["success"])
             e["unexpected_count"] += int(out.get("unexpected_count") or 0)
-            doc = r.to_json_dict()
+            doc = json.loads(json.dumps(doc))
             for key in self.LISTS:
                 if isinstance((doc.get("result") or {}).get(key), list):
                     doc["result"][key] = doc["result"][key][: self.limit]
@@ -358,6 +361,55 @@ class Merged:
               "statistics": {"evaluated_expectations": len(rows), "successful_expectations": sum(e["success"] for e in rows),
                              "shards": max(self.shards - 1, 0)}}
         return ge, rows
+
+
+CHECK_FORMAT = "medsynth.validate-shard/1"
+
+
+def shard_cache(out_dir: Path) -> Path:
+    """Where each shard's outcome is kept between runs (beside the output, outside DVC's output)."""
+    return out_dir.with_name(f".{out_dir.name}.shards")
+
+
+def _shard_key(entry: dict[str, Any], rows: Any, settings: str, problem: str, rep: Repeats, start: int, stop: int,
+               ids_of: dict[int, tuple[str, str]]) -> str:
+    """A hash of everything one shard's outcome depends on: its bytes and rows, the settings, its
+    place in the dataset and what the whole-dataset checks decided for its rows."""
+    import hashlib
+
+    from medsynth.dataset import rows_sha256, rows_table
+
+    h = hashlib.sha256()
+    kept = [ids_of.get(int(k), ("", "")) for k in rep.keep_of[start:stop]]
+    for part in (entry.get("sha256") or "", rows_sha256(rows_table(rows)), settings, problem, f"{start}:{stop}",
+                 rep.kind[start:stop].tobytes().hex(), rep.id_repeats[start:stop].tobytes().hex(), json.dumps(kept)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def check_shard(suite: Suite, ds: CanonicalDataset, entry: dict[str, Any], rows: Any, cfg: ValidateConfig,
+                start: int, rep: Repeats, problem: str, ids_of: dict[int, tuple[str, str]]) -> dict[str, Any]:
+    """The record-level suite on one shard: its failing records with their reasons, the suite's
+    results (JSON), the classes present and the cross-split copies allowed."""
+    d = _derive(rows, ds, cfg, start, rep, problem, ids_of)
+    res = suite.run(d, "record")
+    reasons: dict[int, list[str]] = {}
+    for r in res.results:
+        meta = r.expectation_config.meta or {}
+        for u in (r.result or {}).get("unexpected_index_list") or []:
+            if "_row" in u and meta["reason"] not in reasons.setdefault(int(u["_row"]) - start, []):
+                reasons[int(u["_row"]) - start].append(meta["reason"])
+    failed = []
+    for i in sorted(reasons):
+        row = d.iloc[i]
+        failed.append({"id": str(row["id"]), "source_file": str(row["source_file"]), "split": str(row["split"]),
+                       "class_name": str(row["class_name"]), "label": int(row["label"]), "sha256": str(row["sha256"]),
+                       "reasons": reasons[i], "details": {x: _detail(x, row, cfg) for x in reasons[i]},
+                       "image": f"images/{start + i:07d}_{_safe(str(row['id']))}.npy" if row["_stored"] else None,
+                       "pos": i, "index": int(row["index"])})
+    return {"failed": failed, "ge": [r.to_json_dict() for r in res.results],
+            "classes_present": sorted(d["class_name"].astype(str).unique()), "cross": int(d["_cross_split_copies"].sum())}
 
 
 def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[ValidateResult, Path, Any]:
@@ -402,44 +454,49 @@ def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir
         passing_counts: dict[str, Counter] = {}
         classes_present: set[str] = set()
         passing = PassingWriter(ds, work)  # written as it goes; discarded when the run is rejected
+        cache = shard_cache(out_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        used: set[Path] = set()
+        reused = 0
+        settings = json.dumps(to_dict(cfg), sort_keys=True, default=str) + CHECK_FORMAT
         with open(qdir / "records.jsonl", "w") as fh:
             for e in progress(entries, desc="validate: check shards", unit="shard"):
                 rows = ds.shard_rows(e["name"])
-                d = _derive(rows, ds, cfg, n, rep, problems[e["name"]], ids_of)
-                res = suite.run(d, "record")
-                merged.add(res)
-                reasons: dict[int, list[str]] = {}
-                for r in res.results:
-                    meta = r.expectation_config.meta or {}
-                    for u in (r.result or {}).get("unexpected_index_list") or []:
-                        if "_row" in u and meta["reason"] not in reasons.setdefault(int(u["_row"]) - n, []):
-                            reasons[int(u["_row"]) - n].append(meta["reason"])
-                for i in sorted(reasons):
-                    row = d.iloc[i]
-                    f = {"id": str(row["id"]), "source_file": str(row["source_file"]), "split": str(row["split"]),
-                         "class_name": str(row["class_name"]), "label": int(row["label"]),
-                         "sha256": str(row["sha256"]), "reasons": reasons[i],
-                         "details": {x: _detail(x, row, cfg) for x in reasons[i]},
-                         "image": f"images/{n + i:07d}_{_safe(str(row['id']))}.npy" if row["_stored"] else None}
+                stop = n + len(rows)
+                key = _shard_key(e, rows, settings, problems[e["name"]], rep, n, stop, ids_of)
+                used.add(cache / f"{key}.json")
+                if (cache / f"{key}.json").is_file():  # checked before, same inputs: the same outcome
+                    done = json.loads((cache / f"{key}.json").read_text())
+                    reused += 1
+                else:
+                    done = check_shard(suite, ds, e, rows, cfg, n, rep, problems[e["name"]], ids_of)
+                    write_json(cache / f"{key}.json", done)
+                merged.add(done["ge"])
+                for f in done["failed"]:
                     if f["image"]:  # nothing is lost: the pixels go with the record
-                        np.save(qdir / f["image"], np.asarray(ds.shard(e["name"])[int(row["index"])]))
-                    fh.write(json.dumps(f) + "\n")
+                        np.save(qdir / f["image"], np.asarray(ds.shard(e["name"])[int(f["index"])]))
+                    fh.write(json.dumps({k: v for k, v in f.items() if k not in ("index", "pos")}) + "\n")
                     if len(failed_head) < 50:
                         failed_head.append(f)
-                    reason_counts.update(reasons[i])
-                keep = d.drop(index=sorted(reasons))
+                    reason_counts.update(f["reasons"])
+                failed_pos = [f["pos"] for f in done["failed"]]
+                keep = rows.drop(index=failed_pos)
                 for split, cls in zip(keep["split"].astype(str), keep["class_name"].astype(str), strict=True):
                     passing_counts.setdefault(split, Counter())[cls] += 1
-                classes_present.update(d["class_name"].astype(str).unique())
-                cross += int(d["_cross_split_copies"].sum())
+                classes_present.update(done["classes_present"])
+                cross += done["cross"]
                 passing.add(e, keep[MANIFEST_COLUMNS])
-                n += len(d)
-                n_failed += len(reasons)
+                n = stop
+                n_failed += len(failed_pos)
                 ds.release(e["name"])
+        for old in set(cache.glob("*.json")) - used:  # outcomes of earlier inputs: no longer needed
+            old.unlink()
+        if reused:
+            print(f"validate: {reused} of {len(entries)} shard(s) unchanged, outcome reused from {cache}", flush=True)
         table = suite.run(pd_frame({"class_name": sorted(classes_present), "_row": range(len(classes_present))}),
                           "table")
         passing.close()
-        merged.add(table)
+        merged.add([r.to_json_dict() for r in table.results])
         ge, expectations = merged.result()
         if not any(e["name"].startswith("table_row_count") and e["success"] for e in expectations):
             raise InputError(f"{ingest_dir / 'manifest.parquet'}: the manifest has no records")

@@ -98,5 +98,14 @@ class PreparedData:
             raise InputError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         return to_unit(self.arrays[f"{split}_x"]), self.arrays[f"{split}_y"].astype(np.int64)
 
+    def sample(self, split: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`split`, or a seeded sample of ``n`` of its images (in file order) when it holds more:
+        what bounds the memory of evaluating against a large dataset."""
+        count = self.count(split)
+        if n <= 0 or count <= n:
+            return self.split(split)
+        idx = np.sort(np.random.default_rng(seed + 7).choice(count, size=n, replace=False))
+        return to_unit(np.asarray(self.arrays[f"{split}_x"][idx])), self.arrays[f"{split}_y"][idx].astype(np.int64)
+
     def split_uint8(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return self.arrays[f"{split}_x"], self.arrays[f"{split}_y"].astype(np.int64)

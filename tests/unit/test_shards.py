@@ -86,21 +86,6 @@ def _ingest_cmd(src: Path, out: Path) -> list[str]:
             "--classes", "normal,pneumonia", "--modality", "XR", "--out", str(out), "--set", "ingest.shard_size=400"]
 
 
-def _kill_after(cmd: list[str], done: Path, shards: int, env: dict) -> None:
-    """Start ``cmd`` and kill -9 it once ``done`` lists ``shards`` finished shards."""
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 120:
-            if done.is_file() and len(done.read_text().splitlines()) >= shards:
-                break
-            assert p.poll() is None, "the command finished before it could be interrupted"
-            time.sleep(0.005)
-        os.kill(p.pid, signal.SIGKILL)
-    finally:
-        p.wait()
-
-
 @pytest.mark.slow
 def test_kill_9_during_ingest_then_the_same_command_resumes(tmp_path: Path) -> None:
     src = _big_source(tmp_path, 4)  # 18,832 real X-rays, 48 shards
@@ -109,7 +94,7 @@ def test_kill_9_during_ingest_then_the_same_command_resumes(tmp_path: Path) -> N
     subprocess.run(_ingest_cmd(src, clean), env=env, check=True, capture_output=True)
     out = tmp_path / "out"
     done = staging_dir(out) / "shards" / "done.jsonl"
-    _kill_after(_ingest_cmd(src, out), done, 5, env)
+    _kill_when(_ingest_cmd(src, out), lambda: done.is_file() and len(done.read_text().splitlines()) >= 5, env)
     assert not out.exists() and done.is_file()
     kept = {json.loads(line)["name"]: (staging_dir(out) / "shards" / f"{json.loads(line)['name']}.npy").stat().st_mtime_ns
             for line in done.read_text().splitlines() if line.strip()}
@@ -281,3 +266,40 @@ def test_kubeflow_fan_out_gives_the_single_process_bytes(validated: Path, tmp_pa
     assert len(groups) == 3  # 8 shards, 3 per task
     assert json.loads((joined / "meta.json").read_text())["data_hash"] == single.data_hash
     assert _arrays(joined) == _arrays(tmp_path / "single")
+
+
+def test_validation_rerun_reuses_each_unchanged_shard_and_resumes_after_kill_9(sharded: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    from medsynth.components.validate import shard_cache
+
+    clean = tmp_path / "clean"
+    validate_dataset(ValidateConfig(), sharded, clean)
+    capsys.readouterr()
+    validate_dataset(ValidateConfig(), sharded, clean)  # nothing changed: no shard checked again
+    assert "8 of 8 shard(s) unchanged" in capsys.readouterr().out
+    out = tmp_path / "v"
+    cache = shard_cache(out)
+    code = ("import sys; from medsynth.components.validate import ValidateConfig, validate_dataset\n"
+            "validate_dataset(ValidateConfig(), sys.argv[1], sys.argv[2])\n")
+    _kill_when([sys.executable, "-c", code, str(sharded), str(out)], lambda: len(list(cache.glob("*.json"))) >= 3,
+               os.environ | {"MEDSYNTH_QUIET": "1"})
+    assert not out.exists()
+    before = {p: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+    validate_dataset(ValidateConfig(), sharded, out)
+    assert f"{len(before)} of 8 shard(s) unchanged" in capsys.readouterr().out
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    same = ("manifest.parquet", "index.json", "classes.json", "quarantine/records.jsonl")
+    assert all((out / f).read_bytes() == (clean / f).read_bytes() for f in same)
+
+
+def _kill_when(cmd: list[str], ready, env: dict) -> None:
+    """Start ``cmd`` and kill -9 it as soon as ``ready()``."""
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and not ready():
+            assert p.poll() is None, "the command finished before it could be interrupted"
+            time.sleep(0.005)
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait()
