@@ -132,8 +132,11 @@ class BatchEval:
 
 def build_reference(prepared: PreparedData, scorer: Scorer | None, size: int = 1000, floor_pool: int = 1000,
                     near_copy_ratio: float = 0.2, nn_queries: int = 500, seed: int = 0,
-                    view_px: int | None = K.GATE_PX) -> Reference:
+                    view_px: int | None = K.GATE_PX, max_train: int = 20_000) -> Reference:
     """Cacheable reference for one model: training images, held-out images, features, own NN distances.
+
+    ``max_train``: training images held (a seeded sample of a larger split), which bounds the app's
+    memory whatever the dataset's size.
 
     ``view_px``: the FID-domain features are taken through the coarse view at this scale, as the gate's
     FID (``promote.gate.fid_metric``, ``fid_domain_16px``) is; None: at full resolution.
@@ -141,7 +144,7 @@ def build_reference(prepared: PreparedData, scorer: Scorer | None, size: int = 1
     from medsynth.metrics import train_self_nn
 
     rng = np.random.default_rng(seed)
-    train, train_y = prepared.split("train")
+    train, train_y = prepared.sample("train", max_train, seed)
     held_split = "test" if prepared.count("test") >= 2 else "val"
     held, held_y = prepared.split(held_split)
     keep = rng.permutation(len(held))[:floor_pool]

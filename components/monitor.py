@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -134,7 +135,11 @@ def _reference_sizes(prep: PreparedData, ids: np.ndarray) -> np.ndarray | None:
     mf = src / "manifest.parquet"
     if not src.parts or not mf.is_file():
         return None
-    df = read_parquet(mf, columns=["id", "height", "width"]).set_index("id")
+    import pyarrow.parquet as pq
+
+    # only the wanted rows are kept as the file is scanned (a large manifest is never held whole)
+    df = pq.read_table(os.fspath(mf), columns=["id", "height", "width"],
+                       filters=[("id", "in", list(map(str, ids)))]).to_pandas().set_index("id")
     try:
         hw = df.loc[list(ids)]
     except KeyError:

@@ -97,45 +97,64 @@ class Repeats:
     id_repeats: np.ndarray  # int32 [N]: how many rows carry this row's id
 
 
-def _hash128(values: Any, hexed: bool) -> np.ndarray:
-    """[N, 2] uint64 of each value's sha256 (``hexed``: the values already are sha256 hex digests)."""
-    import hashlib
-
-    out = np.empty((len(values), 2), dtype=np.uint64)
-    for i, v in enumerate(values):
-        b = bytes.fromhex(v[:32]) if hexed and len(v) >= 32 else hashlib.sha256(str(v).encode()).digest()[:16]
-        out[i] = np.frombuffer(b, dtype=">u8")
+def _hash_hex(digests: Any) -> np.ndarray:
+    """[N, 2] uint64: the first 128 bits of each sha256 hex digest."""
+    out = np.empty((len(digests), 2), dtype=np.uint64)
+    for i, v in enumerate(digests):
+        out[i] = np.frombuffer(bytes.fromhex(v[:32].ljust(32, "0")), dtype=">u8")
     return out
 
 
-def find_repeats(sha: np.ndarray, split_order: np.ndarray, ids: np.ndarray, split_name: np.ndarray,
-                 allow_overlap: bool) -> Repeats:
+def _hash_ids(ids: Any) -> np.ndarray:
+    """[N] uint64: 64 bits of each id's sha256 (equal ids, equal numbers; the rare equal numbers of
+    different ids are told apart by the ids themselves, see :func:`find_repeats`)."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.sha256(str(v).encode()).digest()[:8], "big") for v in ids], dtype=np.uint64)
+
+
+def _repeated(keys: np.ndarray) -> np.ndarray:
+    """Positions (ascending) of the rows whose key occurs more than once."""
+    order = np.argsort(keys, kind="stable")
+    eq = keys[order[1:]] == keys[order[:-1]]
+    mask = np.zeros(len(keys), dtype=bool)
+    mask[1:] |= eq
+    mask[:-1] |= eq
+    return np.sort(order[mask])
+
+
+def find_repeats(sha: np.ndarray, split_code: np.ndarray, idh: np.ndarray, allow_overlap: bool,
+                 ids_of: Any) -> Repeats:
     """Keep one copy of every repeated image (train first, then the earliest row); the others are
-    duplicates (same split, or a split not yet assigned) or train/val/test leaks."""
+    duplicates (same split, or a split not yet assigned) or train/val/test leaks. Count every id's rows.
+
+    ``sha`` holds 128 bits of each row's pixel sha256, ``split_code`` its split (0 train, 1 val,
+    2 test, 3 none, 4+ any other value), ``idh`` 64 bits of its id's hash; ``ids_of(rows)`` returns
+    the ids of the given rows. Only rows whose first 64 bits repeat are compared further, so the
+    work and memory beyond the inputs stay a few bytes per row.
+    """
     n = len(sha)
-    pos = np.arange(n)
     keep_of = np.full(n, -1, dtype=np.int64)
     kind = np.zeros(n, dtype=np.int8)
-    if n:
-        order = np.lexsort((pos, split_order, sha[:, 1], sha[:, 0]))
-        s = sha[order]
-        first = np.ones(n, dtype=bool)
+    cand = _repeated(sha[:, 0]) if n else np.zeros(0, dtype=np.int64)
+    if cand.size:
+        sub, code = sha[cand], split_code[cand]
+        order = np.lexsort((cand, np.minimum(code, 3), sub[:, 1], sub[:, 0]))
+        s = sub[order]
+        first = np.ones(len(cand), dtype=bool)
         first[1:] = (s[1:] != s[:-1]).any(axis=1)
-        head = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]  # kept row of each run
-        rep = order[~first]
-        keep = head[~first]
-        keep_of[rep] = keep
-        cross = (split_name[keep] != split_name[rep]) & (split_name[keep] != "") & (split_name[rep] != "")
-        kind[rep] = np.where(~cross, 1, 3 if allow_overlap else 2)
+        head = order[np.maximum.accumulate(np.where(first, np.arange(len(cand)), 0))]  # kept row of each run
+        rep, keep = order[~first], head[~first]
+        empty = SPLIT_ORDER[""]
+        cross = (code[keep] != code[rep]) & (code[keep] != empty) & (code[rep] != empty)
+        keep_of[cand[rep]] = cand[keep]
+        kind[cand[rep]] = np.where(~cross, 1, 3 if allow_overlap else 2)
     id_repeats = np.ones(n, dtype=np.int32)
-    if n:
-        order = np.lexsort((ids[:, 1], ids[:, 0]))
-        s = ids[order]
-        first = np.ones(n, dtype=bool)
-        first[1:] = (s[1:] != s[:-1]).any(axis=1)
-        run = np.cumsum(first) - 1
-        sizes = np.bincount(run)
-        id_repeats[order] = sizes[run]
+    cand = _repeated(idh) if n else np.zeros(0, dtype=np.int64)
+    if cand.size:
+        names = ids_of(cand)
+        counts = Counter(names)
+        id_repeats[cand] = [counts[x] for x in names]
     return Repeats(keep_of, kind, id_repeats)
 
 
@@ -289,20 +308,26 @@ def _safe(name: str) -> str:
 
 
 def _scan(ds: CanonicalDataset) -> tuple[list[dict[str, Any]], dict[str, str], Any]:
-    """Pass 1 over the shards: each shard's soundness and the compact columns of every row."""
+    """Pass 1 over the shards: each shard's soundness and the compact columns of every row
+    (pixel hash, split code, id hash: 26 bytes a row, in arrays sized once)."""
     entries, problems = ds.shard_entries(), {}
-    sha, ids, split = [], [], []
+    total = len(ds)
+    sha = np.empty((total, 2), dtype=np.uint64)
+    idh = np.empty(total, dtype=np.uint64)
+    split = np.empty(total, dtype=np.int16)
+    codes = dict(SPLIT_ORDER)  # split value -> code (other values numbered from 4 as they come)
+    pos = 0
     for e in progress(entries, desc="validate: scan shards", unit="shard"):
         problems[e["name"]] = shard_problem(ds, e)
         r = ds.shard_rows(e["name"], ["sha256", "id", "split"])
-        e["rows"] = len(r)
-        sha.append(_hash128(r["sha256"].astype(str).tolist(), hexed=True))
-        ids.append(_hash128(r["id"].astype(str).tolist(), hexed=False))
-        split.append(r["split"].astype(str).to_numpy())
-    cat = (lambda xs, empty: np.concatenate(xs) if xs else empty)  # noqa: E731
-    split_name = cat(split, np.array([], dtype=str))
-    order = np.array([SPLIT_ORDER.get(x, 3) for x in split_name], dtype=np.int8)
-    return entries, problems, (cat(sha, np.zeros((0, 2), np.uint64)), order, cat(ids, np.zeros((0, 2), np.uint64)), split_name)
+        e["rows"], end = len(r), pos + len(r)
+        sha[pos:end] = _hash_hex(r["sha256"].astype(str).tolist())
+        idh[pos:end] = _hash_ids(r["id"].astype(str).tolist())
+        split[pos:end] = [codes.setdefault(x, len(codes)) for x in r["split"].astype(str)]
+        pos = end
+    if pos != total:
+        raise InputError(f"{ds.root / 'manifest.parquet'}: {total} rows, but its shards' rows add up to {pos}")
+    return entries, problems, (sha, split, idh)
 
 
 def _ids_of(ds: CanonicalDataset, entries: list[dict[str, Any]], rows: np.ndarray) -> dict[int, tuple[str, str]]:
@@ -437,9 +462,13 @@ def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir
     input_hash = dataset_hash(ingest_dir)
 
     # 1. pass 1: shard soundness, repeated pixels and ids over the whole dataset
-    entries, problems, (sha, order, ids, split_name) = _scan(ds)
-    rep = find_repeats(sha, order, ids, split_name, cfg.allow_train_test_overlap)
-    del sha, ids
+    entries, problems, (sha, split_code, idh) = _scan(ds)
+    def ids_at(rows: np.ndarray) -> list[str]:
+        found = _ids_of(ds, entries, rows)
+        return [found[int(k)][0] for k in rows]
+
+    rep = find_repeats(sha, split_code, idh, cfg.allow_train_test_overlap, ids_at)
+    del sha, idh
     ids_of = _ids_of(ds, entries, np.unique(rep.keep_of[(rep.kind == 1) | (rep.kind == 2)]))
     suite = Suite(ds.classes, cfg)
 

@@ -60,7 +60,8 @@ def test_pipeline_runs_locally_and_is_tracked(project_home: Path, params: dict) 
     res = run_local(params, SMOKE)
 
     # every step ran and was timed; the data chain ran in order
-    chain = ["ingest", "validate", "preprocess", "train", "evaluate", "gate", "promote"]
+    chain = ["ingest", "validate", "preprocess-plan", "preprocess-shards", "preprocess", "train", "evaluate", "gate",
+             "promote"]  # preprocess: a plan, a ParallelFor over groups of shards, a join
     steps = list(res.step_seconds)
     assert set(steps) == {"features", *chain}
     assert [s for s in steps if s in chain] == chain

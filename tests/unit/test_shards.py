@@ -303,3 +303,21 @@ def _kill_when(cmd: list[str], ready, env: dict) -> None:
         os.kill(p.pid, signal.SIGKILL)
     finally:
         p.wait()
+
+
+def test_repeats_are_exact_beyond_the_first_64_bits() -> None:
+    from medsynth.components.validate import find_repeats
+
+    # rows 0 and 2: the same pixels (train, test: a leak); rows 1 and 3 share the first 64 bits only
+    sha = np.array([[1, 10], [5, 7], [1, 10], [5, 8], [9, 9]], dtype=np.uint64)
+    split = np.array([2, 0, 0, 0, 3], dtype=np.int16)  # test, train, train, train, none
+    names = ["a", "b", "c", "d", "b"]
+    idh = np.array([1, 2, 3, 4, 2], dtype=np.uint64)  # rows 1 and 4 carry the same id
+    rep = find_repeats(sha, split, idh, False, lambda rows: [names[int(k)] for k in rows])
+    assert rep.kind.tolist() == [2, 0, 0, 0, 0] and rep.keep_of.tolist() == [2, -1, -1, -1, -1]  # train copy kept
+    assert rep.id_repeats.tolist() == [1, 2, 1, 1, 2]
+    allowed = find_repeats(sha, split, idh, True, lambda rows: [names[int(k)] for k in rows])
+    assert allowed.kind.tolist() == [3, 0, 0, 0, 0]
+    # equal 64-bit id hashes of different ids are not duplicates
+    other = find_repeats(sha, split, idh, False, lambda rows: ["x", "y", "z", "w", "v"][: len(rows)])
+    assert other.id_repeats.tolist() == [1, 1, 1, 1, 1]
