@@ -19,6 +19,7 @@ is quantised to 256 levels over its window, the usual display depth.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,14 @@ __all__ = ["SPLITS", "PreparedData", "to_uint8", "to_unit"]
 SPLITS = ("train", "val", "test")
 FORMAT = "medsynth.prepared/2"
 ARRAYS = tuple(f"{s}_{a}" for s in SPLITS for a in ("x", "y", "ids"))
+
+
+def random_access(arr: np.ndarray) -> None:
+    """Tell the kernel a memory-mapped array is read at random (training draws shuffled batches):
+    no read-ahead, so a batch reads its images' pages, not megabytes around each of them."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        mm.madvise(mmap.MADV_RANDOM)
 
 
 @dataclass
@@ -66,6 +75,7 @@ class PreparedData:
                     arrays[name] = np.load(f, mmap_mode="c", allow_pickle=False)
                 except (OSError, ValueError) as exc:
                     raise InputError(f"{f}: cannot be read ({exc}); re-run `medsynth preprocess`") from None
+                random_access(arrays[name])
         meta = json.loads(meta_file.read_text())
         for name, spec in (meta.get("arrays") or {}).items():  # a truncated or swapped file
             a = arrays.get(name)
