@@ -200,6 +200,68 @@ def measure(label: str, tree: str | None, scales: list[int], base: str, root: Pa
     return rows
 
 
+def formats(n: int, root: Path, batches: int = 300) -> list[dict]:
+    """Random batches of 64 images from ``n`` images stored three ways: a memory-mapped .npy (what
+    preprocess writes), an Arrow IPC file (memory-mapped, one fixed-size binary per image), and
+    Parquet (row groups of 4,096 images). ms per batch, warm page cache, best of two passes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with np.load(REPO / "data" / BASES["mri"][0]) as z:
+        base = z["train_images"]
+    reps = -(-n // len(base))
+    x = np.concatenate([base] * reps)[:n, None]
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "x.npy", x)
+    col = pa.array(list(x.reshape(n, -1)), type=pa.binary(x[0].size)) if n <= 200_000 else None
+    table = pa.table({"x": col})
+    with pa.OSFile(str(root / "x.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table, max_chunksize=4096)
+    pq.write_table(table, root / "x.parquet", row_group_size=4096, compression="none")
+    del table, col
+    rng = np.random.default_rng(0)
+    idx = [np.sort(rng.choice(n, 64, replace=False)) for _ in range(batches)]
+    shape = x.shape[1:]
+    del x
+
+    def npy():
+        from medsynth.prepared import random_access
+
+        a = np.load(root / "x.npy", mmap_mode="c")
+        random_access(a)
+        return lambda i: np.asarray(a[i])
+
+    def arrow():
+        t = pa.ipc.open_file(pa.memory_map(str(root / "x.arrow"))).read_all()
+        return lambda i: np.frombuffer(b"".join(v.as_py() for v in t.column("x").take(i)), np.uint8).reshape(-1, *shape)
+
+    def parquet():
+        f = pq.ParquetFile(root / "x.parquet")
+
+        def get(i):
+            groups = sorted(set((i // 4096).tolist()))
+            t = f.read_row_groups(groups, columns=["x"])
+            pos = np.searchsorted(np.array(groups), i // 4096) * 4096 + i % 4096
+            return np.frombuffer(b"".join(v.as_py() for v in t.column("x").take(pos)), np.uint8).reshape(-1, *shape)
+        return get
+
+    out = []
+    for name, make in (("memory-mapped .npy", npy), ("Arrow IPC (memory-mapped)", arrow), ("Parquet, 4,096 per row group", parquet)):
+        get = make()
+        best = float("inf")
+        for _ in range(2):
+            t = time.perf_counter()
+            for i in idx:
+                get(i)
+            best = min(best, time.perf_counter() - t)
+        out.append({"format": name, "images": n, "ms_per_batch": 1000 * best / batches,
+                    "disk_mb": (root / {"memory-mapped .npy": "x.npy", "Arrow IPC (memory-mapped)": "x.arrow"}.get(name, "x.parquet")).stat().st_size / 2**20})
+        print(f"{name}: {out[-1]['ms_per_batch']:.2f} ms per batch of 64", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| code | scale | images | " + " | ".join(f"{s} img/s | {s} anon MB | {s} file MB" for s in STEPS) + " |",
              "|---|---:|---:|" + "---:|" * (3 * len(STEPS))]
@@ -222,10 +284,16 @@ def main() -> None:
     ap.add_argument("--reference-scales", default="1,10,100")
     ap.add_argument("--train-steps", type=int, default=40)
     ap.add_argument("--root", type=Path, default=REPO / "bench" / "out" / "scale")
+    ap.add_argument("--formats", type=int, default=0, help="also time random batches from N images in three formats")
+    ap.add_argument("--only-formats", action="store_true")
     ap.add_argument("--write", type=Path)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(child(a.child, a.work, a.base, a.train_steps, a.tree)))
+        return
+    fmt = formats(a.formats, a.root / "formats") if a.formats else []
+    if a.only_formats:
+        print(json.dumps(fmt, indent=1))
         return
     rows = []
     if a.reference_tree:
@@ -234,7 +302,7 @@ def main() -> None:
     rows += measure("sharded", None, [int(s) for s in a.scales.split(",")], a.base, a.root, a.train_steps)
     out = REPO / "bench" / "out" / "bench_scale.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine(), "base": a.base, "rows": rows,
+    doc = {"machine": machine(), "base": a.base, "rows": rows, "formats": fmt,
            "command": "python bench/bench_scale.py " + " ".join(sys.argv[1:])}
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(table(rows))
