@@ -52,7 +52,8 @@ class TrainOutcome:
 
 
 def load_train_data(prepared_dir: str | os.PathLike) -> Any:
-    """The prepared artifact's train split as a resident :class:`TrainData`.
+    """The prepared artifact's train split as a :class:`TrainData` whose images are read on demand
+    (:class:`medsynth.prepared.ImageReader`: memory does not grow with the dataset).
 
     Raises:
         InputError: not a prepared artifact, or its train split is empty / has bad labels.
@@ -74,7 +75,7 @@ def load_train_data(prepared_dir: str | os.PathLike) -> Any:
     if y.min() < 0 or y.max() >= pd.num_classes:
         raise InputError(f"{prepared_dir}: label {int(y.max())} out of range for {pd.num_classes} classes")
     mods = list(pd.meta.get("modalities") or [])
-    return TrainData(torch.from_numpy(x), torch.from_numpy(y), pd.classes, mods if len(mods) == pd.num_classes else [])
+    return TrainData(pd.images("train"), torch.from_numpy(y), pd.classes, mods if len(mods) == pd.num_classes else [])
 
 
 class Probe(Protocol):

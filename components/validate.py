@@ -18,6 +18,7 @@ DVC's content-addressed cache stores the copied shards once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -187,6 +188,7 @@ def _derive(d: Any, ds: CanonicalDataset, cfg: ValidateConfig, start: int, rep: 
     n = len(d)
     rows = np.arange(start, start + n)
     d["_row"] = rows
+    d["_pos"] = np.arange(n)  # position in its shard's rows
     # allowed value range per row: HU for CT in Hounsfield units, else by dtype (unknown: unbounded,
     # the dtype expectation reports it)
     lo = np.full(n, -np.inf)
@@ -388,7 +390,8 @@ class Merged:
         return ge, rows
 
 
-CHECK_FORMAT = "medsynth.validate-shard/1"
+CHECK_FORMAT = "medsynth.validate-batch/1"
+BATCH_ROWS = 32_768  # records per run of the suite (a few tens of MB of derived columns)
 
 
 def shard_cache(out_dir: Path) -> Path:
@@ -413,12 +416,11 @@ def _shard_key(entry: dict[str, Any], rows: Any, settings: str, problem: str, re
     return h.hexdigest()[:32]
 
 
-def check_shard(suite: Suite, ds: CanonicalDataset, entry: dict[str, Any], rows: Any, cfg: ValidateConfig,
-                start: int, rep: Repeats, problem: str, ids_of: dict[int, tuple[str, str]]) -> dict[str, Any]:
-    """The record-level suite on one shard: its failing records with their reasons, the suite's
-    results (JSON), the classes present and the cross-split copies allowed."""
-    d = _derive(rows, ds, cfg, start, rep, problem, ids_of)
+def check_rows(suite: Suite, d: Any, cfg: ValidateConfig) -> dict[str, Any]:
+    """The record-level suite on derived rows (one or more shards): the failing records with their
+    reasons, the suite's results (JSON), the classes present and the cross-split copies allowed."""
     res = suite.run(d, "record")
+    start = int(d["_row"].iloc[0])
     reasons: dict[int, list[str]] = {}
     for r in res.results:
         meta = r.expectation_config.meta or {}
@@ -432,9 +434,24 @@ def check_shard(suite: Suite, ds: CanonicalDataset, entry: dict[str, Any], rows:
                        "class_name": str(row["class_name"]), "label": int(row["label"]), "sha256": str(row["sha256"]),
                        "reasons": reasons[i], "details": {x: _detail(x, row, cfg) for x in reasons[i]},
                        "image": f"images/{start + i:07d}_{_safe(str(row['id']))}.npy" if row["_stored"] else None,
-                       "pos": i, "index": int(row["index"])})
+                       "shard": str(row["shard"]), "index": int(row["index"]), "pos": int(row["_pos"])})
     return {"failed": failed, "ge": [r.to_json_dict() for r in res.results],
             "classes_present": sorted(d["class_name"].astype(str).unique()), "cross": int(d["_cross_split_copies"].sum())}
+
+
+def batches(entries: list[dict[str, Any]], rows: int | None = None) -> list[list[dict[str, Any]]]:
+    """Consecutive shards in groups of at most ``rows`` records (``BATCH_ROWS``; a larger shard is a
+    group of its own): the suite runs once per group, as its fixed cost per run outweighs a shard's."""
+    limit = rows or BATCH_ROWS
+    out: list[list[dict[str, Any]]] = []
+    size = 0
+    for e in entries:
+        if not out or (size and size + e["rows"] > limit):
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += e["rows"]
+    return out
 
 
 def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir: str | os.PathLike) -> tuple[ValidateResult, Path, Any]:
@@ -488,36 +505,44 @@ def validate_dataset(cfg: ValidateConfig, ingest_dir: str | os.PathLike, out_dir
         used: set[Path] = set()
         reused = 0
         settings = json.dumps(to_dict(cfg), sort_keys=True, default=str) + CHECK_FORMAT
+        groups = batches(entries)
         with open(qdir / "records.jsonl", "w") as fh:
-            for e in progress(entries, desc="validate: check shards", unit="shard"):
-                rows = ds.shard_rows(e["name"])
-                stop = n + len(rows)
-                key = _shard_key(e, rows, settings, problems[e["name"]], rep, n, stop, ids_of)
+            for group in progress(groups, desc="validate: check shards", unit="batch"):
+                rows = [ds.shard_rows(e["name"]) for e in group]
+                starts = np.cumsum([n] + [len(r) for r in rows])
+                keys = [_shard_key(e, r, settings, problems[e["name"]], rep, int(a), int(b), ids_of)
+                        for e, r, a, b in zip(group, rows, starts[:-1], starts[1:], strict=True)]
+                key = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
                 used.add(cache / f"{key}.json")
                 if (cache / f"{key}.json").is_file():  # checked before, same inputs: the same outcome
                     done = json.loads((cache / f"{key}.json").read_text())
-                    reused += 1
+                    reused += len(group)
                 else:
-                    done = check_shard(suite, ds, e, rows, cfg, n, rep, problems[e["name"]], ids_of)
+                    d = pd_concat([_derive(r, ds, cfg, int(a), rep, problems[e["name"]], ids_of)
+                                   for e, r, a in zip(group, rows, starts[:-1], strict=True)])
+                    done = check_rows(suite, d, cfg)
+                    del d
                     write_json(cache / f"{key}.json", done)
                 merged.add(done["ge"])
+                failed_at: dict[str, list[int]] = {}
                 for f in done["failed"]:
                     if f["image"]:  # nothing is lost: the pixels go with the record
-                        np.save(qdir / f["image"], np.asarray(ds.shard(e["name"])[int(f["index"])]))
+                        np.save(qdir / f["image"], np.asarray(ds.shard(f["shard"])[int(f["index"])]))
                     fh.write(json.dumps({k: v for k, v in f.items() if k not in ("index", "pos")}) + "\n")
                     if len(failed_head) < 50:
                         failed_head.append(f)
                     reason_counts.update(f["reasons"])
-                failed_pos = [f["pos"] for f in done["failed"]]
-                keep = rows.drop(index=failed_pos)
-                for split, cls in zip(keep["split"].astype(str), keep["class_name"].astype(str), strict=True):
-                    passing_counts.setdefault(split, Counter())[cls] += 1
+                    failed_at.setdefault(f["shard"], []).append(f["pos"])
                 classes_present.update(done["classes_present"])
                 cross += done["cross"]
-                passing.add(e, keep[MANIFEST_COLUMNS])
-                n = stop
-                n_failed += len(failed_pos)
-                ds.release(e["name"])
+                for e, r in zip(group, rows, strict=True):
+                    keep = r.drop(index=failed_at.get(e["name"], []))
+                    for split, cls in zip(keep["split"].astype(str), keep["class_name"].astype(str), strict=True):
+                        passing_counts.setdefault(split, Counter())[cls] += 1
+                    passing.add(e, keep[MANIFEST_COLUMNS])
+                    ds.release(e["name"])
+                n = int(starts[-1])
+                n_failed += len(done["failed"])
         for old in set(cache.glob("*.json")) - used:  # outcomes of earlier inputs: no longer needed
             old.unlink()
         if reused:
@@ -576,6 +601,12 @@ def pd_frame(columns: dict[str, Any]) -> Any:
     import pandas as pd
 
     return pd.DataFrame(columns)
+
+
+def pd_concat(frames: list[Any]) -> Any:
+    import pandas as pd
+
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 class PassingWriter:

@@ -46,6 +46,72 @@ def random_access(arr: np.ndarray) -> None:
         mm.madvise(mmap.MADV_RANDOM)
 
 
+class ImageReader:
+    """The images of a prepared ``.npy`` read on demand, as torch tensors: ``reader[idx]`` (a tensor
+    or array of indices, a slice, an int) reads just those images with ``pread`` and returns them
+    as a new uint8 tensor. Nothing of the file is held or mapped by the process, so a training run's
+    memory does not grow with the dataset (runs of consecutive indices are read in one call).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if fortran or len(shape) < 1:
+            raise InputError(f"{self.path}: not a C-ordered image array")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.item = int(np.prod(shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        if self.path.stat().st_size < self.offset + self.item * self.shape[0]:
+            raise InputError(f"{self.path}: shorter than its header says ({self.shape}); re-run `medsynth preprocess`")
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:  # a worker process opens the file itself
+        return {k: v for k, v in self.__dict__.items() if k != "_fd"} | {"_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def _read(self, start: int, count: int) -> np.ndarray:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        buf = os.pread(self._fd, count * self.item, self.offset + start * self.item)
+        if len(buf) != count * self.item:
+            raise InputError(f"{self.path}: truncated at image {start + len(buf) // max(self.item, 1)}")
+        return np.frombuffer(buf, dtype=self.dtype).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, key: Any) -> Any:
+        import torch
+
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step == 1:
+                return torch.from_numpy(self._read(start, max(stop - start, 0)).copy())
+            key = np.arange(start, stop, step)
+        scalar = isinstance(key, (int, np.integer)) or (hasattr(key, "ndim") and key.ndim == 0)
+        idx = np.asarray(key.cpu() if isinstance(key, torch.Tensor) else key, dtype=np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + len(self), idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"{self.path}: index out of range for {len(self)} images")
+        order = np.argsort(idx, kind="stable")
+        ranked = idx[order]
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(ranked) != 1) + 1  # runs of consecutive indices: one read each
+        for run in np.split(np.arange(len(ranked)), breaks):
+            if run.size:
+                first = int(ranked[run[0]])
+                block = self._read(first, int(ranked[run[-1]]) - first + 1)
+                out[order[run]] = block[ranked[run] - first]
+        t = torch.from_numpy(out)
+        return t[0] if scalar else t
+
+
 @dataclass
 class PreparedData:
     """A loaded training-ready artifact."""
@@ -116,6 +182,14 @@ class PreparedData:
             return self.split(split)
         idx = np.sort(np.random.default_rng(seed + 7).choice(count, size=n, replace=False))
         return to_unit(np.asarray(self.arrays[f"{split}_x"][idx])), self.arrays[f"{split}_y"][idx].astype(np.int64)
+
+    def images(self, split: str) -> Any:
+        """The uint8 images of one split for training: an :class:`ImageReader` over its file (read on
+        demand), or a tensor of the resident array for an artifact of the one-file layout."""
+        import torch
+
+        f = self.root / f"{split}_x.npy"
+        return ImageReader(f) if f.is_file() else torch.from_numpy(np.asarray(self.arrays[f"{split}_x"]))
 
     def split_uint8(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         return self.arrays[f"{split}_x"], self.arrays[f"{split}_y"].astype(np.int64)

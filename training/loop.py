@@ -25,9 +25,13 @@ from medsynth.training.sampler import diversity
 
 @dataclass
 class TrainData:
-    """Training images resident in memory as one uint8 tensor (v means v / 127.5 - 1)."""
+    """Training images, uint8 (v means v / 127.5 - 1), and their labels.
 
-    x: torch.Tensor  # uint8 [N, 1, R, R]
+    ``x`` is a tensor, or anything indexed like one that returns tensors (``x[idx]``, ``x[a:b]``,
+    ``len(x)``, ``x.shape``): :class:`medsynth.prepared.ImageReader` reads the prepared file on demand.
+    """
+
+    x: Any  # uint8 [N, 1, R, R]: torch.Tensor or medsynth.prepared.ImageReader
     y: torch.Tensor  # int64 [N]
     classes: list[str]
     modalities: list[str] = field(default_factory=list)  # per class

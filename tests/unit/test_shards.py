@@ -20,7 +20,7 @@ from medsynth.config import build
 from medsynth.dataset import CanonicalDataset
 from medsynth.errors import ConfigError, InputError
 from medsynth.fileio import sha256_tree, staging_dir
-from medsynth.prepared import PreparedData
+from medsynth.prepared import ImageReader, PreparedData
 from medsynth.readers import SourceConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,7 +208,7 @@ def test_preparation_killed_then_resumed_redoes_only_the_unfinished_pieces(valid
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the finished pieces were kept
 
 
-def test_prepared_arrays_are_memory_mapped_and_training_streams_from_them(validated: Path, tmp_path: Path) -> None:
+def test_training_reads_its_images_on_demand(validated: Path, tmp_path: Path) -> None:
     import torch
 
     from medsynth.components.train import load_train_data
@@ -220,11 +220,18 @@ def test_prepared_arrays_are_memory_mapped_and_training_streams_from_them(valida
     assert isinstance(prep.arrays["train_x"], np.memmap) and prep.meta["format"] == "medsynth.prepared/2"
     data = load_train_data(tmp_path / "p")
     mm = prep.arrays["train_x"]
-    assert data.x.shape == mm.shape and torch.equal(data.x[5], torch.from_numpy(np.asarray(mm[5])))
-    # the tensor's memory is the mapped file itself, not a copy on the heap
-    ptr, maps = data.x.data_ptr(), Path("/proc/self/maps").read_text().splitlines()
-    spans = [[int(a, 16) for a in m.split()[0].split("-")] for m in maps if m.endswith("train_x.npy")]
-    assert any(lo <= ptr < hi for lo, hi in spans)
+    # the trainer's images are read on demand, never mapped or held: the same values as the file
+    assert isinstance(data.x, ImageReader) and data.x.shape == mm.shape and len(data.x) == len(mm)
+    idx = torch.tensor([5, 3, 4, 5, 119, 0])
+    assert torch.equal(data.x[idx], torch.from_numpy(np.asarray(mm[idx.numpy()])))
+    assert torch.equal(data.x[10:20], torch.from_numpy(np.asarray(mm[10:20]))) and data.x[7].shape == (1, 32, 32)
+    with pytest.raises(IndexError):
+        data.x[torch.tensor([len(mm)])]
+    del mm, prep
+    import gc
+
+    gc.collect()
+    assert not [m for m in Path("/proc/self/maps").read_text().splitlines() if m.endswith("train_x.npy")]
     cfg = load_train_config({"train": {"model": "dcgan", "ngf": 8, "ndf": 8, "batch_size": 16, "epochs": 100,
                                        "max_steps": 3, "checkpoint_every": 1000}})
     res = Trainer(cfg, data, tmp_path / "t", seed=0, resume=False).fit()
@@ -269,7 +276,8 @@ def test_kubeflow_fan_out_gives_the_single_process_bytes(validated: Path, tmp_pa
 
 
 def test_validation_rerun_reuses_each_unchanged_shard_and_resumes_after_kill_9(sharded: Path, tmp_path: Path,
-                                                                              capsys: pytest.CaptureFixture) -> None:
+                                                                              capsys: pytest.CaptureFixture,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from medsynth.components.validate import shard_cache
 
     clean = tmp_path / "clean"
@@ -279,14 +287,16 @@ def test_validation_rerun_reuses_each_unchanged_shard_and_resumes_after_kill_9(s
     assert "8 of 8 shard(s) unchanged" in capsys.readouterr().out
     out = tmp_path / "v"
     cache = shard_cache(out)
-    code = ("import sys; from medsynth.components.validate import ValidateConfig, validate_dataset\n"
-            "validate_dataset(ValidateConfig(), sys.argv[1], sys.argv[2])\n")
-    _kill_when([sys.executable, "-c", code, str(sharded), str(out)], lambda: len(list(cache.glob("*.json"))) >= 3,
+    code = ("import sys; from medsynth.components import validate as V\n"
+            "V.BATCH_ROWS = 100  # two shards a batch: four batches to kill in between\n"
+            "V.validate_dataset(V.ValidateConfig(), sys.argv[1], sys.argv[2])\n")
+    _kill_when([sys.executable, "-c", code, str(sharded), str(out)], lambda: len(list(cache.glob("*.json"))) >= 2,
                os.environ | {"MEDSYNTH_QUIET": "1"})
     assert not out.exists()
     before = {p: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+    monkeypatch.setattr("medsynth.components.validate.BATCH_ROWS", 100)
     validate_dataset(ValidateConfig(), sharded, out)
-    assert f"{len(before)} of 8 shard(s) unchanged" in capsys.readouterr().out
+    assert f"{2 * len(before)} of 8 shard(s) unchanged" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     same = ("manifest.parquet", "index.json", "classes.json", "quarantine/records.jsonl")
     assert all((out / f).read_bytes() == (clean / f).read_bytes() for f in same)
@@ -303,6 +313,14 @@ def _kill_when(cmd: list[str], ready, env: dict) -> None:
         os.kill(p.pid, signal.SIGKILL)
     finally:
         p.wait()
+
+
+def test_shards_are_checked_in_batches_of_about_batch_rows() -> None:
+    from medsynth.components.validate import batches
+
+    entries = [{"name": str(i), "rows": r} for i, r in enumerate([50, 50, 50, 200, 10, 10])]
+    assert [[e["name"] for e in b] for b in batches(entries, 100)] == [["0", "1"], ["2"], ["3"], ["4", "5"]]
+    assert len(batches(entries, 10_000)) == 1 and batches([], 100) == []
 
 
 def test_repeats_are_exact_beyond_the_first_64_bits() -> None:
