@@ -117,7 +117,7 @@ def reference_source(ctx: AppContext, dataset: str, data_hash: str, resolution: 
     """Real images for a model: the prepared artifact it was trained on, else its bundled npz sources.
 
     Returns:
-        (a PreparedData-like object with ``split``/``count``/``classes``/``root``/``data_hash``, a note)
+        (a PreparedData-like object with ``split``/``sample``/``count``/``classes``/``root``/``data_hash``, a note)
 
     Raises:
         InputError: neither is available (the message says what to run).
@@ -158,6 +158,10 @@ class _NpzReference:
     def split(self, name: str):
         x, y, _ = self._splits[name]
         return x, y
+
+    def sample(self, name: str, n: int, seed: int = 0):
+        """The split (already a capped, seeded sample of the sources)."""
+        return self.split(name)
 
     def count(self, name: str) -> int:
         return len(self._splits[name][0]) if name in self._splits else 0
