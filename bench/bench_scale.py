@@ -214,7 +214,7 @@ def formats(n: int, root: Path, batches: int = 300) -> list[dict]:
     x = np.concatenate([base] * reps)[:n, None]
     root.mkdir(parents=True, exist_ok=True)
     np.save(root / "x.npy", x)
-    col = pa.array(list(x.reshape(n, -1)), type=pa.binary(x[0].size)) if n <= 200_000 else None
+    col = pa.FixedSizeBinaryArray.from_buffers(pa.binary(x[0].size), n, [None, pa.py_buffer(x.tobytes())])
     table = pa.table({"x": col})
     with pa.OSFile(str(root / "x.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
         w.write_table(table, max_chunksize=4096)
