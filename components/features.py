@@ -257,12 +257,27 @@ def run(cfg: FeaturesConfig, project: ProjectConfig, datasets: dict[str, list[So
 
 
 def ensure(cfg: FeaturesConfig, project: ProjectConfig, datasets: dict[str, list[SourceConfig]],
-           root: str | os.PathLike | None = None, track: bool = True) -> Extractor:
-    """Load the extractor from ``root`` (default ``<artifacts>/features/<name>``); train it if absent."""
+           root: str | os.PathLike | None = None, track: bool = True, retrain_stale: bool = True) -> Extractor:
+    """Load the extractor from ``root`` (default ``<artifacts>/features/<name>``); train it if absent
+    or, with ``retrain_stale``, if it was trained under other ``features:`` settings (it is then
+    replaced, with a message). An extractor the user named explicitly is loaded as it is."""
     out = Path(root) if root else default_dir(project, cfg)
     if (out / "meta.json").is_file() or (out / "model.pt").is_file():
-        return load_extractor(out)
+        stale = _stale_settings(out, cfg) if retrain_stale else []
+        if not stale:
+            return load_extractor(out)
+        print(f"{out}: trained under other features settings ({', '.join(stale)}); training it again", flush=True)
     return run(cfg, project, datasets, out, track=track)
+
+
+def _stale_settings(out: Path, cfg: FeaturesConfig) -> list[str]:
+    """The ``features:`` keys whose saved value differs from ``cfg`` (none when meta.json is unreadable:
+    loading then reports the problem)."""
+    try:
+        saved = json.loads((out / "meta.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        return []
+    return [k for k, v in to_dict(cfg).items() if saved.get(k) != v]
 
 
 def _key(name: str) -> str:

@@ -77,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.images:
         check_generator(gen, data)  # a mismatch is an error before any extractor training
     ingest = ctx.stage(IngestConfig, "ingest")
-    ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track)
+    ext = features.ensure(fcfg, project, ingest.datasets, cfg.extractor or None, track=track,
+                          retrain_stale=not cfg.extractor)
     res = run(cfg, project, gen, data_dir, out, extractor=ext, track=track, model_uri=uri, gate=gate)
     if args.metrics:
         Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)

@@ -72,3 +72,27 @@ def test_noise_gets_no_confident_class(extractor, cxr):
     assert ok.mean() < 0.05  # noise is out of domain, whatever class it looks most like
     scores = extractor.in_domain_score(D.noise(x_va, 25, seed=0))
     assert np.median(scores) > 1.0
+
+
+def test_ensure_retrains_an_extractor_made_under_other_settings(tmp_path, capsys):
+    from medsynth.components.ingest import IngestConfig
+    from medsynth.config import load_stage, read_params
+    from medsynth.project import ProjectConfig
+
+    params = read_params(REPO / "params.yaml")
+    datasets = load_stage(IngestConfig, "ingest", params).datasets
+    project = ProjectConfig(data_dir=str(REPO / "data"), artifacts_dir=str(tmp_path / "a"), state_dir=str(tmp_path / "s"),
+                            experiment="t", seed=0)
+    small = dict(resolution=32, per_class_train=12, batch_size=16, width=4, feature_dim=8)
+    old = features.FeaturesConfig(**small, epochs=1)
+    new = features.FeaturesConfig(**small, epochs=2)
+    out = tmp_path / "fx"
+    first = features.ensure(old, project, datasets, out, track=False)
+    assert first.meta["config"]["epochs"] == 1
+    # a user-named extractor is used as it is
+    kept = features.ensure(new, project, datasets, out, track=False, retrain_stale=False)
+    assert kept.meta["sha256"] == first.meta["sha256"]
+    again = features.ensure(new, project, datasets, out, track=False)
+    assert "trained under other features settings (epochs); training it again" in capsys.readouterr().out
+    assert again.meta["config"]["epochs"] == 2 and again.meta["sha256"] != first.meta["sha256"]
+    assert features.ensure(new, project, datasets, out, track=False).meta["sha256"] == again.meta["sha256"]
