@@ -263,21 +263,13 @@ def ensure(cfg: FeaturesConfig, project: ProjectConfig, datasets: dict[str, list
     replaced, with a message). An extractor the user named explicitly is loaded as it is."""
     out = Path(root) if root else default_dir(project, cfg)
     if (out / "meta.json").is_file() or (out / "model.pt").is_file():
-        stale = _stale_settings(out, cfg) if retrain_stale else []
+        ext = load_extractor(out)
+        saved = ext.meta.get("config", {})
+        stale = [k for k, v in to_dict(cfg).items() if saved.get(k) != v] if retrain_stale else []
         if not stale:
-            return load_extractor(out)
+            return ext
         print(f"{out}: trained under other features settings ({', '.join(stale)}); training it again", flush=True)
     return run(cfg, project, datasets, out, track=track)
-
-
-def _stale_settings(out: Path, cfg: FeaturesConfig) -> list[str]:
-    """The ``features:`` keys whose saved value differs from ``cfg`` (none when meta.json is unreadable:
-    loading then reports the problem)."""
-    try:
-        saved = json.loads((out / "meta.json").read_text()).get("config", {})
-    except (OSError, ValueError):
-        return []
-    return [k for k, v in to_dict(cfg).items() if saved.get(k) != v]
 
 
 def _key(name: str) -> str:
