@@ -43,7 +43,8 @@ DATASETS = ("pneumonia", "mri", "cxr", "ct")
 REFUSE: list[tuple[str, str, float]] = [
     ("noise sigma 25", "noise", 25), ("box blur r 3", "blur", 3), ("checkerboard +-30", "checkerboard", 30),
     ("10 distinct images repeated", "mode_drop", 10), ("heavy smudge (8 px)", "smudge", 8),
-    ("near-copies of training images", "near_copy", 2), ("class ignored (labels shuffled)", "shuffle", 0)]
+    ("near-copies of training images", "near_copy", 2), ("class ignored (labels shuffled)", "shuffle", 0),
+    ("every image 20 % darker (exposure)", "exposure", -20)]
 # per row: the scores shown beside the verdict (metrics.json keys)
 COLUMNS = [("C2ST 64 / 32 / 16 px", ("c2st_auc", "c2st_auc_32px", "c2st_auc_16px")),
            ("FID-domain 16 px / floor", ("fid_domain_16px_ratio_to_floor",)),

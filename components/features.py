@@ -67,6 +67,8 @@ class FeaturesConfig:
     width: int
     depth: int  # convs per block (2: slower, no better on the disturbance test)
     in_domain_quantile: float  # share of held-out real (val) images the in-domain check accepts
+    exposure_gain: float  # +- relative gain whose embedding directions are projected out (0: none)
+    exposure_energy: float  # share of that movement the removed directions hold
 
     def check(self) -> None:
         if self.resolution not in (28, 32, 64):
@@ -81,6 +83,10 @@ class FeaturesConfig:
             raise ConfigError(f"features.depth: must be 1 or 2, got {self.depth}")
         if not 0.5 <= self.in_domain_quantile < 1:
             raise ConfigError(f"features.in_domain_quantile: must be in [0.5, 1), got {self.in_domain_quantile}")
+        if not 0 <= self.exposure_gain <= 0.5:
+            raise ConfigError(f"features.exposure_gain: must be in [0, 0.5], got {self.exposure_gain}")
+        if not 0 < self.exposure_energy < 1:
+            raise ConfigError(f"features.exposure_energy: must be in (0, 1), got {self.exposure_energy}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ConfigError(f"features.name: not a plain folder name: {self.name!r}")
 
@@ -167,7 +173,8 @@ def train_extractor(cfg: FeaturesConfig, datasets: dict[str, list[SourceConfig]]
         xv, yv = x[:0], y[:0]
     xt, yt, _ = load_split(sources, data_dir, cfg.resolution, "test", None, seed)
     settings = JudgeSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, feature_dim=cfg.feature_dim,
-                             width=cfg.width, depth=cfg.depth, seed=seed, ood_quantile=cfg.in_domain_quantile)
+                             width=cfg.width, depth=cfg.depth, seed=seed, ood_quantile=cfg.in_domain_quantile,
+                             exposure_gain=cfg.exposure_gain, exposure_energy=cfg.exposure_energy)
     # the in-domain threshold is set on the val split: held out from the fit, not the test split
     model, hist = train_judge(x, y, len(classes), settings, calib=(xv, yv) if len(xv) else None)
     train_seconds = time.perf_counter() - t0
@@ -191,7 +198,10 @@ def train_extractor(cfg: FeaturesConfig, datasets: dict[str, list[SourceConfig]]
         "n_test": len(xt),
         "feature_dim": model.feature_dim,
         "embedding": "per block: channel means and standard deviations; Laplacian band energies per "
-                     "quadrant; class embedding; standardised on real training images, blocks equally weighted",
+                     "quadrant; class embedding; standardised on real training images, blocks equally weighted; "
+                     "exposure directions projected out",
+        "exposure": {"gain": cfg.exposure_gain, "directions_removed": hist.exposure_rank,
+                     "movement_left": hist.exposure_residual},
         "in_domain": in_domain,
         "train_seconds": train_seconds,
         "final_loss": hist.loss[-1],

@@ -17,6 +17,9 @@ salt_pepper     share of pixels           set to 0 or 255 with equal probability
 checkerboard    amplitude, grey levels    +-amplitude overlay in 2x2-pixel cells
 mode_drop       distinct images k         the batch becomes k distinct images repeated
 smudge          amplitude, px             smooth random displacement (smeared anatomy)
+exposure        percent (signed)          every image's grey levels scaled by 1 + percent/100:
+                                          a systematic exposure error (the domain embedding
+                                          projects exposure out; C2ST must still see it)
                                           and a Gaussian blur of sigma amplitude/6
 =============== ========================= ==============================================
 
@@ -49,8 +52,9 @@ import torch.nn.functional as F
 
 from medsynth.imaging import grey_to_uint8, grey_to_unit, unit_to_grey
 
-__all__ = ["DISTURBANCES", "MILD", "blur", "brightness", "checkerboard", "contrast", "disturb", "gaussian_blur",
-           "jpeg", "mode_drop", "noise", "quantise", "rectangles", "salt_pepper", "shift", "smudge", "swirl"]
+__all__ = ["DISTURBANCES", "MILD", "blur", "brightness", "checkerboard", "contrast", "disturb", "exposure",
+           "gaussian_blur", "jpeg", "mode_drop", "noise", "quantise", "rectangles", "salt_pepper", "shift", "smudge",
+           "swirl"]
 
 
 # ---------------------------------------------------------------- conversion to grey levels
@@ -238,6 +242,12 @@ def brightness(images: np.ndarray, percent: float, seed: int = 0) -> np.ndarray:
     return back(g * (1.0 + _signs(len(g), seed)[:, None, None] * float(percent) / 100.0))
 
 
+def exposure(images: np.ndarray, percent: float, seed: int = 0) -> np.ndarray:
+    """Every image's grey levels scaled by ``1 + percent/100`` (one sign for all: a systematic error)."""
+    g, back = _to_grey(images)
+    return back(g * (1.0 + float(percent) / 100.0))
+
+
 def jpeg(images: np.ndarray, quality: float, seed: int = 0) -> np.ndarray:
     """Lossy JPEG round trip at ``quality`` (1..95, Pillow's scale): 8x8 DCT requantisation."""
     import io
@@ -314,6 +324,7 @@ DISTURBANCES: dict[str, Callable[..., np.ndarray]] = {
     "gaussian_blur": gaussian_blur,
     "contrast": contrast,
     "brightness": brightness,
+    "exposure": exposure,
     "jpeg": jpeg,
     "shift": shift,
 }

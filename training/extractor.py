@@ -76,7 +76,7 @@ class Extractor:
                 self.model.eval()
                 probs.append(torch.softmax(self.model(x), 1).numpy())
                 if self.has_in_domain:
-                    flags.append(self.model.in_domain_score(self.model.features(x)).numpy() <= 1.0)
+                    flags.append(self.model.in_domain_score(self.model.in_domain_features(x)).numpy() <= 1.0)
                 else:
                     flags.append(np.ones(len(x), dtype=bool))
         if not probs:
@@ -94,7 +94,7 @@ class Extractor:
         with torch.no_grad():
             for i in range(0, len(images), batch_size):
                 x = self._resize(images[i : i + batch_size])
-                out.append(self.model.in_domain_score(self.model.features(x)).double().numpy())
+                out.append(self.model.in_domain_score(self.model.in_domain_features(x)).double().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     def _resize(self, images: np.ndarray):  # -> torch.Tensor at the extractor's resolution
@@ -133,7 +133,10 @@ def load_extractor(root: str | os.PathLike) -> Extractor:
     try:
         payload = torch.load(model_file, map_location="cpu", weights_only=True)
         model = (JudgeNet if meta["format"] == FORMAT else SmallCNN)(**payload["spec"])
-        model.load_state_dict(payload["state_dict"])
+        state = payload["state_dict"]
+        if isinstance(model, JudgeNet) and "feat_project" not in state:  # saved before exposure projection
+            state["feat_project"] = torch.eye(model.feature_dim)
+        model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - torch/zip/key errors all mean "unusable"
         raise InputError(f"{model_file}: not a readable extractor ({str(exc).splitlines()[0][:200]})") from None
     return Extractor(root, meta, model.eval())

@@ -14,7 +14,16 @@ A class-trained CNN's penultimate layer is invariant to much of what makes an im
   class embedding;
 * every dimension is standardised with the real training set's mean/std (buffers saved with the
   weights) and each block is weighted so it carries the same total variance; no single block
-  (e.g. the 128-d class embedding) drowns the others in a Frechet distance.
+  (e.g. the 128-d class embedding) drowns the others in a Frechet distance;
+* exposure is projected out of the compared embedding (nuisance attribute projection, as in speaker verification): the
+  directions along which a +-``exposure_gain`` change of every grey level moves real training
+  images (at full resolution and in the 32 and 16 px views) are measured once, and the few that
+  hold ``exposure_energy`` of that movement are removed from the embedding. A clinically harmless
+  exposure difference then no longer reads as a different distribution on a dataset whose real
+  images all share one exposure (MedNIST CT), while noise, blur and periodic artefacts, which
+  move the embedding along other directions, still do. The gate's C2ST, which does not use
+  this embedding, still sees a systematic exposure error, and so does the in-domain model
+  below, which reads the embedding before the projection.
 
 ``in_domain_score`` is the squared Mahalanobis distance of an image's embedding to the nearest
 class centre (shared covariance, Lee et al. 2018), in units of the score's 99th percentile on
@@ -93,6 +102,8 @@ class JudgeNet(nn.Module):
         self.feature_dim = sum(self.block_dims)
         self.register_buffer("feat_mean", torch.zeros(self.feature_dim))
         self.register_buffer("feat_scale", torch.ones(self.feature_dim))
+        # orthogonal projection removing the exposure directions (identity: none removed)
+        self.register_buffer("feat_project", torch.eye(self.feature_dim))
         # in-domain model: class centres and the shared precision matrix of the embedding
         self.register_buffer("centres", torch.zeros(num_classes, self.feature_dim))
         self.register_buffer("precision", torch.eye(self.feature_dim))
@@ -113,9 +124,14 @@ class JudgeNet(nn.Module):
         parts, _ = self._run(x)
         return torch.cat(parts, 1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The standardised, block-weighted embedding ``[N, feature_dim]`` of images in [-1, 1]."""
+    def in_domain_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The standardised, block-weighted embedding ``[N, feature_dim]`` of images in [-1, 1], exposure
+        kept: what the in-domain model reads (a blur moves partly along the exposure directions)."""
         return (self.raw_features(x) - self.feat_mean) * self.feat_scale
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding the distribution scores compare (FID/KID/PRDC): exposure projected out."""
+        return self.in_domain_features(x) @ self.feat_project
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self._run(x)[1])  # logits [N, num_classes]
@@ -154,6 +170,14 @@ class JudgeSettings:
     seed: int = 0
     ood_quantile: float = 0.99  # held-out real images below 1.0 in_domain_score
     shrinkage: float = 0.1  # covariance shrinkage towards its diagonal (D is large for N)
+    exposure_gain: float = 0.0  # the exposure change projected out of the embedding (0: none)
+    exposure_energy: float = 0.99  # share of its movement the removed directions hold
+    exposure_max_rank: int = 64  # at most this many directions removed
+
+
+# the views the gate compares through (full resolution and its coarse views): the exposure
+# directions are measured in each
+EXPOSURE_VIEWS = (0, 32, 16)
 
 
 @dataclass
@@ -161,6 +185,8 @@ class JudgeHistory:
     loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    exposure_rank: int = 0  # directions projected out of the embedding
+    exposure_residual: float = 1.0  # share of an exposure change's movement left in the embedding
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -220,7 +246,7 @@ def train_judge(x: np.ndarray, y: np.ndarray, num_classes: int, settings: JudgeS
                 on_epoch(epoch, hist.loss[-1], hist.train_acc[-1])
         _recalibrate_batchnorm(model, xt, s.batch_size)
     model.eval()
-    fit_embedding(model, x, y, s)
+    fit_embedding(model, x, y, s, hist)
     cx, cy = calib if calib is not None else (x, y)
     calibrate_in_domain(model, cx, s.ood_quantile)
     hist.seconds = time.perf_counter() - t0
@@ -237,10 +263,50 @@ def raw_embed(model: JudgeNet, x: np.ndarray, batch_size: int = 512) -> torch.Te
     return torch.cat(out).double()
 
 
+def exposure(x: np.ndarray, factor: float) -> np.ndarray:
+    """Every grey level of images in [-1, 1] scaled by ``factor`` (black stays black), clipped."""
+    return np.clip((x + 1.0) * factor, 0.0, 2.0) - 1.0
+
+
 @torch.no_grad()
-def fit_embedding(model: JudgeNet, x: np.ndarray, y: np.ndarray, s: JudgeSettings) -> None:
+def fit_exposure_projection(model: JudgeNet, x: np.ndarray, s: JudgeSettings) -> tuple[int, float]:
+    """Set ``feat_project`` to remove the embedding directions an exposure change moves real images along.
+
+    The movement of each standardised embedding under a gain of ``1 +- exposure_gain`` is measured
+    in every gate view (``EXPOSURE_VIEWS``); its leading right singular vectors, enough to hold
+    ``exposure_energy`` of the squared movement (at most ``exposure_max_rank``), are projected out.
+    Returns (directions removed, share of the movement left).
+    """
+    from medsynth.imaging import coarse_view
+
+    dim = model.feature_dim
+    model.feat_project.copy_(torch.eye(dim))
+    if s.exposure_gain <= 0:
+        return 0, 1.0
+    moves = []
+    for px in EXPOSURE_VIEWS:
+        v = x if px == 0 else coarse_view(x, px)
+        base = (raw_embed(model, v) - model.feat_mean.double()) * model.feat_scale.double()
+        for sign in (1.0, -1.0):
+            moved = raw_embed(model, exposure(v, 1.0 + sign * s.exposure_gain))
+            moves.append((moved - model.feat_mean.double()) * model.feat_scale.double() - base)
+    m = torch.cat(moves)
+    _, sv, vh = torch.linalg.svd(m, full_matrices=False)
+    energy = torch.cumsum(sv**2, 0) / (sv**2).sum().clamp_min(1e-30)
+    rank = min(int((energy < s.exposure_energy).sum()) + 1, s.exposure_max_rank, dim - 1)
+    basis = vh[:rank].T  # [D, rank], orthonormal columns
+    project = torch.eye(dim, dtype=basis.dtype) - basis @ basis.T
+    model.feat_project.copy_(project.float())
+    left = float(((m @ project) ** 2).sum() / (m**2).sum().clamp_min(1e-30))
+    return rank, left
+
+
+@torch.no_grad()
+def fit_embedding(model: JudgeNet, x: np.ndarray, y: np.ndarray, s: JudgeSettings,
+                  hist: JudgeHistory | None = None) -> None:
     """Standardise each dimension on real training images; weight blocks to equal total variance;
-    fit the class centres and shared (shrunk) covariance of the in-domain model."""
+    project the exposure directions out; fit the class centres and shared (shrunk) covariance of
+    the in-domain model."""
     f = raw_embed(model, x)
     mean, std = f.mean(0), f.std(0)
     # a channel (almost) silent on real data (a dead ReLU) must not become a huge axis when an
@@ -255,7 +321,10 @@ def fit_embedding(model: JudgeNet, x: np.ndarray, y: np.ndarray, s: JudgeSetting
     w = torch.cat([torch.full((d,), float(d) ** -0.25) for d in model.block_dims]).double()
     model.feat_mean.copy_(mean.float())
     model.feat_scale.copy_((w / std).float())
-    z = (f - mean) * (w / std)
+    rank, left = fit_exposure_projection(model, x, s)
+    if hist is not None:
+        hist.exposure_rank, hist.exposure_residual = rank, left
+    z = (f - mean) * (w / std)  # the in-domain model keeps exposure (see in_domain_features)
     centres = torch.stack([z[torch.from_numpy(y == c)].mean(0) if (y == c).any() else z.mean(0)
                            for c in range(model.num_classes)])
     resid = z - centres[torch.from_numpy(y)]
@@ -270,7 +339,7 @@ def fit_embedding(model: JudgeNet, x: np.ndarray, y: np.ndarray, s: JudgeSetting
 def in_domain_scores(model: JudgeNet, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """``JudgeNet.in_domain_score`` of images ``[N, 1, R, R]`` in [-1, 1] (<= 1: in domain)."""
     model.eval()
-    out = [model.in_domain_score(model.features(torch.from_numpy(
+    out = [model.in_domain_score(model.in_domain_features(torch.from_numpy(
         np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)))) for i in range(0, len(x), batch_size)]
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 

@@ -96,3 +96,51 @@ def test_ensure_retrains_an_extractor_made_under_other_settings(tmp_path, capsys
     assert "trained under other features settings (epochs); training it again" in capsys.readouterr().out
     assert again.meta["config"]["epochs"] == 2 and again.meta["sha256"] != first.meta["sha256"]
     assert features.ensure(new, project, datasets, out, track=False).meta["sha256"] == again.meta["sha256"]
+
+
+def test_exposure_is_projected_out_and_defects_are_not(extractor, cxr):
+    """The +-5 % gain directions leave the embedding; noise, blur and periodic artefacts still move it."""
+    import torch
+
+    net = extractor.model
+    info = extractor.meta["exposure"]
+    p = net.feat_project.double()
+    rank = info["directions_removed"]
+    assert 0 < rank <= 64 and info["movement_left"] <= 0.05
+    assert torch.allclose(p, p.T, atol=1e-5) and torch.allclose(p @ p, p, atol=1e-4)
+    assert abs(float(torch.trace(p)) - (net.feature_dim - rank)) < 1e-2
+    _, x_va, _ = cxr
+    x = extractor._resize(x_va)
+
+    def moved(changed: np.ndarray) -> tuple[float, float]:  # mean squared movement (projected, not projected)
+        y = extractor._resize(changed)
+        with torch.no_grad():
+            d = (net.raw_features(y) - net.raw_features(x)).double() * net.feat_scale.double()
+        return float(((d @ p) ** 2).sum(1).mean()), float((d**2).sum(1).mean())
+
+    gain_kept, gain_all = moved(D.brightness(x_va, 5, seed=1))
+    assert gain_kept < 0.15 * gain_all, (gain_kept, gain_all)
+    for name, strength in (("noise", 25), ("checkerboard", 30), ("blur", 3)):
+        kept, total = moved(D.disturb(name, x_va, strength, seed=1))
+        # the exposure directions carry part of a defect's movement too (noise and blur change the band
+        # energies as a gain does), but what is left dwarfs what is left of the harmless gain
+        assert kept > 0.1 * total, (name, kept, total)
+        assert kept > 50 * gain_kept, (name, kept, gain_kept)
+
+
+def test_extractor_saved_before_the_projection_still_loads(extractor, tmp_path):
+    import shutil
+
+    import torch
+
+    from medsynth.fileio import sha256_file, write_json
+
+    out = tmp_path / "old"
+    shutil.copytree(extractor.root, out)
+    payload = torch.load(out / "model.pt", weights_only=True)
+    del payload["state_dict"]["feat_project"]
+    torch.save(payload, out / "model.pt")
+    meta = dict(extractor.meta, sha256=sha256_file(out / "model.pt"))
+    write_json(out / "meta.json", meta)
+    old = load_extractor(out)
+    assert torch.equal(old.model.feat_project, torch.eye(old.model.feature_dim))
