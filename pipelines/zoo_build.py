@@ -139,7 +139,8 @@ def _key_metrics(m: dict) -> dict:
 
 
 def _shipped_metrics(project, stage, dataset, art, ext, gate, track, log):
-    """The shipped entry's evaluation under today's policy and data (re-evaluated when its record is older)."""
+    """The shipped entry's evaluation under today's policy, data and extractor (re-evaluated when its record
+    was made under another)."""
     from medsynth import metric_keys as K
     from medsynth.components import evaluate
     from medsynth.errors import InputError
@@ -155,9 +156,12 @@ def _shipped_metrics(project, stage, dataset, art, ext, gate, track, log):
     rec = entry.folder / "metrics.json"
     m = json.loads(rec.read_text()) if rec.is_file() else {}
     data_hash = json.loads((art / "preprocess" / "meta.json").read_text()).get("data_hash", "")
-    if m.get(K.GATE_POLICY_SHA256) == gate.sha256() and entry.info.get("data_hash") == data_hash:
+    # FID-domain values from another extractor are another scale (gate.comparable): reuse only a record
+    # made under today's policy, data and extractor
+    same_extractor = m.get(K.PROTOCOL, {}).get(K.EXTRACTOR_SHA256) == ext.meta.get("sha256")
+    if m.get(K.GATE_POLICY_SHA256) == gate.sha256() and entry.info.get("data_hash") == data_hash and same_extractor:
         return m
-    log(f"==> re-evaluating the shipped {dataset} generator under today's gate policy (to compare)")
+    log(f"==> re-evaluating the shipped {dataset} generator under today's gate policy, data and extractor (to compare)")
     res = evaluate.run(stage(evaluate.EvaluateConfig, "evaluate"), project, load_generator(f"zoo:{dataset}"),
                        art / "preprocess", art / "evaluate_shipped", extractor=ext, track=track, gate=gate)
     return res.metrics

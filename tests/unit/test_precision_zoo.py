@@ -109,3 +109,35 @@ def test_real_vs_synthetic_figure_has_a_row_per_class_and_says_synthetic(tmp_pat
     assert img.height == 14 + 3 * 68  # band + one row per class (64 px + 2 px padding above and below)
     band = np.asarray(img.convert("RGB"))[2, img.width - 5]
     assert tuple(band) == (200, 30, 30)  # the red SYNTHETIC band over the generated half
+
+
+def test_shipped_record_is_reused_only_under_the_same_policy_data_and_extractor(tmp_path, monkeypatch):
+    """FID-domain from another extractor is another scale: the shipped entry is evaluated again, not compared."""
+    from types import SimpleNamespace
+
+    from medsynth import metric_keys as K
+    from medsynth.components import evaluate
+    from medsynth.components.gate import gate_policy
+    from medsynth.pipelines import zoo_build
+    from medsynth.training import loading
+
+    gate = gate_policy()
+    folder, art = tmp_path / "zoo" / "ct", tmp_path / "art"
+    folder.mkdir(parents=True)
+    (art / "preprocess").mkdir(parents=True)
+    (art / "preprocess" / "meta.json").write_text(json.dumps({"data_hash": "d1"}))
+    record = {K.GATE_POLICY_SHA256: gate.sha256(), K.PROTOCOL: {K.EXTRACTOR_SHA256: "e1"}, "recorded": True}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    monkeypatch.setattr(zoo_manifest, "get", lambda ds: SimpleNamespace(folder=folder, info={"data_hash": "d1"}))
+    monkeypatch.setattr(loading, "load_generator", lambda ref: ref)
+    calls: list[str] = []
+    monkeypatch.setattr(evaluate, "run", lambda *a, **k: calls.append(a[2]) or SimpleNamespace(metrics={"fresh": True}))
+    logs: list[str] = []
+
+    def shipped(extractor_sha: str) -> dict:
+        ext = SimpleNamespace(meta={"sha256": extractor_sha})
+        return zoo_build._shipped_metrics(None, lambda cls, sec: None, "ct", art, ext, gate, False, logs.append)
+
+    assert shipped("e1") == record and not calls  # same policy, data and extractor: the record is used
+    assert shipped("e2") == {"fresh": True} and calls == ["zoo:ct"]  # another extractor: evaluated again
+    assert "extractor" in logs[-1]
