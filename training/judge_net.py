@@ -17,7 +17,7 @@ A class-trained CNN's penultimate layer is invariant to much of what makes an im
   (e.g. the 128-d class embedding) drowns the others in a Frechet distance;
 * exposure is projected out of the compared embedding (nuisance attribute projection, as in speaker verification): the
   directions along which a +-``exposure_gain`` change of every grey level moves real training
-  images (at full resolution and in the 32 and 16 px views) are measured once, and the few that
+  images (at full resolution and in the 32 and 16 px views) are measured once, and the ones that
   hold ``exposure_energy`` of that movement are removed from the embedding. A clinically harmless
   exposure difference then no longer reads as a different distribution on a dataset whose real
   images all share one exposure (MedNIST CT), while noise, blur and periodic artefacts, which
