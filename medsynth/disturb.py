@@ -17,10 +17,10 @@ salt_pepper     share of pixels           set to 0 or 255 with equal probability
 checkerboard    amplitude, grey levels    +-amplitude overlay in 2x2-pixel cells
 mode_drop       distinct images k         the batch becomes k distinct images repeated
 smudge          amplitude, px             smooth random displacement (smeared anatomy)
+                                          and a Gaussian blur of sigma amplitude/6
 exposure        percent (signed)          every image's grey levels scaled by 1 + percent/100:
                                           a systematic exposure error (the domain embedding
                                           projects exposure out; C2ST must still see it)
-                                          and a Gaussian blur of sigma amplitude/6
 =============== ========================= ==============================================
 
 The *mild* family: changes that keep an image clinically usable (a reader would not notice them or

@@ -263,11 +263,6 @@ def raw_embed(model: JudgeNet, x: np.ndarray, batch_size: int = 512) -> torch.Te
     return torch.cat(out).double()
 
 
-def exposure(x: np.ndarray, factor: float) -> np.ndarray:
-    """Every grey level of images in [-1, 1] scaled by ``factor`` (black stays black), clipped."""
-    return np.clip((x + 1.0) * factor, 0.0, 2.0) - 1.0
-
-
 @torch.no_grad()
 def fit_exposure_projection(model: JudgeNet, x: np.ndarray, s: JudgeSettings) -> tuple[int, float]:
     """Set ``feat_project`` to remove the embedding directions an exposure change moves real images along.
@@ -277,19 +272,22 @@ def fit_exposure_projection(model: JudgeNet, x: np.ndarray, s: JudgeSettings) ->
     ``exposure_energy`` of the squared movement (at most ``exposure_max_rank``), are projected out.
     Returns (directions removed, share of the movement left).
     """
+    from medsynth.disturb import exposure
     from medsynth.imaging import coarse_view
 
     dim = model.feature_dim
     model.feat_project.copy_(torch.eye(dim))
     if s.exposure_gain <= 0:
         return 0, 1.0
+
+    def standardised(v: np.ndarray) -> torch.Tensor:  # in_domain_features, batched, in float64
+        return (raw_embed(model, v) - model.feat_mean.double()) * model.feat_scale.double()
+
     moves = []
     for px in EXPOSURE_VIEWS:
         v = x if px == 0 else coarse_view(x, px)
-        base = (raw_embed(model, v) - model.feat_mean.double()) * model.feat_scale.double()
-        for sign in (1.0, -1.0):
-            moved = raw_embed(model, exposure(v, 1.0 + sign * s.exposure_gain))
-            moves.append((moved - model.feat_mean.double()) * model.feat_scale.double() - base)
+        base = standardised(v)
+        moves += [standardised(exposure(v, sign * 100.0 * s.exposure_gain)) - base for sign in (1.0, -1.0)]
     m = torch.cat(moves)
     _, sv, vh = torch.linalg.svd(m, full_matrices=False)
     energy = torch.cumsum(sv**2, 0) / (sv**2).sum().clamp_min(1e-30)
