@@ -137,8 +137,13 @@ class DiffusionTrainer(LoopBase):
         self.global_step = self.resumed_from = int(snap["global_step"])
 
     # -- one step ----------------------------------------------------------------------------
-    def _set_lr(self, opt: torch.optim.Optimizer, base: float, phase_step: int) -> float:
+    def _set_lr(self, opt: torch.optim.Optimizer, base: float, phase_step: int, steps_left: int | None = None) -> float:
+        """Linear warm-up over WARMUP steps; with ``steps_left`` (the denoiser) and ``lr_cooldown_steps``, a linear
+        fall to 0 over the phase's last steps. A function of the step alone, so a resumed run repeats it."""
         lr = base * min(1.0, (phase_step + 1) / WARMUP)
+        cool = self.cfg.lr_cooldown_steps
+        if steps_left is not None and cool > 0:
+            lr *= min(1.0, steps_left / cool)
         for g in opt.param_groups:
             g["lr"] = lr
         return lr
@@ -163,7 +168,8 @@ class DiffusionTrainer(LoopBase):
                 self._enter_denoiser_phase()
             if self._unet_ddp is None:
                 self._unet_ddp = self._wrap(self.denoiser)
-            lr = self._set_lr(self.opt_unet, cfg.lr_denoiser, self.global_step - self.ae_steps)
+            lr = self._set_lr(self.opt_unet, cfg.lr_denoiser, self.global_step - self.ae_steps,
+                              steps_left=self.total_steps - self.global_step)
             z0 = self.latents[idx.to(self.latents.device)]
             y = self.data.y[idx].to(dev) if self.spec.num_classes else None
             with self._autocast():

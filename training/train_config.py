@@ -100,6 +100,7 @@ class TrainConfig:
     ae_steps: int | None  # profile key (kl only)
     lr_ae: float
     lr_denoiser: float
+    lr_cooldown_steps: int  # the denoiser's last N steps: learning rate falling linearly to 0 (0: constant)
     ae_channels: list[int]
     unet_channels: list[int]
     sample_steps: int  # DDIM evaluations per image when generating
@@ -134,6 +135,8 @@ class TrainConfig:
             raise ConfigError(f"train.mode_seeking: must be in [0, 10], got {self.mode_seeking}")
         if self.lr_g <= 0 or self.lr_d <= 0 or self.lr_ae <= 0 or self.lr_denoiser <= 0:
             raise ConfigError("train.lr_g / lr_d / lr_ae / lr_denoiser: must be > 0")
+        if not 0 <= self.lr_cooldown_steps <= 10_000_000:
+            raise ConfigError(f"train.lr_cooldown_steps: must be in 0..10000000, got {self.lr_cooldown_steps}")
         if not 0 <= self.ae_steps <= 1_000_000:
             raise ConfigError(f"train.ae_steps: must be in 0..1000000, got {self.ae_steps}")
         if self.autoencoder not in ("kl", "patch", "cascade"):

@@ -94,10 +94,15 @@ def test_trains_both_phases_and_writes_a_loadable_generator(ct32: Path, tmp_path
 def test_killed_run_resumes_to_identical_weights(ct32: Path, tmp_path: Path) -> None:
     # 60 images / batch 16 = 3 steps per epoch: the kill (step 6) falls in the denoiser phase, mid epoch,
     # after the snapshot of step 4; label dropout, noise and timesteps all draw randomness
-    cfg = load_train_config({"train": TINY | {"max_steps": 6}})
+    # with a learning-rate cooldown over the last 4 denoiser steps: a function of the step, so it resumes too
+    cfg = load_train_config({"train": TINY | {"max_steps": 6, "lr_cooldown_steps": 4}})
     data = data_of(ct32)
-    ref = DiffusionTrainer(cfg, data, tmp_path / "a", seed=5)
+    seen = Recorder()
+    ref = DiffusionTrainer(cfg, data, tmp_path / "a", seed=5, callback=seen)
     ref_res = ref.fit()
+    lrs = [m["lr_denoiser"] for _, m in seen.steps if m["phase"] == 1.0]
+    warm = [cfg.lr_denoiser * min(1.0, (i + 1) / 200) for i in range(6)]
+    assert np.allclose(lrs, [w * min(1.0, (6 - i) / 4) for i, w in enumerate(warm)], rtol=1e-5)
     with pytest.raises(Killed):
         DiffusionTrainer(cfg, data, tmp_path / "b", seed=5, callback=Recorder(kill_at=6)).fit()
     again = DiffusionTrainer(cfg, data, tmp_path / "b", seed=5)
