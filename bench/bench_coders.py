@@ -41,8 +41,9 @@ def load_ldm(path: str, ema: bool = False):
     return net.eval(), snap
 
 
-def judge(dataset: str, images, labels, label: str, kind: str, keys=KEYS) -> dict:
-    """``images`` scored by evaluate's ``score`` under params.yaml's gate policy; the verdict printed."""
+def judge(dataset: str, images, labels, label: str, kind: str, keys=KEYS, c2st_max_images: int = 1000) -> dict:
+    """``images`` scored by evaluate's ``score`` under params.yaml's gate policy; the verdict printed.
+    ``c2st_max_images``: 1000 (a probe) or 0 (the C2ST budget of evaluate itself, as the gate reads it)."""
     from judge_families import bench_project, prepared
 
     from medsynth.components.evaluate import EvaluateConfig, ImageSet, score
@@ -51,11 +52,15 @@ def judge(dataset: str, images, labels, label: str, kind: str, keys=KEYS) -> dic
 
     params = read_params(None)
     data, ext = prepared(bench_project(), params, dataset)
-    cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0, c2st_max_images=1000)
+    cfg = dataclasses.replace(load_stage(EvaluateConfig, "evaluate", params), bootstrap=0,
+                              c2st_max_images=c2st_max_images)
     m, _ = score(cfg, ImageSet(images, labels, label, kind=kind), data, ext, seed=0, gate=gate_policy(params))
     print(f"grade: {m.get('gate_grade_reason')}")
     for k in keys:
         print(f"  {k}: {m.get(k)}" + (f"  by class {per_class(m, k)}" if per_class(m, k) else ""))
+    fid, floor = per_class(m, "fid_domain_16px"), per_class(m, "fid_domain_16px_floor")
+    if fid and floor:
+        print("  fid_domain_16px / floor by class: " + ", ".join(f"{c} {fid[c] / floor[c]:.2f}" for c in fid if c in floor))
     for name, rec in m["gate_floors"].items():
         if not rec["passed"]:
             print(f"  refused by {name}: {rec['detail']}")

@@ -3,7 +3,11 @@ judged by evaluate's own ``score`` under the gate policy of params.yaml (as benc
 bootstrap, C2ST on at most 1,000 images per set); the sample grid is saved beside the snapshot.
 
     .venv/bin/python bench/bench_probe.py --dataset ct --checkpoint artifacts/zoo/ct/train/checkpoints/last.pt \\
-        [--n 1000] [--steps 25] [--guidance 1.0]
+        [--n 1000] [--steps 25] [--guidance 1.0] [--eta 0] [--trailing] [--gate-budget]
+
+``--eta`` > 0 and ``--trailing`` try sampler variants the served model does not use (stochastic DDIM; timesteps
+ending at 1000/steps - 1 and jumping to the clean image, Lin et al. 2024); ``--gate-budget`` runs the C2ST on every
+image, as evaluate does for the gate (a probe's 1,000-image C2ST is the weaker detector).
 
 Copy the snapshot first when its training still runs (it is replaced atomically every checkpoint_every steps).
 """
@@ -27,6 +31,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the model's)")
     ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0: deterministic, as served)")
+    ap.add_argument("--trailing", action="store_true", help="trailing timestep spacing (not what is served)")
+    ap.add_argument("--gate-budget", action="store_true", help="C2ST on all images (evaluate's budget)")
     a = ap.parse_args()
 
     from bench_coders import KEYS, judge, load_ldm
@@ -40,6 +47,8 @@ def main() -> int:
     net, snap = load_ldm(a.checkpoint, ema=True)
     data, _ = prepared(bench_project(), read_params(None), a.dataset)
     gen = DiffusionSampler(net, data.classes, steps=a.steps, guidance=a.guidance)
+    if a.eta or a.trailing:
+        _sampler_variant(a.eta, a.trailing)
     labels = np.arange(a.n) % data.num_classes if net.spec.num_classes else None
     t0 = time.perf_counter()
     x = gen.generate(a.n, 7, labels)
@@ -48,8 +57,44 @@ def main() -> int:
     Image.fromarray(make_grid(x[:64])).save(grid)
     print(f"step {snap.get('global_step')}: {ms:.1f} ms per image ({gen.steps} DDIM steps, guidance {gen.guidance}); "
           f"grid {grid}")
-    judge(a.dataset, x, labels, "probe", "generator", (*KEYS, "cond_accuracy", "utility_cas_ratio"))
+    variant = f", eta {a.eta:g}" * bool(a.eta) + ", trailing" * a.trailing
+    print(f"sampler: {gen.steps} DDIM steps, guidance {gen.guidance}{variant}; C2ST budget "
+          f"{'evaluate (the gate)' if a.gate_budget else '1,000 images (probe)'}")
+    judge(a.dataset, x, labels, "probe", "generator", (*KEYS, "cond_accuracy", "utility_cas_ratio"),
+          c2st_max_images=0 if a.gate_budget else 1000)
     return 0
+
+
+def _sampler_variant(eta: float, trailing: bool) -> None:
+    """Replace the served DDIM loop (in this process) by one with ``eta`` noise and/or trailing timesteps."""
+    import torch
+
+    import medsynth.training.diffusion as D
+
+    @torch.no_grad()
+    def sample_latents(ldm, y, noise, steps, guidance=1.0, on_step=None):
+        from monai.networks.schedulers import DDIMScheduler
+
+        offset = D.TIMESTEPS // steps - 1 if trailing else 0  # 999, ..., 1000/steps - 1, then the clean image
+        sched = DDIMScheduler(num_train_timesteps=D.TIMESTEPS, prediction_type="v_prediction", clip_sample=False,
+                              steps_offset=offset, **D.SCHEDULE)
+        sched.set_timesteps(steps)
+        gen = torch.Generator().manual_seed(int(noise.flatten()[0].abs().mul(1e6)) % 2**31)
+        z = noise
+        for t in sched.timesteps:
+            tt = torch.full((z.shape[0],), int(t), dtype=torch.long)
+            if y is not None and guidance != 1.0:
+                v_c, v_u = ldm.denoise(torch.cat([z, z]), torch.cat([tt, tt]),
+                                       torch.cat([y, torch.full_like(y, ldm.null_class)])).chunk(2)
+                v = v_u + guidance * (v_c - v_u)
+            else:
+                v = ldm.denoise(z, tt, y)
+            z, _ = sched.step(v.float(), int(t), z, eta, gen)
+            if on_step is not None:
+                on_step()
+        return z
+
+    D.sample_latents = sample_latents
 
 if __name__ == "__main__":
     sys.exit(main())
