@@ -116,7 +116,7 @@ class TrainConfig:
         from medsynth.training.kinds import get_kind
         from medsynth.training.models import check_arch
 
-        get_kind(self.model)
+        kind = get_kind(self.model)
         check_arch(self.arch)
         check_policy(self.diffaugment)
         for name in ("epochs", "batch_size", "nz", "ngf", "ndf", "embed_dim", "checkpoint_every", "log_every"):
@@ -137,6 +137,8 @@ class TrainConfig:
             raise ConfigError("train.lr_g / lr_d / lr_ae / lr_denoiser: must be > 0")
         if not 0 <= self.lr_cooldown_steps <= 10_000_000:
             raise ConfigError(f"train.lr_cooldown_steps: must be in 0..10000000, got {self.lr_cooldown_steps}")
+        if self.lr_cooldown_steps and kind.family != "diffusion":
+            raise ConfigError(f"train.lr_cooldown_steps: the denoiser's cooldown; model {self.model!r} has none (use 0)")
         if not 0 <= self.ae_steps <= 1_000_000:
             raise ConfigError(f"train.ae_steps: must be in 0..1000000, got {self.ae_steps}")
         if self.autoencoder not in ("kl", "patch", "cascade"):

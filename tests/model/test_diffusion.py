@@ -125,6 +125,8 @@ def test_bad_settings_and_files_fail_in_one_line(ct32: Path, tmp_path: Path) -> 
         load_train_config({"train": TINY | {"unet_channels": [12, 32]}}).check()
     with pytest.raises(ConfigError, match="sample_steps"):
         load_train_config({"train": TINY | {"sample_steps": 0}}).check()
+    with pytest.raises(ConfigError, match="lr_cooldown_steps"):
+        load_train_config({"train": TINY | {"model": "cgan", "lr_cooldown_steps": 100}}).check()
     with pytest.raises(ConfigError, match="resolution 48"):
         LatentDiffusion(DiffusionSpec(resolution=48))
     bad = tmp_path / GENERATOR_FILE
