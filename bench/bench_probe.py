@@ -66,35 +66,15 @@ def main() -> int:
 
 
 def _sampler_variant(eta: float, trailing: bool) -> None:
-    """Replace the served DDIM loop (in this process) by one with ``eta`` noise and/or trailing timesteps."""
+    """The served DDIM loop (in this process) with ``eta`` noise and/or trailing timesteps."""
+    from functools import partial
+
     import torch
 
     import medsynth.training.diffusion as D
 
-    @torch.no_grad()
-    def sample_latents(ldm, y, noise, steps, guidance=1.0, on_step=None):
-        from monai.networks.schedulers import DDIMScheduler
+    D.sample_latents = partial(D.sample_latents, eta=eta, trailing=trailing, generator=torch.Generator().manual_seed(11))
 
-        offset = D.TIMESTEPS // steps - 1 if trailing else 0  # 999, ..., 1000/steps - 1, then the clean image
-        sched = DDIMScheduler(num_train_timesteps=D.TIMESTEPS, prediction_type="v_prediction", clip_sample=False,
-                              steps_offset=offset, **D.SCHEDULE)
-        sched.set_timesteps(steps)
-        gen = torch.Generator().manual_seed(int(noise.flatten()[0].abs().mul(1e6)) % 2**31)
-        z = noise
-        for t in sched.timesteps:
-            tt = torch.full((z.shape[0],), int(t), dtype=torch.long)
-            if y is not None and guidance != 1.0:
-                v_c, v_u = ldm.denoise(torch.cat([z, z]), torch.cat([tt, tt]),
-                                       torch.cat([y, torch.full_like(y, ldm.null_class)])).chunk(2)
-                v = v_u + guidance * (v_c - v_u)
-            else:
-                v = ldm.denoise(z, tt, y)
-            z, _ = sched.step(v.float(), int(t), z, eta, gen)
-            if on_step is not None:
-                on_step()
-        return z
-
-    D.sample_latents = sample_latents
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -254,12 +254,18 @@ class Denoiser(nn.Module):
 
 @torch.no_grad()
 def sample_latents(ldm: LatentDiffusion, y: torch.Tensor | None, noise: torch.Tensor, steps: int,
-                   guidance: float = 1.0, on_step: Any = None) -> torch.Tensor:
-    """DDIM (eta 0) from ``noise`` to latents; ``guidance`` != 1 mixes in the unconditional prediction."""
+                   guidance: float = 1.0, on_step: Any = None, *, eta: float = 0.0, trailing: bool = False,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """DDIM from ``noise`` to latents; ``guidance`` != 1 mixes in the unconditional prediction.
+
+    Served with eta 0 and timesteps 999 ... 0. ``eta`` > 0 (noise drawn from ``generator``) and ``trailing``
+    (timesteps 999 ... 1000/steps - 1, then the clean image; Lin et al. 2024) are the variants measured in
+    docs/BENCHMARKS.md (``bench/bench_probe.py --eta / --trailing``): both made worse samples here.
+    """
     from monai.networks.schedulers import DDIMScheduler
 
     sched = DDIMScheduler(num_train_timesteps=TIMESTEPS, prediction_type="v_prediction", clip_sample=False,
-                          **SCHEDULE)
+                          steps_offset=TIMESTEPS // steps - 1 if trailing else 0, **SCHEDULE)
     sched.set_timesteps(steps)
     z = noise
     guided = y is not None and guidance != 1.0
@@ -271,7 +277,7 @@ def sample_latents(ldm: LatentDiffusion, y: torch.Tensor | None, noise: torch.Te
             v = v_u + guidance * (v_c - v_u)
         else:
             v = ldm.denoise(z, tt, y)
-        z, _ = sched.step(v.float(), int(t), z)
+        z, _ = sched.step(v.float(), int(t), z, eta, generator)
         if on_step is not None:
             on_step()
     return z
