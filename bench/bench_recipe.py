@@ -261,8 +261,17 @@ def write(doc: Path, r: dict, a: argparse.Namespace) -> None:
         first = next((h for h in hist if not h["failed"]), None)
         when = f"{first['train_s'] / 60:.1f} min" if first else "no probe within the budget"
         lines.append(f"- {name}: every floor passed after {when}")
-    benchdoc.write_section(doc, "\n".join(lines), f"recipe_{a.dataset}",
-                           f"## Time to quality ({a.dataset}): latent diffusion vs GAN")
+    name, title = section_of(a.arms, a.dataset, any(parse_arm(t)[1].get("model") == "ldm" for t in a.arm))
+    benchdoc.write_section(doc, "\n".join(lines), name, title)
+
+
+def section_of(arms: str, dataset: str, extra_ldm: bool = False) -> tuple[str, str]:
+    """The BENCHMARKS block and heading of a run: with the ``ldm`` arm its own block, so a diffusion run does not
+    overwrite the GAN-vs-reference curves (``recipe_DATASET``) written without it."""
+    keys = [k.strip() for k in arms.split(",") if k.strip()]
+    if "ldm" in keys or extra_ldm:
+        return f"recipe_ldm_{dataset}", f"## Time to quality ({dataset}): latent diffusion vs GAN"
+    return f"recipe_{dataset}", f"## Time to quality ({dataset}): default recipe vs pytorch/examples DCGAN"
 
 
 if __name__ == "__main__":
