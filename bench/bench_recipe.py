@@ -182,6 +182,7 @@ def main() -> int:
         beside_real([(arm.name, arm.sampler()) for arm in arms], data_pd, f"{a.minutes:g} min", Path(a.figure))
     result = {"dataset": a.dataset, "machine": benchdoc.machine(), "policy_sha256": policy.sha256(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "probe_n": a.probe_n,
+              "diffusion": any(arm.t.cfg.model == "ldm" for arm in arms),
               "arms": {arm.name: arm.history for arm in arms}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=2))
@@ -261,15 +262,14 @@ def write(doc: Path, r: dict, a: argparse.Namespace) -> None:
         first = next((h for h in hist if not h["failed"]), None)
         when = f"{first['train_s'] / 60:.1f} min" if first else "no probe within the budget"
         lines.append(f"- {name}: every floor passed after {when}")
-    name, title = section_of(a.arms, a.dataset, any(parse_arm(t)[1].get("model") == "ldm" for t in a.arm))
+    name, title = section_of(a.dataset, r["diffusion"])
     benchdoc.write_section(doc, "\n".join(lines), name, title)
 
 
-def section_of(arms: str, dataset: str, extra_ldm: bool = False) -> tuple[str, str]:
-    """The BENCHMARKS block and heading of a run: with the ``ldm`` arm its own block, so a diffusion run does not
-    overwrite the GAN-vs-reference curves (``recipe_DATASET``) written without it."""
-    keys = [k.strip() for k in arms.split(",") if k.strip()]
-    if "ldm" in keys or extra_ldm:
+def section_of(dataset: str, diffusion: bool) -> tuple[str, str]:
+    """The BENCHMARKS block and heading of a run: one with a diffusion arm has its own block, so it does not
+    overwrite the GAN-vs-reference curves (``recipe_DATASET``) written without one."""
+    if diffusion:
         return f"recipe_ldm_{dataset}", f"## Time to quality ({dataset}): latent diffusion vs GAN"
     return f"recipe_{dataset}", f"## Time to quality ({dataset}): default recipe vs pytorch/examples DCGAN"
 
