@@ -29,6 +29,7 @@ from medsynth.training.diffusion import (
     DiffusionSampler,
     DiffusionSpec,
     LatentDiffusion,
+    class_stats_of,
     diffusion_loss,
     encode_all,
     latent_scale_of,
@@ -60,7 +61,7 @@ class DiffusionTrainer(LoopBase):
             kind=cfg.model, resolution=self.data.resolution, num_classes=len(self.classes),
             class_modality=self.class_modality,
             autoencoder=cfg.autoencoder, ae_channels=list(cfg.ae_channels), unet_channels=list(cfg.unet_channels),
-            sample_steps=cfg.sample_steps, guidance=cfg.guidance)
+            sample_steps=cfg.sample_steps, guidance=cfg.guidance, class_norm=cfg.class_norm and len(self.classes) > 1)
         torch.manual_seed(seed)
         self.G = LatentDiffusion(self.spec).to(self.device)  # "G": what is served (params counted as such)
         self.D = None
@@ -100,9 +101,13 @@ class DiffusionTrainer(LoopBase):
         """Freeze the autoencoder, fix the latent scale (once) and encode the training set."""
         if self.G.ae is not None:
             self.G.ae.requires_grad_(False).eval()
-        if self.global_step == self.ae_steps:  # later (a resume) the scale comes with the weights
+        if self.global_step == self.ae_steps:  # later (a resume) the scales come with the weights
             self.G.latent_scale.fill_(latent_scale_of(self.G, self.data.x))
-        self.latents = encode_all(self.G, self.data.x)
+            if self.G.class_norm:
+                shift, scale = class_stats_of(self.G, self.data.x, self.data.y)
+                self.G.class_shift.copy_(shift)
+                self.G.class_scale.copy_(scale)
+        self.latents = encode_all(self.G, self.data.x, self.data.y if self.G.class_norm else None)
 
     # -- checkpoints -------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

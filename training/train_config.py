@@ -105,6 +105,7 @@ class TrainConfig:
     unet_channels: list[int]
     sample_steps: int  # DDIM evaluations per image when generating
     guidance: float  # classifier-free guidance at sampling (1 = plain conditional)
+    class_norm: bool  # conditional ldm: each class's latents standardised by its own mean / std
 
     def __post_init__(self) -> None:
         preset = {**BASE, **PROFILES[Profile(self.profile)]}

@@ -13,6 +13,7 @@ from prepared_fixture import write_prepared
 
 from medsynth.errors import ConfigError, TrainingError
 from medsynth.generator import GENERATOR_FILE
+from medsynth.imaging import to_unit_tensor
 from medsynth.prepared import PreparedData
 from medsynth.training.diffusion import DiffusionSampler, DiffusionSpec, LatentDiffusion
 from medsynth.training.diffusion_trainer import DiffusionTrainer
@@ -173,3 +174,31 @@ def test_patch_coder_is_lossless_and_cascade_keeps_the_coarse_view(ct32: Path) -
     assert z.shape == (8, 1, 8, 8) and out.shape == x.shape
     err = (resize_tensor(out, 8, -1, 1) - resize_tensor(x, 8, -1, 1)).abs().mean()
     assert float(err) < 0.01
+
+
+def test_class_norm_standardises_each_class_and_travels_with_the_weights(ct32: Path, tmp_path: Path) -> None:
+    # ChestCT's coarse view varies several times less than HeadCT's: each class gets its own mean / std
+    cfg = load_train_config({"train": TINY | {"autoencoder": "cascade", "max_steps": 2, "class_norm": True}})
+    data = data_of(ct32)
+    res = DiffusionTrainer(cfg, data, tmp_path / "cn", seed=0).fit()
+    net = res.generator.eval()
+    assert net.class_norm and net.spec.class_norm
+    scale = net.class_scale.numpy()
+    assert (scale > 0).all() and scale.max() / scale.min() > 1.5, scale  # measured per class, not one number
+    x, y = to_unit_tensor(data.x), data.y.long()
+    with torch.no_grad():
+        z = net.encode(x, y)
+        for c in range(3):  # every class's latents at zero mean, unit spread (stats of up to 512 images each)
+            assert abs(float(z[y == c].mean())) < 0.05 and abs(float(z[y == c].std()) - 1) < 0.05
+        assert torch.allclose(net.decode(z, y), net.reconstruct(x), atol=1e-5)  # the norm cancels
+        with pytest.raises(ConfigError, match="class of every image"):
+            net.encode(x[:2])
+    # the statistics are buffers of the served weights-only file; generation needs no data
+    gen = load_generator(tmp_path / "cn")
+    assert torch.equal(gen.net.class_scale, net.class_scale) and torch.equal(gen.net.class_shift, net.class_shift)
+    assert gen.generate(3, seed=2, labels=[0, 1, 2]).shape == (3, 1, 32, 32)
+    # off (or unconditional): no per-class buffers, the one latent scale as before
+    plain = LatentDiffusion(DiffusionSpec(resolution=32, num_classes=3, unet_channels=[16, 32]))
+    assert not plain.class_norm and "class_scale" not in plain.state_dict()
+    uncond = LatentDiffusion(DiffusionSpec(resolution=32, class_norm=True, unet_channels=[16, 32]))
+    assert not uncond.class_norm and uncond.encode(x[:2]).shape == (2, 1, 8, 8)
