@@ -11,7 +11,8 @@ for CPU minutes:
    standardised by its own mean and standard deviation instead (``class_shift``, ``class_scale``):
    a low-contrast class (ChestCT's coarse view varies 5.6 x less than the set's) otherwise lives in a
    sliver of the latent space, every noise level is noisier for it than for the others, and the
-   denoiser's error, the same in absolute terms for every class, is large beside its structure.
+   denoiser's error, the same in absolute terms for every class, is large beside its structure. Off by
+   default: on ct it did not beat the shipped model under the gate (docs/BENCHMARKS.md, "Latent diffusion (ct)").
 2. **Denoiser** (MONAI ``DiffusionModelUNet``): a UNet on the latents with the class as an
    embedding (plus a "no class" embedding, dropped in for 10 % of the training images: classifier-
    free guidance is then available at sampling time), v-prediction, the scaled-linear schedule of
