@@ -28,13 +28,11 @@ import benchdoc  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def grey(a: np.ndarray) -> np.ndarray:
-    return (a.astype(np.float64) + 1.0) * 127.5
-
-
 def stats(a16: np.ndarray) -> dict[str, float]:
     """Spread, 1st percentile and the 3 x 3 corner's median spread of [N, 1, 16, 16] images, in grey levels."""
-    g = grey(a16)
+    from medsynth.imaging import unit_to_grey
+
+    g = unit_to_grey(a16)
     return {"spread": float(g.std()), "p1": float(np.percentile(g, 1)),
             "corner": float(np.median(g[:, 0, :3, :3].std((1, 2))))}
 
@@ -52,7 +50,7 @@ def main() -> int:
 
     from medsynth.c2st import C2STSettings, c2st
     from medsynth.config import read_params
-    from medsynth.imaging import resize_images
+    from medsynth.imaging import resize_images, to_uint8, to_unit, unit_to_grey
     from medsynth.training.loading import load_generator
 
     t0 = time.perf_counter()
@@ -61,14 +59,13 @@ def main() -> int:
     base = C2STSettings().coarse(16)
     ways = {"gate": base, "no residual": dataclasses.replace(base, residual=False),
             "standardised": dataclasses.replace(base, standardise=True)}
-    total_spread = float(grey(resize_images(x, 16).numpy()).std())
+    total_spread = float(unit_to_grey(resize_images(x, 16).numpy()).std())
     rows = []
     for ref in a.generator:
         gen = load_generator(ref)
         for c, name in enumerate(data.classes):
             real = x[y == c]
-            fake = gen.generate(a.n, seed=7, labels=np.full(a.n, c))
-            fake = (np.round((fake + 1) * 127.5).clip(0, 255) / 127.5 - 1).astype(np.float32)  # 8-bit, as written
+            fake = to_unit(to_uint8(gen.generate(a.n, seed=7, labels=np.full(a.n, c))))  # 8-bit, as written
             r, f = stats(resize_images(real, 16).numpy()), stats(resize_images(fake, 16).numpy())
             aucs = {w: [c2st(real, fake, seed=s, settings=st).auc for s in range(a.seeds)] for w, st in ways.items()}
             rows.append((ref, name, r, f, aucs))

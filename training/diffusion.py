@@ -314,10 +314,7 @@ def sample_latents(ldm: LatentDiffusion, y: torch.Tensor | None, noise: torch.Te
 @torch.no_grad()
 def latent_scale_of(ldm: LatentDiffusion, x_uint8: torch.Tensor, n: int = 512, batch: int = 128) -> float:
     """Standard deviation of the encoder's latents over (up to) ``n`` evenly spaced training images."""
-    idx = torch.linspace(0, len(x_uint8) - 1, min(n, len(x_uint8))).long()
-    dev = ldm.latent_scale.device
-    zs = [ldm.raw_encode(to_unit_tensor(x_uint8[idx[i : i + batch]]).to(dev)) for i in range(0, len(idx), batch)]
-    return float(torch.cat(zs).float().std())
+    return float(_raw_latents(ldm, x_uint8, torch.arange(len(x_uint8)), n, batch).std())
 
 
 @torch.no_grad()
@@ -326,16 +323,22 @@ def class_stats_of(ldm: LatentDiffusion, x_uint8: torch.Tensor, y: torch.Tensor,
     """(mean, standard deviation) of the encoder's latents per class, over (up to) ``n`` evenly spaced training
     images of each class; a class without images keeps (0, 1)."""
     shift, scale = torch.zeros(ldm.spec.num_classes), torch.ones(ldm.spec.num_classes)
-    dev = ldm.latent_scale.device
     for c in range(ldm.spec.num_classes):
         members = torch.nonzero(y.cpu() == c).flatten()
         if len(members) < 2:
             continue
-        idx = members[torch.linspace(0, len(members) - 1, min(n, len(members))).long()]
-        z = torch.cat([ldm.raw_encode(to_unit_tensor(x_uint8[idx[i : i + batch]]).to(dev)).float().cpu()
-                       for i in range(0, len(idx), batch)])
+        z = _raw_latents(ldm, x_uint8, members, n, batch)
         shift[c], scale[c] = z.mean(), z.std().clamp_min(1e-3)
     return shift, scale
+
+
+def _raw_latents(ldm: LatentDiffusion, x_uint8: torch.Tensor, members: torch.Tensor, n: int,
+                 batch: int) -> torch.Tensor:
+    """Raw latents (float32, on the CPU) of (up to) ``n`` evenly spaced images among ``members`` (indices)."""
+    idx = members[torch.linspace(0, len(members) - 1, min(n, len(members))).long()]
+    dev = ldm.latent_scale.device
+    return torch.cat([ldm.raw_encode(to_unit_tensor(x_uint8[idx[i : i + batch]]).to(dev)).float().cpu()
+                      for i in range(0, len(idx), batch)])
 
 
 @torch.no_grad()
