@@ -229,9 +229,49 @@ class SuperResolver(nn.Module):
         return up + self.net(z)
 
 
-def back_project(x: torch.Tensor, low: torch.Tensor, rounds: int = 3) -> torch.Tensor:
+class PatchCritic(nn.Module):
+    """The discriminator of the decoder's adversarial fine-tuning (``train.decoder_steps``): pix2pix's conditional
+    PatchGAN (Isola et al. 2017) with spectral norm (Miyato et al. 2018). It sees an image beside its coarse view
+    brought up to the image's size and gives one logit per patch (~30 px receptive field), so it judges the
+    detail a decoder adds to a given coarse view, not the coarse view itself."""
+
+    def __init__(self, channels: int = 1, width: int = 32):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        c_in = 2 * channels
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [sn(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        layers.append(sn(nn.Conv2d(c_in, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, resize_tensor(low, x.shape[-1])], 1))
+
+
+def decoder_gan_losses(ldm: LatentDiffusion, decoder: nn.Module, critic: nn.Module, x: torch.Tensor,
+                       adv_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(critic loss, decoder loss, L1) of one adversarial fine-tuning step of the cascade's super-resolver on real
+    images ``x`` in [-1, 1] (``decoder``: ``ldm.ae`` or its DDP wrapper; ``critic``: a :class:`PatchCritic`).
+
+    The decoder's loss is L1 + ``adv_weight`` x the hinge generator loss, on the decoded image as served (after
+    back-projection, so the coarse view is the input's whatever texture is added). The critic's loss is computed
+    on the decoded image detached: backpropagate it into the critic only."""
+    from medsynth.training.losses import LossKind, d_loss, g_loss
+
+    low = ldm.raw_encode(x)
+    fake = back_project(decoder(low), low)
+    critic_loss = d_loss(LossKind.HINGE, critic(x, low), critic(fake.detach(), low))
+    l1 = (fake.float() - x.float()).abs().mean()
+    return critic_loss, l1 + adv_weight * g_loss(LossKind.HINGE, critic(fake, low)), l1
+
+
+def back_project(x: torch.Tensor, low: torch.Tensor, rounds: int = 10) -> torch.Tensor:
     """Correct ``x`` so that its antialiased downsample is ``low`` (iterative back-projection, Irani & Peleg
-    1991): the coarse view of a decoded image is then the sampled one, whatever the decoder adds."""
+    1991): the coarse view of a decoded image is then the sampled one, whatever the decoder adds. Ten rounds:
+    after the adversarial fine-tuning (``decoder_gan_losses``) three left 0.4-0.8 grey levels of error in the
+    16 px view of real CT slices, ten 0.1-0.4 (the rest is the clamp to [-1, 1]); each round costs two resizes."""
     r = x.shape[-1]
     for _ in range(rounds):
         err = low - resize_tensor(x, low.shape[-1], -10.0, 10.0)

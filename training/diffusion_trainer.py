@@ -1,9 +1,12 @@
 """The latent diffusion training loop: the same contract as the GAN :class:`~medsynth.training.trainer.Trainer`
 (devices, DDP, mixed precision, resumable snapshots, callback reports, ``generator.pt``).
 
-Two phases on one step counter: steps ``1..ae_steps`` train the autoencoder, the next ``max_steps``
+Up to three phases on one step counter: steps ``1..ae_steps`` train the autoencoder, the next ``max_steps``
 (or ``epochs`` worth) train the denoiser on the frozen encoder's latents, which are computed once
-when the phase starts (and again, identically, after a resume). Noise, timesteps and dropped
+when the phase starts (and again, identically, after a resume), and the last ``decoder_steps`` (cascade
+only; 0 by default) fine-tune the super-resolver against a patch critic (``decoder_gan_losses``): an
+L1-trained decoder returns the smooth median of the details a coarse view allows, this one adds edges and
+texture. The denoiser is untouched then, so a finished run can be resumed into this phase alone. Noise, timesteps and dropped
 labels come from a ``torch.Generator`` seeded from (seed, rank, global step) and the data order
 from ``DistributedSampler(seed).set_epoch(epoch)``, so a run resumed from a snapshot at step k
 repeats steps k+1.. exactly.
@@ -29,7 +32,9 @@ from medsynth.training.diffusion import (
     DiffusionSampler,
     DiffusionSpec,
     LatentDiffusion,
+    PatchCritic,
     class_stats_of,
+    decoder_gan_losses,
     diffusion_loss,
     encode_all,
     latent_scale_of,
@@ -49,6 +54,7 @@ from medsynth.training.train_config import Precision, TrainConfig
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
 GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)
+DECODER_LR = 2e-4  # Adam (0.5, 0.9) for the super-resolver and its critic in the fine-tuning phase
 
 
 class DiffusionTrainer(LoopBase):
@@ -76,6 +82,12 @@ class DiffusionTrainer(LoopBase):
         self._make_sampler()
         self.ae_steps = cfg.ae_steps if self.G.ae is not None else 0  # a patch coder has nothing to train
         self.denoiser_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.decoder_steps = cfg.decoder_steps if self.spec.autoencoder == "cascade" else 0
+        self.critic = PatchCritic(self.spec.channels).to(self.device) if self.decoder_steps else None
+        self.opt_dec = self.opt_critic = None
+        if self.critic is not None:
+            self.opt_dec = torch.optim.Adam(self.G.ae.parameters(), DECODER_LR, betas=(0.5, 0.9))
+            self.opt_critic = torch.optim.Adam(self.critic.parameters(), DECODER_LR, betas=(0.5, 0.9))
         self.latents: torch.Tensor | None = None
         self._ae_ddp = self._unet_ddp = None
 
@@ -86,10 +98,21 @@ class DiffusionTrainer(LoopBase):
     # -- phases ------------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
+        return self.denoiser_end + self.decoder_steps
+
+    @property
+    def denoiser_end(self) -> int:
         return self.ae_steps + self.denoiser_steps
 
     def in_ae_phase(self) -> bool:
         return self.global_step < self.ae_steps
+
+    def in_decoder_phase(self) -> bool:
+        return self.global_step >= self.denoiser_end and self.decoder_steps > 0
+
+    def phase(self) -> int:
+        """0: autoencoder, 1: denoiser, 2: the decoder's fine-tuning."""
+        return 0 if self.in_ae_phase() else 2 if self.in_decoder_phase() else 1
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.info.enabled:
@@ -117,8 +140,16 @@ class DiffusionTrainer(LoopBase):
             "opt_ae": self.opt_ae.state_dict() if self.opt_ae else {}, "opt_unet": self.opt_unet.state_dict(), "rng": ckpt.rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "seed": self.seed, "world_size": self.info.world_size, "batch_size": self.cfg.batch_size,
-            "ae_steps": self.ae_steps,
+            "ae_steps": self.ae_steps, "denoiser_end": self.denoiser_end,
+            **self._decoder_state(),
         }
+
+    def _decoder_state(self) -> dict[str, Any]:
+        """The critic and both optimisers of the decoder phase, once it has begun (empty before)."""
+        if self.critic is None or self.global_step <= self.denoiser_end:
+            return {"critic": {}, "opt_dec": {}, "opt_critic": {}}
+        return {"critic": self.critic.state_dict(), "opt_dec": self.opt_dec.state_dict(),
+                "opt_critic": self.opt_critic.state_dict()}
 
     def maybe_resume(self) -> None:
         if not self.resume or not self.ckpt_path.exists():
@@ -137,6 +168,13 @@ class DiffusionTrainer(LoopBase):
         if self.opt_ae is not None:
             self.opt_ae.load_state_dict(snap["opt_ae"])
         self.opt_unet.load_state_dict(snap["opt_unet"])
+        if snap.get("critic"):  # the decoder's fine-tuning had begun: its phase must start where it did
+            if self.critic is None or int(snap["denoiser_end"]) != self.denoiser_end:
+                raise ConfigError(f"{self.ckpt_path}: the decoder's fine-tuning began after step {snap['denoiser_end']}; "
+                                  "resume it with the same ae_steps / max_steps and decoder_steps > 0")
+            self.critic.load_state_dict(snap["critic"])
+            self.opt_dec.load_state_dict(snap["opt_dec"])
+            self.opt_critic.load_state_dict(snap["opt_critic"])
         ckpt.set_rng_state(snap["rng"])
         self.epoch, self.step_in_epoch = int(snap["epoch"]), int(snap["step_in_epoch"])
         self.global_step = self.resumed_from = int(snap["global_step"])
@@ -157,8 +195,11 @@ class DiffusionTrainer(LoopBase):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One optimiser step; returns [loss, l1 (AE phase) or 0, lr] averaged over ranks."""
+        """One optimiser step; returns [loss, l1 (coder phases) or 0, lr, critic loss (decoder phase) or 0] averaged
+        over ranks."""
         cfg, dev = self.cfg, self.device
+        if self.in_decoder_phase():
+            return self._decoder_step(idx)
         gen = torch.Generator(dev).manual_seed(step_seed(self.seed, self.info.rank, self.global_step))
         if self.in_ae_phase():
             if self._ae_ddp is None:
@@ -174,7 +215,7 @@ class DiffusionTrainer(LoopBase):
             if self._unet_ddp is None:
                 self._unet_ddp = self._wrap(self.denoiser)
             lr = self._set_lr(self.opt_unet, cfg.lr_denoiser, self.global_step - self.ae_steps,
-                              steps_left=self.total_steps - self.global_step)
+                              steps_left=self.denoiser_end - self.global_step)
             z0 = self.latents[idx.to(self.latents.device)]
             y = self.data.y[idx].to(dev) if self.spec.num_classes else None
             with self._autocast():
@@ -185,9 +226,32 @@ class DiffusionTrainer(LoopBase):
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
         opt.step()
-        if self.ema and not self.in_ae_phase():
+        if self.ema and not self.in_ae_phase():  # (the decoder phase returned above: the denoiser is done)
             self.ema.update(self.G.unet)
-        stats = torch.stack([loss.detach().float(), l1.detach().float(), torch.tensor(lr, device=dev)])
+        stats = torch.stack([loss.detach().float(), l1.detach().float(), torch.tensor(lr, device=dev),
+                             torch.zeros((), device=dev)])
+        return dist_util.all_mean(stats, self.info)
+
+    def _decoder_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One step of the super-resolver and its critic together (the decoder's loss uses the critic as it was
+        before this step). Gradients are averaged over ranks by hand: the critic is applied twice per step."""
+        dev = self.device
+        self.G.ae.requires_grad_(True).train()
+        lr = self._set_lr(self.opt_dec, DECODER_LR, self.global_step - self.denoiser_end)
+        self._set_lr(self.opt_critic, DECODER_LR, self.global_step - self.denoiser_end)
+        x = to_unit_tensor(self.data.x[idx].to(dev, non_blocking=True))
+        with self._autocast():
+            critic_loss, dec_loss, l1 = decoder_gan_losses(self.G, self.G.ae, self.critic, x, self.cfg.decoder_adv_weight)
+        dec_params, critic_params = list(self.G.ae.parameters()), list(self.critic.parameters())
+        self.opt_dec.zero_grad(set_to_none=True)
+        self.opt_critic.zero_grad(set_to_none=True)
+        torch.autograd.backward(dec_loss, inputs=dec_params)
+        torch.autograd.backward(critic_loss, inputs=critic_params)
+        for params, opt in ((dec_params, self.opt_dec), (critic_params, self.opt_critic)):
+            dist_util.all_mean_grads(params, self.info)
+            opt.step()
+        stats = torch.stack([dec_loss.detach().float(), l1.detach().float(), torch.tensor(lr, device=dev),
+                             critic_loss.detach().float()])
         return dist_util.all_mean(stats, self.info)
 
     # -- evaluation --------------------------------------------------------------------------
@@ -228,7 +292,7 @@ class DiffusionTrainer(LoopBase):
             self._enter_denoiser_phase()
         metrics: dict[str, float] = {}
         last_grid = self.global_step
-        window, n_win, t_win = torch.zeros(3), 0, time.perf_counter()
+        window, n_win, t_win = torch.zeros(4), 0, time.perf_counter()
         bar = progress(range(self.global_step, self.total_steps), desc="train ldm", total=self.total_steps - self.global_step,
                        unit="step")
         bar_it = iter(bar)
@@ -238,7 +302,7 @@ class DiffusionTrainer(LoopBase):
             order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
             batches = order[: self.steps_per_epoch * cfg.batch_size].view(self.steps_per_epoch, cfg.batch_size)
             for s in range(self.step_in_epoch, self.steps_per_epoch):
-                was_ae = self.in_ae_phase()
+                phase = self.phase()
                 stats = self.train_step(batches[s]).cpu()
                 next(bar_it, None)
                 if not torch.isfinite(stats[0]):
@@ -249,27 +313,29 @@ class DiffusionTrainer(LoopBase):
                 self.step_in_epoch = s + 1
                 window += stats
                 n_win += 1
-                phase_end = was_ae and not self.in_ae_phase()
+                phase_end = phase != self.phase()
                 last = self.global_step >= self.total_steps or clock.check()
                 if self.global_step % cfg.log_every == 0 or last or phase_end:
                     m = window / n_win
                     dt = time.perf_counter() - t_win
-                    metrics = ({"loss_ae": float(m[0]), "ae_l1": float(m[1]), "lr_ae": float(m[2])} if was_ae else
-                               {"loss_diffusion": float(m[0]), "lr_denoiser": float(m[2])})
+                    metrics = [{"loss_ae": float(m[0]), "ae_l1": float(m[1]), "lr_ae": float(m[2])},
+                               {"loss_diffusion": float(m[0]), "lr_denoiser": float(m[2])},
+                               {"loss_decoder": float(m[0]), "decoder_l1": float(m[1]), "lr_decoder": float(m[2]),
+                                "loss_critic": float(m[3])}][phase]
                     metrics["images_per_s"] = n_win * cfg.batch_size * self.info.world_size / max(dt, 1e-9)
-                    metrics["phase"] = 0.0 if was_ae else 1.0
+                    metrics["phase"] = float(phase)
                     if self.info.is_main:
                         self.callback.on_step(self.global_step, metrics)
                     window.zero_()
                     n_win, t_win = 0, time.perf_counter()
-                if phase_end:
+                if phase_end and phase == 0:
                     self._enter_denoiser_phase()
                     self.save()
                     if self.info.is_main:
                         self.callback.on_epoch_end(self.epoch + 1, {**metrics, "latent_scale": float(self.G.latent_scale)},
                                                    make_grid(self.reconstructions()))
                     last_grid = self.global_step
-                elif self.global_step % cfg.checkpoint_every == 0:
+                elif phase_end or self.global_step % cfg.checkpoint_every == 0:  # (phase_end: the denoiser is done)
                     self.save()
                 if not self.in_ae_phase() and (self.global_step - last_grid >= GRID_EVERY or last):
                     metrics = {**metrics, **self.epoch_metrics()}

@@ -70,6 +70,15 @@ def all_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def all_mean_grads(params: list[torch.Tensor], info: DistInfo) -> None:
+    """Average the gradients of ``params`` over all ranks in place (for modules trained without a DDP wrapper)."""
+    if info.enabled:
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

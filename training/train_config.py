@@ -106,6 +106,8 @@ class TrainConfig:
     sample_steps: int  # DDIM evaluations per image when generating
     guidance: float  # classifier-free guidance at sampling (1 = plain conditional)
     class_norm: bool  # conditional ldm: each class's latents standardised by its own mean / std
+    decoder_steps: int  # cascade: adversarial fine-tuning steps of the super-resolver after the denoiser (0: none)
+    decoder_adv_weight: float  # their patch critic's weight beside L1
 
     def __post_init__(self) -> None:
         preset = {**BASE, **PROFILES[Profile(self.profile)]}
@@ -154,6 +156,13 @@ class TrainConfig:
             raise ConfigError(f"train.sample_steps: must be in 1..1000, got {self.sample_steps}")
         if not 0.0 <= self.guidance <= 20.0:
             raise ConfigError(f"train.guidance: must be in [0, 20], got {self.guidance}")
+        if not 0 <= self.decoder_steps <= 1_000_000:
+            raise ConfigError(f"train.decoder_steps: must be in 0..1000000, got {self.decoder_steps}")
+        if self.decoder_steps and (kind.family != "diffusion" or self.autoencoder != "cascade"):
+            raise ConfigError("train.decoder_steps: the adversarial fine-tuning of the cascade's super-resolver; "
+                              f"model {self.model!r} with autoencoder {self.autoencoder!r} has none (use 0)")
+        if not 0.0 <= self.decoder_adv_weight <= 10.0:
+            raise ConfigError(f"train.decoder_adv_weight: must be in [0, 10], got {self.decoder_adv_weight}")
 
 
 def resolve_precision(precision: Precision, device_type: str, fast_bf16: bool | None = None) -> Precision:

@@ -202,3 +202,38 @@ def test_class_norm_standardises_each_class_and_travels_with_the_weights(ct32: P
     assert not plain.class_norm and "class_scale" not in plain.state_dict()
     uncond = LatentDiffusion(DiffusionSpec(resolution=32, class_norm=True, unet_channels=[16, 32]))
     assert not uncond.class_norm and uncond.encode(x[:2]).shape == (2, 1, 8, 8)
+
+
+def test_decoder_fine_tuning_changes_only_the_decoder_and_resumes_identically(ct32: Path, tmp_path: Path) -> None:
+    # cascade: 3 super-resolver steps, 4 denoiser steps, then 4 adversarial steps of the super-resolver
+    base = TINY | {"autoencoder": "cascade", "max_steps": 4, "checkpoint_every": 2}
+    cfg = load_train_config({"train": base | {"decoder_steps": 4}})
+    data = data_of(ct32)
+    rec = Recorder()
+    tuned = DiffusionTrainer(cfg, data, tmp_path / "tuned", seed=3, callback=rec)
+    res = tuned.fit()
+    assert res.global_step == 3 + 4 + 4
+    assert [m["phase"] for _, m in rec.steps] == [0.0] * 3 + [1.0] * 4 + [2.0] * 4
+    assert all(np.isfinite(m["loss_critic"]) and m["decoder_l1"] > 0 for _, m in rec.steps if m["phase"] == 2.0)
+    # the same run without the phase: the same denoiser (EMA too), another decoder
+    plain = DiffusionTrainer(load_train_config({"train": base}), data, tmp_path / "plain", seed=3).fit().generator
+    for k, v in plain.unet.state_dict().items():
+        assert torch.equal(v, res.generator.unet.state_dict()[k]), k
+    assert any(not torch.equal(v, res.generator.ae.state_dict()[k]) for k, v in plain.ae.state_dict().items())
+    gen = load_generator(tmp_path / "tuned")
+    assert gen.generate(3, seed=1, labels=[0, 1, 2]).shape == (3, 1, 32, 32)
+    # killed in the phase (step 10, after the snapshot of step 8): resumed, critic and optimisers included
+    with pytest.raises(Killed):
+        DiffusionTrainer(cfg, data, tmp_path / "b", seed=3, callback=Recorder(kill_at=10)).fit()
+    with pytest.raises(ConfigError, match="began after step 7"):  # the phase cannot move under a resumed run
+        DiffusionTrainer(load_train_config({"train": base | {"max_steps": 5, "decoder_steps": 4}}), data,
+                         tmp_path / "b", seed=3).fit()
+    again = DiffusionTrainer(cfg, data, tmp_path / "b", seed=3)
+    res_b = again.fit()
+    assert res_b.resumed_from_step == 8
+    for a, b in ((tuned.G, again.G), (tuned.critic, again.critic)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # only the cascade has a super-resolver to fine-tune
+    with pytest.raises(ConfigError, match="decoder_steps"):
+        load_train_config({"train": TINY | {"decoder_steps": 10}}).check()
