@@ -14,6 +14,7 @@ repeats steps k+1.. exactly.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from medsynth.errors import ConfigError, TrainingError
+from medsynth.fileio import atomic_path
 from medsynth.imaging import make_grid, to_unit_tensor
 from medsynth.progress import progress
 from medsynth.training import checkpoint as ckpt
@@ -54,6 +56,7 @@ from medsynth.training.train_config import Precision, TrainConfig
 
 WARMUP = 200  # linear learning-rate warm-up of each phase, in steps
 GRID_EVERY = 1000  # denoiser steps between sample grids (and at the end)
+DENOISER_END = "denoiser_end.pt"  # beside last.pt: the snapshot at the end of the denoiser phase
 DECODER_LR = 2e-4  # Adam (0.5, 0.9) for the super-resolver and its critic in the fine-tuning phase
 
 
@@ -171,7 +174,8 @@ class DiffusionTrainer(LoopBase):
         if snap.get("critic"):  # the decoder's fine-tuning had begun: its phase must start where it did
             if self.critic is None or int(snap["denoiser_end"]) != self.denoiser_end:
                 raise ConfigError(f"{self.ckpt_path}: the decoder's fine-tuning began after step {snap['denoiser_end']}; "
-                                  "resume it with the same ae_steps / max_steps and decoder_steps > 0")
+                                  "resume it with the same ae_steps / max_steps and decoder_steps > 0 (to train the "
+                                  f"denoiser further, start from {DENOISER_END} beside it: copy it over {ckpt.LAST})")
             self.critic.load_state_dict(snap["critic"])
             self.opt_dec.load_state_dict(snap["opt_dec"])
             self.opt_critic.load_state_dict(snap["opt_critic"])
@@ -335,8 +339,11 @@ class DiffusionTrainer(LoopBase):
                         self.callback.on_epoch_end(self.epoch + 1, {**metrics, "latent_scale": float(self.G.latent_scale)},
                                                    make_grid(self.reconstructions()))
                     last_grid = self.global_step
-                elif phase_end or self.global_step % cfg.checkpoint_every == 0:  # (phase_end: the denoiser is done)
+                elif phase_end or self.global_step % cfg.checkpoint_every == 0:
                     self.save()
+                    if phase_end and self.info.is_main:  # the denoiser is done: kept apart, to train it further later
+                        with atomic_path(self.ckpt_path.with_name(DENOISER_END)) as tmp:
+                            shutil.copyfile(self.ckpt_path, tmp)
                 if not self.in_ae_phase() and (self.global_step - last_grid >= GRID_EVERY or last):
                     metrics = {**metrics, **self.epoch_metrics()}
                     if self.info.is_main:

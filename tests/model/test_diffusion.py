@@ -222,6 +222,12 @@ def test_decoder_fine_tuning_changes_only_the_decoder_and_resumes_identically(ct
     assert any(not torch.equal(v, res.generator.ae.state_dict()[k]) for k, v in plain.ae.state_dict().items())
     gen = load_generator(tmp_path / "tuned")
     assert gen.generate(3, seed=1, labels=[0, 1, 2]).shape == (3, 1, 32, 32)
+    # the snapshot at the denoiser's end is kept apart: the denoiser can be trained further from it
+    from medsynth.training import checkpoint as ckpt
+    from medsynth.training.diffusion_trainer import DENOISER_END
+
+    kept = ckpt.load(tmp_path / "tuned" / "checkpoints" / DENOISER_END)
+    assert kept["global_step"] == 7 and not kept["critic"]
     # killed in the phase (step 10, after the snapshot of step 8): resumed, critic and optimisers included
     with pytest.raises(Killed):
         DiffusionTrainer(cfg, data, tmp_path / "b", seed=3, callback=Recorder(kill_at=10)).fit()
