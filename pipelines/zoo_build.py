@@ -15,6 +15,8 @@ An entry whose evaluation fails the floors is still written (so its report can b
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def prepare(project, stage, dataset: str, track: bool = True, log=print):
     """Step 1: ingest -> validate -> preprocess ``dataset`` into ``<artifacts>/zoo/<dataset>/preprocess``;
@@ -68,6 +70,7 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
     if not resume and (art / "train").exists():
         log(f"==> fresh build: discarding the earlier training state in {art / 'train'} (--resume continues it)")
         shutil.rmtree(art / "train")
+    commands = command_history(art / "train", resume, command or f"medsynth zoo build {dataset}")
     log(f"==> train {_model_words(cfg)} ({cfg.profile}: {cfg.max_steps or cfg.epochs} "
         f"{'steps' if cfg.max_steps else 'epochs'}{f', at most {minutes:g} min now' if minutes else ''}; resumable)")
     tres = train.run(cfg, project, art / "preprocess", art / "train", track=track, resume=resume)
@@ -96,9 +99,8 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
             shutil.copy2(art / "evaluate" / name, dest / name)
     real_vs_synthetic(gen, PreparedData.load(art / "preprocess"), dest / SIDE_BY_SIDE)
     passed = bool(m.get(K.GATE_FLOORS_PASSED, False))
-    history = list(zoo_manifest.entries().get(dataset).info.get("commands", [])) if resume and dataset in zoo_manifest.entries() else []
     info = {"command": command or f"medsynth zoo build {dataset}", "dataset": dataset, "model": cfg.model, "arch": cfg.arch,
-            "commands": [*history, command or f"medsynth zoo build {dataset}"],
+            "commands": commands,
             "replaced": {"key_metrics": _key_metrics(shipped)} if shipped is not None else {},
             "profile": str(cfg.profile), "global_step": tres.global_step, "ngf": cfg.ngf, "ndf": cfg.ndf,
             "classes": list(gen.classes), "resolution": gen.resolution, "train_run_id": tres.run_id or "",
@@ -118,6 +120,23 @@ def build(project, stage, dataset: str, track: bool = True, command: str = "", l
 
 
 SIDE_BY_SIDE = "real_vs_synthetic.png"
+
+
+def command_history(train_dir: Path, resume: bool, command: str) -> list[str]:
+    """Every build command that trained the state in ``train_dir``, this one last, kept in its
+    ``commands.json``: the history of the model being built, not of the entry it may replace (a resumed
+    state can be a candidate that was kept out)."""
+    import json
+
+    from medsynth.fileio import atomic_path
+
+    path = train_dir / "commands.json"
+    history = json.loads(path.read_text()) if resume and path.is_file() else []
+    commands = [*history, command]
+    train_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(commands, indent=1))
+    return commands
 
 
 def _model_words(cfg) -> str:

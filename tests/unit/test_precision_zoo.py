@@ -141,3 +141,15 @@ def test_shipped_record_is_reused_only_under_the_same_policy_data_and_extractor(
     assert shipped("e1") == record and not calls  # same policy, data and extractor: the record is used
     assert shipped("e2") == {"fresh": True} and calls == ["zoo:ct"]  # another extractor: evaluated again
     assert "extractor" in logs[-1]
+
+
+def test_command_history_is_the_trained_states_own(tmp_path: Path):
+    from medsynth.pipelines.zoo_build import command_history
+
+    train = tmp_path / "train"
+    assert command_history(train, False, "medsynth zoo build ct --minutes 95") == ["medsynth zoo build ct --minutes 95"]
+    assert command_history(train, True, "medsynth zoo build ct --resume --minutes 5") == [
+        "medsynth zoo build ct --minutes 95", "medsynth zoo build ct --resume --minutes 5"]
+    assert json.loads((train / "commands.json").read_text())[-1].endswith("--minutes 5")
+    # a fresh build starts a new history
+    assert command_history(train, False, "medsynth zoo build ct") == ["medsynth zoo build ct"]
