@@ -12,7 +12,7 @@ for CPU minutes:
    a low-contrast class (ChestCT's coarse view varies 5.6 x less than the set's) otherwise lives in a
    sliver of the latent space, every noise level is noisier for it than for the others, and the
    denoiser's error, the same in absolute terms for every class, is large beside its structure. Off by
-   default: on ct it did not beat the shipped model under the gate (docs/BENCHMARKS.md, "Latent diffusion (ct)").
+   default; the shipped ct model uses it (docs/BENCHMARKS.md, "A decoder that adds texture (ct)").
 2. **Denoiser** (MONAI ``DiffusionModelUNet``): a UNet on the latents with the class as an
    embedding (plus a "no class" embedding, dropped in for 10 % of the training images: classifier-
    free guidance is then available at sampling time), v-prediction, the scaled-linear schedule of
@@ -253,7 +253,7 @@ class PatchCritic(nn.Module):
 def decoder_gan_losses(ldm: LatentDiffusion, decoder: nn.Module, critic: nn.Module, x: torch.Tensor,
                        adv_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(critic loss, decoder loss, L1) of one adversarial fine-tuning step of the cascade's super-resolver on real
-    images ``x`` in [-1, 1] (``decoder``: ``ldm.ae`` or its DDP wrapper; ``critic``: a :class:`PatchCritic`).
+    images ``x`` in [-1, 1] (``decoder``: ``ldm.ae``; ``critic``: a :class:`PatchCritic`).
 
     The decoder's loss is L1 + ``adv_weight`` x the hinge generator loss, on the decoded image as served (after
     back-projection, so the coarse view is the input's whatever texture is added). The critic's loss is computed
